@@ -1,0 +1,70 @@
+"""The ``mlsrv`` Typer app: registers every command and maps errors to exit codes in one place.
+
+Importing this module must not import TensorFlow (``mlsrv --help`` and shell completion re-run it on
+every TAB); commands import heavy modules inside their function bodies.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, NoReturn
+
+import typer
+
+from mlsrv import __version__
+from mlsrv.cli import commands
+from mlsrv.cli.runner import fail
+from mlsrv.errors import EXIT_USAGE, MlsrvError
+
+app = typer.Typer(
+    name="mlsrv",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    add_completion=True,
+    help="Inspect, run, serve and measure TensorFlow SavedModels. A drop-in TensorFlow Serving replacement.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version_callback(value: bool) -> None:
+    if not value:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    typer.echo(f"mlsrv {__version__}")
+    typer.echo(f"TensorFlow {installed('tensorflow')}")
+    typer.echo(f"TensorFlow Serving API {installed('tensorflow-serving-api')}")
+    raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the mlsrv, TensorFlow and TensorFlow Serving API versions and exit.",
+            callback=_version_callback,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
+    """Inspect, run, serve and measure TensorFlow SavedModels."""
+
+
+def main() -> NoReturn:
+    """Console-script entry point."""
+    try:
+        app()
+    except MlsrvError as error:  # pragma: no cover - commands use run(); this is the last net
+        fail(error)
+    sys.exit(EXIT_USAGE)  # pragma: no cover - app() always exits
+
+
+commands.register(app)

@@ -1,0 +1,9 @@
+"""The list of ``mlsrv`` commands. Each command lives in its own module, TF-free at import time."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Attach every command to ``app`` (order here is the order in ``--help``)."""
