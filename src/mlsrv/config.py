@@ -45,3 +45,70 @@ class ModelConfig:
     platform: str = "tensorflow"
     version_policy: VersionPolicy = field(default_factory=Latest)
     version_labels: Mapping[str, int] = field(default_factory=_empty_labels)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RestConfig:
+    """HTTP/REST frontend. ``port`` 0 disables REST (TF Serving's meaning)."""
+
+    host: str = "0.0.0.0"
+    port: int = 8501
+    timeout_s: float = 30.0
+    enable_cors: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GrpcConfig:
+    """gRPC frontend. ``port`` 0 disables TCP gRPC (then ``socket_path`` must be set)."""
+
+    host: str = "0.0.0.0"
+    port: int = 8500
+    socket_path: str = ""
+    channel_arguments: tuple[tuple[str, int | str], ...] = ()
+    max_threads: int = 0
+    enable_health: bool = True
+    tensor_content_outputs: bool = False
+    ssl_config_file: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RuntimeConfig:
+    """TensorFlow session settings (the parallelism and device flags)."""
+
+    intra_op: int = 0
+    inter_op: int = 0
+    gpu_memory_fraction: float = 0.0
+    saved_model_tags: tuple[str, ...] = ("serve",)
+    enable_warmup: bool = True
+    warmup_iterations: int = 0
+    method_name_check: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LifecycleConfig:
+    """Version discovery and loading (file-system polling, retries, config-file reload)."""
+
+    file_system_poll_wait_s: float = 1.0
+    model_config_poll_wait_s: float = 0.0
+    max_load_retries: int = 5
+    load_retry_interval_s: float = 60.0
+    allow_labels_for_unavailable: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerConfig:
+    """Everything ``mlsrv serve`` needs. Built by ``mlsrv.config_loader.load_config``."""
+
+    models: tuple[ModelConfig, ...]
+    model_config_file: str = ""
+    rest: RestConfig = field(default_factory=RestConfig)
+    grpc: GrpcConfig = field(default_factory=GrpcConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
+    enable_batching: bool = False
+    batching_parameters_file: str = ""
+    batching_toml: Mapping[str, object] | None = None
+    per_model_batching: bool = False
+    monitoring_config_file: str = ""
+    #: flags that were given but that this version does not implement (warned about once at start).
+    unimplemented_flags: tuple[str, ...] = ()

@@ -11,7 +11,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from mlsrv import __version__
+from mlsrv import __version__, flags
 from mlsrv.cli import commands
 from mlsrv.cli.runner import fail
 from mlsrv.errors import EXIT_USAGE, MlsrvError
@@ -58,10 +58,13 @@ def _root(
     """Inspect, run, serve and measure TensorFlow SavedModels."""
 
 
-def main() -> NoReturn:
-    """Console-script entry point."""
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Console-script entry point. ``serve`` arguments get TF Serving's bare-boolean syntax normalised."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "serve":
+        args = ["serve", *flags.normalize_argv(args[1:])]
     try:
-        app()
+        app(args=args, prog_name="mlsrv")
     except MlsrvError as error:  # pragma: no cover - commands use run(); this is the last net
         fail(error)
     sys.exit(EXIT_USAGE)  # pragma: no cover - app() always exits

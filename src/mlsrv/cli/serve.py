@@ -1,0 +1,74 @@
+"""``mlsrv serve``: tensorflow_model_server's flags, spelled the same, from one table (``mlsrv.flags``).
+
+The Typer options are generated from that table so help, completions and man pages list every flag.
+All options arrive as text (``None`` = not given) and are typed by ``flags.parse_value``, so the
+layering "flags < TOML < command line" only sees what the user actually typed. The server package is
+imported lazily: ``mlsrv --help`` must not pay for TensorFlow.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Annotated, Any
+
+import typer
+
+from mlsrv import flags
+from mlsrv.cli.runner import run
+
+
+def serve(**values: str | None) -> None:
+    """Serve SavedModels over TensorFlow Serving's REST and gRPC APIs (same flags, URLs and protos)."""
+    given = flags.parse_given(values) if values else {}
+    if given.get("version"):
+        _print_versions()
+        return
+    from mlsrv.config_loader import load_config
+
+    config = run(lambda: load_config(given))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from mlsrv.server.app import Server
+
+    run(Server(config).run())
+
+
+def _print_versions() -> None:
+    from importlib.metadata import version
+
+    from mlsrv import __version__
+
+    typer.echo(f"TensorFlow ModelServer: mlsrv {__version__}")
+    typer.echo(f"TensorFlow Library: {version('tensorflow')}")
+
+
+def _parameters() -> list[inspect.Parameter]:
+    params = []
+    for flag in flags.FLAGS:
+        metavar = {bool: "BOOL", int: "INT", float: "FLOAT", str: "TEXT"}[flag.type]
+        default = "" if flag.type is str and flag.default == "" else f" [default: {flag.default}]"
+        note = "" if flag.implemented else " (accepted, not implemented)"
+        option = typer.Option(
+            f"--{flag.name}",
+            help=f"{flag.help}{note}{default}",
+            metavar=metavar,
+            show_default=False,
+            rich_help_panel="mlsrv extras" if flag.extra else "TensorFlow Serving flags",
+        )
+        params.append(
+            inspect.Parameter(
+                flag.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, option]
+            )
+        )
+    return params
+
+
+def _install_signature() -> None:
+    params = _parameters()
+    serve.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    serve.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
+
+
+_install_signature()
+
+__all__: list[Any] = ["serve"]

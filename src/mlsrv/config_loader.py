@@ -1,0 +1,315 @@
+"""Builds a :class:`ServerConfig` from flag defaults, ``mlsrv.toml``, TF Serving's text-proto model
+config and the command-line flags, in that order (later layers win). The one place that reads config
+files; everything past it sees frozen dataclasses. Startup checks and their messages follow
+``tensorflow_model_server`` (spec section 0).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from mlsrv import flags
+from mlsrv.config import (
+    All,
+    GrpcConfig,
+    Latest,
+    LifecycleConfig,
+    ModelConfig,
+    RestConfig,
+    RuntimeConfig,
+    ServerConfig,
+    Specific,
+    VersionPolicy,
+)
+from mlsrv.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+log = logging.getLogger(__name__)
+
+_PROTO_TYPE = "tensorflow.serving.ModelServerConfig"
+
+
+def load_config(given: Mapping[str, flags.FlagValue]) -> ServerConfig:
+    """The server configuration for the flags the user typed (``given``: only flags present on the line)."""
+    toml_doc: dict[str, Any] = {}
+    config_path = str(given.get("config", "") or "")
+    if config_path:
+        toml_doc = read_toml(config_path)
+    values: dict[str, flags.FlagValue] = {f.name: f.default for f in flags.FLAGS}
+    values.update(_toml_server_flags(toml_doc, config_path))
+    values.update(given)
+    _check_startup(values)
+    models = _models(values, given, toml_doc, config_path)
+    return _build(values, models, toml_doc, given)
+
+
+def read_toml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: invalid TOML: {error}") from None
+
+
+def _toml_server_flags(doc: Mapping[str, Any], path: str) -> dict[str, flags.FlagValue]:
+    unknown = set(doc) - {"server", "batching", "models"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown table(s) {sorted(unknown)}; expected [server], [batching], [[models]]")
+    out: dict[str, flags.FlagValue] = {}
+    for key, value in dict(doc.get("server", {})).items():
+        flag = flags.BY_NAME.get(key)
+        if flag is None or key in ("config", "version"):
+            raise ConfigError(f"{path}: server.{key}: unknown setting (use tensorflow_model_server flag names)")
+        if isinstance(value, bool) != (flag.type is bool) or not isinstance(value, (int, float, str)):
+            raise ConfigError(f"{path}: server.{key}: expected a {flag.type.__name__}, got {value!r}")
+        out[key] = flags.parse_value(flag, str(value).lower() if isinstance(value, bool) else str(value))
+    return out
+
+
+def _check_startup(values: Mapping[str, flags.FlagValue]) -> None:
+    if values["port"] == 0 and not values["grpc_socket_path"]:
+        raise ConfigError(
+            "At least one of server_options.grpc_port or server_options.grpc_socket_path must be set."
+        )
+    if values["use_alts_credentials"] and values["ssl_config_file"]:
+        raise ConfigError("Either use_alts_credentials must be false or ssl_config_file must be empty.")
+    if values["batching_parameters_file"] and not values["enable_batching"]:
+        raise ConfigError(
+            "server_options.batching_parameters_file is set without setting "
+            "server_options.enable_batching to true."
+        )
+    parallelism = ("tensorflow_session_parallelism", "tensorflow_intra_op_parallelism",
+                   "tensorflow_inter_op_parallelism")
+    if all(int(values[name]) > 0 for name in parallelism):
+        raise ConfigError(
+            "Either configure server_options.tensorflow_session_parallelism or "
+            "(server_options.tensorflow_intra_op_parallelism, server_options.tensorflow_inter_op_parallelism) "
+            "separately. You cannot configure all."
+        )
+
+
+def _models(
+    values: Mapping[str, flags.FlagValue],
+    given: Mapping[str, flags.FlagValue],
+    toml_doc: Mapping[str, Any],
+    config_path: str,
+) -> tuple[ModelConfig, ...]:
+    config_file = str(values["model_config_file"])
+    base_path = str(values["model_base_path"])
+    flags_name_models = "model_config_file" in given or "model_base_path" in given
+    if config_file:
+        return parse_model_config_file(config_file)
+    if base_path and (flags_name_models or "models" not in toml_doc):
+        return (ModelConfig(name=str(values["model_name"]), base_path=os.path.abspath(base_path)),)
+    if "models" in toml_doc:
+        return _toml_models(toml_doc["models"], config_path)
+    raise ConfigError("Both server_options.model_base_path and server_options.model_config_file are empty!")
+
+
+def parse_model_config_file(path: str) -> tuple[ModelConfig, ...]:
+    """Read a text-format ``ModelServerConfig`` file (TF-free protos) into validated model configs."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"Failed to read ModelServerConfig file {path}: {error}") from None
+    return parse_model_config_text(text, source=path)
+
+
+def parse_model_config_text(text: str, *, source: str) -> tuple[ModelConfig, ...]:
+    """Parse and validate ModelServerConfig text, with TF Serving's messages."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    message = model_server_config_pb2.ModelServerConfig()
+    try:
+        text_format.Parse(text, message)
+    except text_format.ParseError as error:
+        raise ConfigError(f"{source}: Error parsing text-format {_PROTO_TYPE}: {error}") from None
+    if message.WhichOneof("config") == "custom_model_config":
+        raise ConfigError(f"{source}: ModelServer does not yet support custom model config.")
+    models = tuple(_model_from_proto(proto) for proto in message.model_config_list.config)
+    validate_models(models)
+    return models
+
+
+def _model_from_proto(proto: Any) -> ModelConfig:
+    if proto.model_type and proto.model_platform:
+        raise ConfigError(
+            f"Illegal setting both ModelServerConfig::model_type (deprecated) and "
+            f"ModelServerConfig::model_platform, model name is {proto.name}"
+        )
+    platform = proto.model_platform or ("tensorflow" if proto.model_type == 1 else "")
+    if not platform:
+        raise ConfigError(
+            "Illegal setting neither ModelServerConfig::model_type (deprecated) nor "
+            f"ModelServerConfig::model_platform, model name is {proto.name}"
+        )
+    if proto.HasField("logging_config"):
+        raise ConfigError("No request-logger-creator provided.")
+    policy_kind = proto.model_version_policy.WhichOneof("policy_choice")
+    policy: VersionPolicy
+    if policy_kind == "all":
+        policy = All()
+    elif policy_kind == "specific":
+        policy = Specific(tuple(int(v) for v in proto.model_version_policy.specific.versions))
+    else:
+        policy = Latest(max(1, int(proto.model_version_policy.latest.num_versions)))
+    return ModelConfig(
+        name=proto.name,
+        base_path=proto.base_path,
+        platform=platform,
+        version_policy=policy,
+        version_labels=MappingProxyType({str(k): int(v) for k, v in proto.version_labels.items()}),
+    )
+
+
+def validate_models(models: tuple[ModelConfig, ...]) -> None:
+    """TF Serving's ModelConfigList checks: unique names, absolute paths, known platform."""
+    seen: set[str] = set()
+    for model in models:
+        if model.name in seen:
+            raise ConfigError(f"Illegal to list model {model.name} multiple times in config list")
+        seen.add(model.name)
+        if not (os.path.isabs(model.base_path) or "://" in model.base_path):
+            raise ConfigError(
+                f"Expected model {model.name} to have an absolute path or URI; got base_path()={model.base_path}"
+            )
+        if model.platform != "tensorflow":
+            raise ConfigError(f"Model {model.name} requests unsupported platform {model.platform}")
+
+
+def _toml_models(entries: Any, path: str) -> tuple[ModelConfig, ...]:
+    if not isinstance(entries, list):
+        raise ConfigError(f"{path}: models must be an array of tables ([[models]])")
+    root = os.path.dirname(os.path.abspath(path))
+    models = []
+    for index, entry in enumerate(entries):
+        where = f"{path}: models[{index}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise ConfigError(f"{where}.name: required string")
+        unknown = set(entry) - {"name", "base_path", "platform", "version_policy", "version_labels", "batching"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
+        base = entry.get("base_path")
+        if not isinstance(base, str):
+            raise ConfigError(f"{where}.base_path: required string")
+        labels = entry.get("version_labels", {})
+        if not isinstance(labels, dict) or not all(isinstance(v, int) for v in labels.values()):
+            raise ConfigError(f"{where}.version_labels: expected a table of label = version")
+        models.append(
+            ModelConfig(
+                name=entry["name"],
+                base_path=base if "://" in base else os.path.join(root, base),
+                platform=str(entry.get("platform", "tensorflow")),
+                version_policy=_toml_policy(entry.get("version_policy", "latest"), where),
+                version_labels=MappingProxyType(dict(labels)),
+            )
+        )
+    result = tuple(models)
+    validate_models(result)
+    return result
+
+
+def _toml_policy(value: Any, where: str) -> VersionPolicy:
+    if value == "latest":
+        return Latest()
+    if value == "all":
+        return All()
+    if isinstance(value, dict) and len(value) == 1:
+        ((kind, arg),) = value.items()
+        if kind == "latest" and isinstance(arg, int) and arg >= 0:
+            return Latest(max(1, arg))
+        if kind == "specific" and isinstance(arg, list) and all(isinstance(v, int) for v in arg):
+            return Specific(tuple(arg))
+    raise ConfigError(
+        f'{where}.version_policy: expected "latest", "all", {{latest = N}} or {{specific = [versions]}}'
+    )
+
+
+def _channel_arguments(text: str) -> tuple[tuple[str, int | str], ...]:
+    """``a=1,b=x`` -> ((a, 1), (b, "x")): values that parse as int32 are ints, as in TF Serving."""
+    out: list[tuple[str, int | str]] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--grpc_channel_arguments: expected key=value, got '{item}'")
+        try:
+            number = int(value)
+            out.append((key, number) if -(2**31) <= number < 2**31 else (key, value))
+        except ValueError:
+            out.append((key, value))
+    return tuple(out)
+
+
+def _build(
+    values: Mapping[str, flags.FlagValue],
+    models: tuple[ModelConfig, ...],
+    toml_doc: Mapping[str, Any],
+    given: Mapping[str, flags.FlagValue],
+) -> ServerConfig:
+    host = str(values["host"])
+    rest_port = int(values["rest_api_port"])
+    if rest_port and rest_port == int(values["port"]):
+        log.error("--rest_api_port cannot be the same as --port; REST API is not started")
+        rest_port = 0
+    session = int(values["tensorflow_session_parallelism"])
+    intra = int(values["tensorflow_intra_op_parallelism"]) or session
+    inter = int(values["tensorflow_inter_op_parallelism"]) or session
+    tags = tuple(t.strip() for t in str(values["saved_model_tags"]).split(",") if t.strip())
+    batching_toml = toml_doc.get("batching")
+    if batching_toml is not None and not isinstance(batching_toml, dict):
+        raise ConfigError("[batching] must be a table")
+    return ServerConfig(
+        models=models,
+        model_config_file=str(values["model_config_file"]),
+        rest=RestConfig(
+            host=host,
+            port=rest_port,
+            timeout_s=max(0, int(values["rest_api_timeout_in_ms"])) / 1000.0,
+            enable_cors=bool(values["rest_api_enable_cors_support"]),
+        ),
+        grpc=GrpcConfig(
+            host=host,
+            port=int(values["port"]),
+            socket_path=str(values["grpc_socket_path"]),
+            channel_arguments=_channel_arguments(str(values["grpc_channel_arguments"])),
+            max_threads=int(values["grpc_max_threads"]),
+            enable_health=bool(values["enable_grpc_healthcheck_service"]),
+            tensor_content_outputs=bool(values["enable_serialization_as_tensor_content"]),
+            ssl_config_file=str(values["ssl_config_file"]),
+        ),
+        runtime=RuntimeConfig(
+            intra_op=intra,
+            inter_op=inter,
+            gpu_memory_fraction=float(values["per_process_gpu_memory_fraction"]),
+            saved_model_tags=tags or ("serve",),
+            enable_warmup=bool(values["enable_model_warmup"]),
+            warmup_iterations=int(values["num_request_iterations_for_warmup"]),
+            method_name_check=bool(values["enable_signature_method_name_check"]),
+        ),
+        lifecycle=LifecycleConfig(
+            file_system_poll_wait_s=float(values["file_system_poll_wait_seconds"]),
+            model_config_poll_wait_s=float(values["model_config_file_poll_wait_seconds"]),
+            max_load_retries=max(0, int(values["max_num_load_retries"])),
+            load_retry_interval_s=max(0, int(values["load_retry_interval_micros"])) / 1e6,
+            allow_labels_for_unavailable=bool(values["allow_version_labels_for_unavailable_models"]),
+        ),
+        enable_batching=bool(values["enable_batching"]) or ("enable_batching" not in given and bool(batching_toml)),
+        batching_parameters_file=str(values["batching_parameters_file"]),
+        batching_toml=MappingProxyType(dict(batching_toml)) if batching_toml else None,
+        per_model_batching=bool(values["enable_per_model_batching_parameters"]),
+        monitoring_config_file=str(values["monitoring_config_file"]),
+        unimplemented_flags=flags.unimplemented({**_toml_server_flags(toml_doc, "toml"), **given}),
+    )

@@ -1,0 +1,160 @@
+"""``tensorflow_model_server``'s flags as data: one table drives ``mlsrv serve``'s parser, its help,
+completions and man page, the TOML ``[server]`` keys, and the startup warning for flags mlsrv accepts
+but does not implement. Names, types and defaults follow TF Serving's ``main.cc`` (spec section 1);
+the one deliberate difference is ``rest_api_port`` defaulting to 8501.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from mlsrv.errors import ConfigError
+
+FlagValue = int | float | str | bool
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    name: str
+    type: type
+    default: FlagValue
+    help: str
+    implemented: bool = True
+    #: mlsrv-only flags are marked so docs can say so.
+    extra: bool = False
+
+
+def _f(name: str, kind: type, default: FlagValue, help: str, *, implemented: bool = True) -> Flag:
+    return Flag(name, kind, default, help, implemented)
+
+
+def _x(name: str, kind: type, default: FlagValue, help: str) -> Flag:
+    return Flag(name, kind, default, help, True, True)
+
+
+FLAGS: Final[tuple[Flag, ...]] = (
+    # 1.1 ports / sockets / HTTP
+    _f("port", int, 8500, "gRPC TCP port; 0 disables TCP gRPC (then --grpc_socket_path is required)."),
+    _f("grpc_socket_path", str, "", "Also serve gRPC on this UNIX socket."),
+    _f("rest_api_port", int, 8501, "HTTP/REST port; 0 disables REST. (TF Serving's binary defaults to 0.)"),
+    _f("rest_api_num_threads", int, 0, "Accepted for compatibility; REST runs on one asyncio loop."),
+    _f("rest_api_timeout_in_ms", int, 30000, "Timeout for REST calls; expiry answers 504."),
+    _f("rest_api_enable_cors_support", bool, False, "Add CORS headers to every REST response."),
+    # 1.2 gRPC
+    _f("grpc_channel_arguments", str, "", "Comma-separated key=value gRPC server arguments (ints as ints)."),
+    _f("grpc_max_threads", int, 0, "Upper bound on concurrent gRPC RPCs (0: no limit)."),
+    _f("enable_grpc_healthcheck_service", bool, True, "Serve grpc.health.v1.Health (mlsrv: on by default)."),
+    _f("enable_profiler", bool, True, "TF profiler gRPC service.", implemented=False),
+    _f("enable_serialization_as_tensor_content", bool, False, "Write Predict outputs as tensor_content."),
+    # 1.3 model config
+    _f("model_name", str, "default", "Model name in single-model mode."),
+    _f("model_base_path", str, "", "Model base path (without the version folder) in single-model mode."),
+    _f("model_config_file", str, "", "Text-format ModelServerConfig; overrides --model_name/--model_base_path."),
+    _f("model_config_file_poll_wait_seconds", int, 0, "Re-read --model_config_file every N seconds (0: once)."),
+    _f("allow_version_labels_for_unavailable_models", bool, False, "Allow new labels on versions not yet AVAILABLE."),
+    _f("platform_config_file", str, "", "Text-format PlatformConfigMap.", implemented=False),
+    _f("saved_model_tags", str, "serve", "Comma-separated MetaGraph tags to load."),
+    # 1.4 file-system polling / loading
+    _f("file_system_poll_wait_seconds", int, 1, "Poll period for new versions; 0 polls once."),
+    _f("num_load_threads", int, 0, "Accepted for compatibility; loads run on the server's executor."),
+    _f("num_unload_threads", int, 0, "Accepted for compatibility; unloads run on the server's executor."),
+    _f("max_num_load_retries", int, 5, "Retries after a failed load; 0 means one attempt."),
+    _f("load_retry_interval_micros", int, 60_000_000, "Delay between load retries."),
+    _f("flush_filesystem_caches", bool, True, "Accepted for compatibility (no effect in mlsrv)."),
+    # 1.5 batching
+    _f("enable_batching", bool, False, "Batch concurrent requests into one model call."),
+    _f("batching_parameters_file", str, "", "Text-format BatchingParameters."),
+    _f("enable_per_model_batching_parameters", bool, False, "Read batching_params.pbtxt from each SavedModel."),
+    # 1.6 parallelism / session / device
+    _f("tensorflow_session_parallelism", int, 0, "Sets both intra- and inter-op threads (0: auto)."),
+    _f("tensorflow_intra_op_parallelism", int, 0, "Intra-op threads (0: auto)."),
+    _f("tensorflow_inter_op_parallelism", int, 0, "Inter-op threads (0: auto)."),
+    _f("tensorflow_session_config_file", str, "", "Text-format TF ConfigProto.", implemented=False),
+    _f("per_process_gpu_memory_fraction", float, 0.0, "GPU memory fraction (0: TensorFlow decides)."),
+    _f("thread_pool_factory_config_file", str, "", "ThreadPoolFactoryConfig.", implemented=False),
+    _f("mixed_precision", str, "", "Automatic mixed precision, e.g. bfloat16.", implemented=False),
+    _f("xla_cpu_compilation_enabled", bool, False, "XLA:CPU JIT.", implemented=False),
+    _f("xla_gpu_compilation_enabled", bool, False, "XLA GPU JIT.", implemented=False),
+    _f("skip_initialize_tpu", bool, False, "TPU builds only.", implemented=False),
+    _f("remove_unused_fields_from_bundle_metagraph", bool, True, "Accepted for compatibility."),
+    _f("enable_signature_method_name_check", bool, False, "Enforce SignatureDef method_name."),
+    # 1.7 warmup
+    _f("enable_model_warmup", bool, True, "Replay assets.extra/tf_serving_warmup_requests at load."),
+    _f("num_request_iterations_for_warmup", int, 0, "Replay each warmup record N times."),
+    # 1.8 monitoring / SSL / misc
+    _f("monitoring_config_file", str, "", "Text-format MonitoringConfig (Prometheus)."),
+    _f("ssl_config_file", str, "", "Text-format SSLConfig for gRPC."),
+    _f("use_alts_credentials", bool, False, "Google ALTS credentials for gRPC.", implemented=False),
+    _f("version", bool, False, "Print the versions and exit."),
+    # 1.9 TFLite
+    _f("prefer_tflite_model", bool, False, "Prefer model.tflite.", implemented=False),
+    _f("num_tflite_pools", int, 0, "TFLite interpreter pools.", implemented=False),
+    _f("num_tflite_interpreters_per_pool", int, 1, "TFLite interpreters per pool.", implemented=False),
+    # mlsrv extras
+    _x("config", str, "", "mlsrv.toml with [server], [batching] and [[models]] tables; flags override it."),
+    _x("host", str, "0.0.0.0", "Address to bind REST and TCP gRPC to (mlsrv extra)."),
+)
+
+BY_NAME: Final[dict[str, Flag]] = {flag.name: flag for flag in FLAGS}
+
+_TRUE: Final = frozenset({"true", "1", "yes", "on"})
+_FALSE: Final = frozenset({"false", "0", "no", "off"})
+
+
+def parse_value(flag: Flag, text: str) -> FlagValue:
+    """Convert a flag's text to its type, with TF's complaint style for bad values."""
+    try:
+        if flag.type is bool:
+            lowered = text.strip().lower()
+            if lowered in _TRUE:
+                return True
+            if lowered in _FALSE:
+                return False
+            raise ValueError(text)
+        if flag.type is int:
+            return int(text, 10)
+        if flag.type is float:
+            return float(text)
+    except ValueError:
+        kind = {bool: "bool", int: "int", float: "float"}[flag.type]
+        raise ConfigError(f"Illegal value '{text}' specified for {kind} flag '{flag.name}'") from None
+    return text
+
+
+def normalize_argv(argv: Sequence[str]) -> list[str]:
+    """Rewrite TF Serving's bare boolean ``--name`` (and ``--name true``) to ``--name=true``.
+
+    Click needs a value for every non-flag option; TF's flag library lets booleans stand alone.
+    Everything else passes through untouched, so unknown flags still reach the parser and fail there.
+    """
+    out: list[str] = []
+    items = list(argv)
+    index = 0
+    while index < len(items):
+        arg = items[index]
+        index += 1
+        flag = BY_NAME.get(arg[2:].replace("-", "_")) if arg.startswith("--") and "=" not in arg else None
+        if flag is not None and flag.type is bool:
+            following = items[index].lower() if index < len(items) else ""
+            if following in _TRUE | _FALSE:
+                out.append(f"{arg}={items[index]}")
+                index += 1
+            else:
+                out.append(f"{arg}=true")
+            continue
+        out.append(arg)
+    return out
+
+
+def parse_given(values: dict[str, str | None]) -> dict[str, FlagValue]:
+    """Typed values of the flags that were given (``None`` means not given)."""
+    return {name: parse_value(BY_NAME[name], text) for name, text in values.items() if text is not None}
+
+
+def unimplemented(given: dict[str, FlagValue]) -> tuple[str, ...]:
+    """Flags the user set (to a non-default value) that mlsrv accepts but does not implement."""
+    return tuple(
+        name for name, value in given.items() if not BY_NAME[name].implemented and value != BY_NAME[name].default
+    )

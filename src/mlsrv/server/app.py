@@ -1,0 +1,214 @@
+"""``Server``: builds the serving graph from a ``ServerConfig`` and owns its lifetime.
+
+Order matters and follows TF Serving: load every configured model first (ports stay closed), then
+open the REST and gRPC ports. Shutdown reverses it: stop polling, close ports (letting in-flight
+requests finish), drain batchers, unload models, stop the executors. All state lives on the
+instance, so tests can run several servers in one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import signal
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from mlsrv.config import ServerConfig
+from mlsrv.config_loader import parse_model_config_file
+from mlsrv.errors import ConfigError, LoadError, MlsrvError
+from mlsrv.protocol.types import ModelStatus, State
+from mlsrv.server.dataplane import DataPlane
+from mlsrv.server.manager import Manager
+from mlsrv.server.monitor import StateMonitor
+from mlsrv.server.rest import RestFrontend
+from mlsrv.server.servable import Loader
+from mlsrv.server.source import FileSystemSource
+
+log = logging.getLogger(__name__)
+
+LoaderFactory = Callable[[Any, str], Loader]
+
+
+class Server:
+    """One model server: lifecycle + DataPlane + frontends. ``async with Server(cfg):`` starts and stops it."""
+
+    def __init__(self, config: ServerConfig, *, loader_factory: LoaderFactory | None = None) -> None:
+        self.config = config
+        self._loader_factory = loader_factory
+        workers = max(2, min(4, os.cpu_count() or 2))
+        self.executor = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="mlsrv-run")
+        self._load_executor = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="mlsrv-load")
+        self.monitor = StateMonitor()
+        self.manager = Manager(
+            self._make_loader,
+            self._load_executor,
+            self.monitor,
+            max_load_retries=config.lifecycle.max_load_retries,
+            load_retry_interval_s=config.lifecycle.load_retry_interval_s,
+        )
+        self.source = FileSystemSource(config.models, self.manager, config.lifecycle.file_system_poll_wait_s)
+        self.dataplane = DataPlane(
+            self.manager,
+            self.monitor,
+            self.executor,
+            None,
+            method_name_check=config.runtime.method_name_check,
+        )
+        self._runner: web.AppRunner | None = None
+        self._grpc: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._models = config.models
+        self.rest_port = 0
+        self.grpc_port = 0
+
+    # -- construction helpers --
+
+    def _make_loader(self, servable_id: Any, path: str) -> Loader:
+        if self._loader_factory is not None:
+            return self._loader_factory(servable_id, path)
+        from mlsrv.server import tf_runtime
+
+        return tf_runtime.SavedModelLoader(path, self.config.runtime.saved_model_tags)
+
+    # -- lifecycle --
+
+    async def start(self) -> None:
+        """Load models (blocking until each settles, as TF Serving), then open the ports."""
+        for flag in self.config.unimplemented_flags:
+            log.warning("flag --%s is accepted for compatibility but not implemented by mlsrv", flag)
+        if self._loader_factory is None:
+            from mlsrv.server import tf_runtime
+
+            runtime = self.config.runtime
+            tf_runtime.configure(runtime.intra_op, runtime.inter_op, runtime.gpu_memory_fraction)
+        await self.source.start()
+        await self._wait_for_initial_load()
+        self._apply_labels(self._models)
+        await self._start_rest()
+        await self._start_grpc()
+        if self.config.model_config_file and self.config.lifecycle.model_config_poll_wait_s > 0:
+            self._tasks.append(asyncio.create_task(self._poll_model_config()))
+
+    async def _wait_for_initial_load(self) -> None:
+        names = [model.name for model in self._models]
+        await self.manager.wait_until_settled(names, None)
+        statuses = [self.monitor.states(name) for name in names]
+        if any(_available(status) for status in statuses):
+            for status in statuses:
+                for version in status.versions:
+                    if version.state is State.END and version.error_code.name != "OK":
+                        log.error("model %s version %d failed to load: %s", status.name, version.version,
+                                  version.error_message)
+            return
+        failures = [
+            f"{{name: {s.name} version: {v.version}}} due to error: {v.error_message}"
+            for s in statuses
+            for v in s.versions
+            if v.state is State.END
+        ]
+        raise LoadError(f"{len(failures)} servable(s) did not become available: {{{', '.join(failures)}}}")
+
+    def _apply_labels(self, models: tuple[Any, ...]) -> None:
+        for model in models:
+            self.manager.set_labels(
+                model.name,
+                dict(model.version_labels),
+                allow_unavailable=self.config.lifecycle.allow_labels_for_unavailable,
+            )
+
+    async def _start_rest(self) -> None:
+        rest = self.config.rest
+        if rest.port == 0:
+            return
+        frontend = RestFrontend(
+            self.dataplane,
+            timeout_s=rest.timeout_s,
+            enable_cors=rest.enable_cors,
+            model_names=lambda: [m.name for m in self._models],
+        )
+        self._runner = web.AppRunner(frontend.application(), handle_signals=False, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, rest.host, rest.port, reuse_address=True)
+        await site.start()
+        self.rest_port = _bound_port(site)
+        log.info("Exporting HTTP/REST API at:%s:%d ...", rest.host, self.rest_port)
+
+    async def _start_grpc(self) -> None:
+        try:
+            from mlsrv.server.grpc import GrpcFrontend
+        except ImportError:  # gRPC frontend not built yet
+            return
+        self._grpc = GrpcFrontend(self.dataplane, self.config.grpc, server=self)
+        self.grpc_port = await self._grpc.start()
+
+    async def reload_models(self, models: tuple[Any, ...]) -> None:
+        """Replace the model list (config reload): removed models unload, new ones load."""
+        self._models = models
+        self._apply_labels(tuple(m for m in models if not m.version_labels))
+        await self.source.set_models(models)
+        await self.manager.wait_until_settled([m.name for m in models], None)
+        self._apply_labels(models)
+
+    async def _poll_model_config(self) -> None:
+        period = self.config.lifecycle.model_config_poll_wait_s
+        while True:
+            await asyncio.sleep(period)
+            try:
+                models = await asyncio.to_thread(parse_model_config_file, self.config.model_config_file)
+                if models != self._models:
+                    await self.reload_models(models)
+            except ConfigError as error:
+                log.error("Failed to read ModelServerConfig file: %s", error.message)
+            except MlsrvError as error:
+                log.error("PollFilesystemAndReloadConfig failed to ReloadConfig: %s", error.message)
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Stop accepting, finish in-flight requests (bounded by ``grace_s``), unload, release threads."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.source.stop()
+        if self._grpc is not None:
+            await self._grpc.stop(grace_s)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.manager.stop()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self._load_executor.shutdown(wait=False, cancel_futures=True)
+
+    async def __aenter__(self) -> Server:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def run(self) -> None:
+        """Serve until SIGTERM or SIGINT, then shut down cleanly."""
+        loop = asyncio.get_running_loop()
+        stopping = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        async with self:
+            log.info("mlsrv serving %s", ", ".join(m.name for m in self._models))
+            await stopping.wait()
+            log.info("shutting down")
+
+
+def _available(status: ModelStatus) -> bool:
+    return any(v.state is State.AVAILABLE for v in status.versions)
+
+
+def _bound_port(site: web.TCPSite) -> int:
+    server = site._server  # aiohttp exposes no public accessor for the bound port
+    sockets = getattr(server, "sockets", None) or []
+    return int(sockets[0].getsockname()[1]) if sockets else 0

@@ -1,0 +1,295 @@
+"""DataPlane: the only business logic the REST and gRPC frontends call.
+
+Frontends decode the wire into ``protocol.types``, call one method here, and encode the result. All
+request validation that TF Serving does against the signature (``predict_util.cc``,
+``classifier.cc``, ``regressor.cc``) happens here once, so both transports give the same errors.
+Runs on the event loop; model calls go through the version's batcher or the executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from mlsrv.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    InternalError,
+    InvalidArgument,
+    ModelNotFound,
+)
+from mlsrv.protocol import dtypes
+from mlsrv.protocol.types import (
+    CLASSIFY_METHOD,
+    DEFAULT_SIGNATURE,
+    PREDICT_METHOD,
+    REGRESS_METHOD,
+    ClassifyResponse,
+    ExamplesRequest,
+    InferenceMethod,
+    ModelMetadata,
+    ModelSpec,
+    ModelStatus,
+    PredictRequest,
+    PredictResponse,
+    RegressResponse,
+    SignatureInfo,
+)
+from mlsrv.server.batching_pool import BatchingPool
+from mlsrv.server.manager import Manager
+from mlsrv.server.monitor import StateMonitor
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """A servable version and one of its signatures, as a request resolved them."""
+
+    spec: ModelSpec
+    signature: SignatureInfo
+
+
+class DataPlane:
+    """Predict, classify, regress, metadata and status over the Manager's servables."""
+
+    def __init__(
+        self,
+        manager: Manager,
+        monitor: StateMonitor,
+        executor: concurrent.futures.Executor,
+        batching: BatchingPool | None = None,
+        *,
+        method_name_check: bool = False,
+    ) -> None:
+        self._manager = manager
+        self._monitor = monitor
+        self._executor = executor
+        self._batching = batching
+        self._method_name_check = method_name_check
+
+    # -- lookups used by the REST decoder, which needs the signature before it can parse inputs --
+
+    def signature_for_rest(self, spec: ModelSpec) -> Resolved:
+        """Resolve spec and signature with TF Serving's REST messages (400 for an unknown signature)."""
+        servable_id, servable = self._manager.peek(spec)
+        name = spec.signature_or_default
+        signature = servable.signatures().get(name)
+        if signature is None:
+            raise InvalidArgument(f'Serving signature name: "{name}" not found in signature def')
+        return Resolved(_resolved(spec, servable_id.version, name), signature)
+
+    # -- predict --
+
+    async def predict(self, request: PredictRequest, deadline: float | None = None) -> PredictResponse:
+        """Validate the request against the signature (as ``RunPredict``) and run it."""
+        name = request.spec.signature_or_default
+        async with self._manager.lease(request.spec) as lease:
+            signature = lease.servable.signatures().get(name)
+            if signature is None:
+                raise FailedPrecondition(f'Serving signature key "{name}" not found.')
+            if self._method_name_check and signature.method_name != PREDICT_METHOD:
+                raise InternalError(
+                    "Expected prediction signature method_name to be one of {tensorflow/serving/predict, "
+                    f"tensorflow/serving/classify, tensorflow/serving/regress}}. Was: {signature.method_name}"
+                )
+            _check_inputs(request.inputs, signature)
+            output_filter = _check_output_filter(request.output_filter, signature)
+            outputs = await self._run(lease, name, request.inputs, output_filter, deadline)
+            return PredictResponse(_resolved(request.spec, lease.id.version, name), outputs)
+
+    # -- classify / regress --
+
+    async def classify(self, request: ExamplesRequest, deadline: float | None = None) -> ClassifyResponse:
+        async with self._manager.lease(request.spec) as lease:
+            name, signature = self._examples_signature(lease.servable.signatures(), request)
+            if self._method_name_check and signature.method_name != CLASSIFY_METHOD:
+                raise InvalidArgument(
+                    "Expected classification signature method_name to be tensorflow/serving/classify. "
+                    f"Was: {signature.method_name}"
+                )
+            classes_key = "classes" if "classes" in signature.outputs else None
+            scores_key = "scores" if "scores" in signature.outputs else None
+            if classes_key is None and scores_key is None:
+                raise InvalidArgument(
+                    'Expected classification signature outputs to contain at least one of "classes" or '
+                    f'"scores". Signature was: {_signature_text(signature)}'
+                )
+            outputs = await self._run_examples(lease, name, signature, request, deadline)
+            n = len(request.examples)
+            classes = _batch_output(outputs, classes_key, n, "classes") if classes_key else None
+            scores = _batch_output(outputs, scores_key, n, "scores") if scores_key else None
+            if scores is not None:
+                scores = scores.astype(np.float32, copy=False)
+            return ClassifyResponse(_resolved(request.spec, lease.id.version, name), classes, scores)
+
+    async def regress(self, request: ExamplesRequest, deadline: float | None = None) -> RegressResponse:
+        async with self._manager.lease(request.spec) as lease:
+            name, signature = self._examples_signature(lease.servable.signatures(), request)
+            if self._method_name_check and signature.method_name != REGRESS_METHOD:
+                raise InvalidArgument(
+                    "Expected regression signature method_name to be tensorflow/serving/regress. "
+                    f"Was: {signature.method_name}"
+                )
+            if "outputs" not in signature.outputs or len(signature.outputs) != 1:
+                raise InvalidArgument(
+                    f"No regression outputs found in SignatureDef: {_signature_text(signature)}"
+                )
+            outputs = await self._run_examples(lease, name, signature, request, deadline)
+            values = _batch_output(outputs, "outputs", len(request.examples), "outputs")
+            if values.ndim == 2 and values.shape[1] == 1:
+                values = values[:, 0]
+            if values.ndim != 1:
+                raise InvalidArgument(
+                    f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
+                    f"{list(values.shape)}"
+                )
+            return RegressResponse(
+                _resolved(request.spec, lease.id.version, name), values.astype(np.float32, copy=False)
+            )
+
+    def _examples_signature(
+        self, signatures: Mapping[str, SignatureInfo], request: ExamplesRequest
+    ) -> tuple[str, SignatureInfo]:
+        name = request.spec.signature_or_default
+        signature = signatures.get(name)
+        if signature is None:
+            raise InvalidArgument(f"No signature was found with the name: {name}")
+        if len(signature.inputs) != 1:
+            raise InvalidArgument("Expected one input Tensor.")
+        if "inputs" not in signature.inputs:
+            kind = "classification" if request.method is InferenceMethod.CLASSIFY else "regression"
+            raise InvalidArgument(f"No {kind} inputs found in SignatureDef: {_signature_text(signature)}")
+        return name, signature
+
+    async def _run_examples(
+        self,
+        lease: object,
+        name: str,
+        signature: SignatureInfo,
+        request: ExamplesRequest,
+        deadline: float | None,
+    ) -> dict[str, np.ndarray]:
+        if not request.examples:
+            raise InvalidArgument("Input is empty.")
+        tensor = np.empty(len(request.examples), dtype=object)
+        tensor[:] = request.examples
+        return await self._run(lease, name, {"inputs": tensor}, tuple(signature.outputs), deadline)
+
+    # -- metadata / status --
+
+    def metadata(self, spec: ModelSpec) -> ModelMetadata:
+        """Every signature of the resolved version; the spec echoes name and version, no signature."""
+        servable_id, servable = self._manager.peek(spec)
+        return ModelMetadata(ModelSpec(spec.name, servable_id.version), dict(servable.signatures()))
+
+    def status(self, spec: ModelSpec) -> ModelStatus:
+        """TF Serving's GetModelStatus: all versions (a label is ignored) or one version."""
+        status = self._monitor.states(spec.name)
+        if not status.versions:
+            raise ModelNotFound(f"Could not find any versions of model {spec.name}")
+        if spec.version is None:
+            return status
+        chosen = tuple(v for v in status.versions if v.version == spec.version)
+        if not chosen:
+            raise ModelNotFound(f"Could not find version {spec.version} of model {spec.name}")
+        return ModelStatus(status.name, chosen)
+
+    # -- running --
+
+    async def _run(
+        self,
+        lease: object,
+        signature: str,
+        inputs: dict[str, np.ndarray],
+        output_filter: Sequence[str],
+        deadline: float | None,
+    ) -> dict[str, np.ndarray]:
+        servable = lease.servable  # type: ignore[attr-defined]
+        loop = asyncio.get_running_loop()
+        if deadline is not None and loop.time() >= deadline:
+            raise DeadlineExceeded("Deadline exceeded before the request was run")
+        if self._batching is not None:
+            batcher = self._batching.batcher_for(lease.id, signature, servable)  # type: ignore[attr-defined]
+            if batcher is not None and _batchable(inputs):
+                outputs = await batcher.submit(inputs, deadline)
+                return {key: outputs[key] for key in output_filter} if output_filter else outputs
+        call = loop.run_in_executor(self._executor, servable.run, signature, inputs, tuple(output_filter))
+        if deadline is None:
+            result: dict[str, np.ndarray] = await call
+            return result
+        try:
+            return await asyncio.wait_for(call, max(0.0, deadline - loop.time()))
+        except asyncio.TimeoutError:
+            raise DeadlineExceeded("Deadline Exceeded") from None
+
+
+def _resolved(spec: ModelSpec, version: int, signature: str) -> ModelSpec:
+    return ModelSpec(spec.name, version, None, signature)
+
+
+def _batchable(inputs: Mapping[str, np.ndarray]) -> bool:
+    """Only inputs with a shared leading dimension can be merged with other requests."""
+    dims = {array.shape[0] if array.ndim else None for array in inputs.values()}
+    return len(dims) == 1 and None not in dims
+
+
+def _check_inputs(inputs: Mapping[str, np.ndarray], signature: SignatureInfo) -> None:
+    """TF Serving's input checks: count, aliases, then dtypes (``Expects arg[i] to be ...``)."""
+    expected = signature.inputs
+    sent = set(inputs)
+    if len(sent) != len(expected):
+        extra = sorted(sent - set(expected))
+        missing = sorted(set(expected) - sent)
+        raise InvalidArgument(
+            f"input size does not match signature: {len(sent)}!={len(expected)} "
+            f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(expected))}}}). "
+            f"Sent extra: {{{','.join(extra)}}}. Missing but required: {{{','.join(missing)}}}."
+        )
+    for alias in inputs:
+        if alias not in expected:
+            raise InvalidArgument(
+                f"input tensor alias not found in signature: {alias}. "
+                f"Inputs expected to be in the set {{{','.join(sorted(expected))}}}."
+            )
+    for index, alias in enumerate(sorted(inputs)):
+        want = dtypes.by_name(expected[alias].dtype)
+        got = dtypes.for_array(inputs[alias])
+        if want.enum != got.enum:
+            raise InvalidArgument(f"Expects arg[{index}] to be {want.short} but {got.short} is provided")
+
+
+def _check_output_filter(output_filter: Sequence[str], signature: SignatureInfo) -> tuple[str, ...]:
+    seen: set[str] = set()
+    for alias in output_filter:
+        if alias not in signature.outputs:
+            raise InvalidArgument(
+                f"output tensor alias not found in signature: {alias} "
+                f"Outputs expected to be in the set {{{','.join(sorted(signature.outputs))}}}."
+            )
+        if alias in seen:
+            raise InvalidArgument(f"duplicate output tensor alias: {alias}")
+        seen.add(alias)
+    return tuple(output_filter)
+
+
+def _batch_output(outputs: Mapping[str, np.ndarray], key: str, examples: int, what: str) -> np.ndarray:
+    array = outputs[key]
+    if array.ndim == 0 or array.shape[0] != examples:
+        raise InvalidArgument(
+            f"Expected {what} output batch size of {examples}, got {array.shape[0] if array.ndim else 0}"
+        )
+    if array.ndim == 1 and what != "outputs":
+        array = array.reshape(examples, 1)
+    return array
+
+
+def _signature_text(signature: SignatureInfo) -> str:
+    inputs = ", ".join(f"{k}: {v.name}" for k, v in signature.inputs.items())
+    outputs = ", ".join(f"{k}: {v.name}" for k, v in signature.outputs.items())
+    return f"inputs {{{inputs}}} outputs {{{outputs}}} method_name: {signature.method_name}"
+
+
+__all__ = ["DEFAULT_SIGNATURE", "DataPlane", "Resolved"]

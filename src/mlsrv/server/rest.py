@@ -1,0 +1,135 @@
+"""The REST frontend: aiohttp handlers that decode with ``json_codec``, call the DataPlane, and encode.
+
+One catch-all route dispatches like TF Serving's ``http_server.cc``: ``/v1/...`` goes to the API,
+anything else gets a plain 404 page. One middleware turns every ``MlsrvError`` into
+``{"error": msg}`` with the status from ``errors.HTTP_STATUS``; nothing else maps codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from aiohttp import web
+
+from mlsrv.errors import MlsrvError
+from mlsrv.protocol import json_codec, routes
+from mlsrv.protocol.types import InferenceMethod, ModelSpec
+from mlsrv.server.dataplane import DataPlane
+
+log = logging.getLogger(__name__)
+
+JSON: Final = "application/json"
+_CORS_HEADERS: Final = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, GET",
+    "Access-Control-Allow-Headers": "Content-Type",
+}
+_NOT_FOUND_PAGE: Final = (
+    "<html><head><title>404 Not Found</title></head><body><h1>Not Found</h1>"
+    "<p>The requested URL {path} was not found on this server.</p></body></html>\n"
+)
+#: TF Serving has no request size cap; image requests are megabytes. Bound it anyway.
+MAX_BODY_BYTES: Final = 1 << 31
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class RestFrontend:
+    """Builds the aiohttp application for one Server. Holds no state besides its collaborators."""
+
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        *,
+        timeout_s: float,
+        enable_cors: bool,
+        model_names: Callable[[], list[str]],
+        extra_routes: dict[str, Handler] | None = None,
+    ) -> None:
+        self._dataplane = dataplane
+        self._timeout_s = timeout_s
+        self._enable_cors = enable_cors
+        self._model_names = model_names
+        self._extra = dict(extra_routes or {})
+
+    def application(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._errors])
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        return app
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except MlsrvError as error:
+            body = b"" if error.empty_body else json_codec.encode_error(error.wire_message())
+            response = web.Response(body=body, status=error.http_status, content_type=JSON)
+        except web.HTTPException:
+            raise
+        except Exception:
+            log.exception("internal error serving %s %s", request.method, request.path)
+            response = web.Response(
+                body=json_codec.encode_error("Internal error"), status=500, content_type=JSON
+            )
+        if self._enable_cors:
+            response.headers.update(_CORS_HEADERS)
+        return response
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        extra = self._extra.get(path)
+        if extra is not None:
+            return await extra(request)
+        if request.method == "OPTIONS":
+            origin = request.headers.get("Origin", "")
+            ok = origin.startswith(("http://", "https://"))
+            return web.Response(status=200 if ok else 400, content_type=JSON)
+        if not routes.is_api_path(path):
+            return web.Response(
+                text=_NOT_FOUND_PAGE.format(path=path), status=404, content_type="text/html"
+            )
+        route = routes.parse(request.method, path)
+        if route.verb is routes.Verb.LIST:
+            return self._json(json_codec.encode_model_list(
+                [self._dataplane.status_or_empty(name) for name in sorted(self._model_names())]
+            ))
+        if route.verb is routes.Verb.STATUS:
+            return self._json(json_codec.encode_status(self._dataplane.status(route.spec)))
+        if route.verb is routes.Verb.METADATA:
+            return self._json(json_codec.encode_metadata(self._dataplane.metadata(route.spec)))
+        body = await request.read()
+        deadline = asyncio.get_running_loop().time() + self._timeout_s if self._timeout_s > 0 else None
+        if route.verb is routes.Verb.PREDICT:
+            return self._json(await self._predict(route.spec, body, deadline))
+        return self._json(await self._examples(route, body, deadline))
+
+    async def _predict(self, spec: ModelSpec, body: bytes, deadline: float | None) -> bytes:
+        doc = json_codec.parse_body(body)
+        signature_name = json_codec.signature_name_of(doc)
+        spec = ModelSpec(spec.name, spec.version, spec.label, signature_name)
+        resolved = self._dataplane.signature_for_rest(spec)
+        inputs, fmt = json_codec.decode_predict_inputs(doc, resolved.signature)
+        from mlsrv.protocol.types import PredictRequest
+
+        response = await self._dataplane.predict(PredictRequest(spec, inputs, (), fmt), deadline)
+        return json_codec.encode_predict_response(response.outputs, fmt)
+
+    async def _examples(self, route: routes.Route, body: bytes, deadline: float | None) -> bytes:
+        from mlsrv.protocol.types import ExamplesRequest
+
+        method = InferenceMethod.CLASSIFY if route.verb is routes.Verb.CLASSIFY else InferenceMethod.REGRESS
+        doc = json_codec.parse_body(body)
+        signature_name = json_codec.signature_name_of(doc)
+        examples = json_codec.decode_examples_request(doc, method)
+        spec = ModelSpec(route.spec.name, route.spec.version, route.spec.label, signature_name)
+        request = ExamplesRequest(spec, method, examples)
+        if method is InferenceMethod.CLASSIFY:
+            return json_codec.encode_classify_response(await self._dataplane.classify(request, deadline))
+        return json_codec.encode_regress_response(await self._dataplane.regress(request, deadline))
+
+    @staticmethod
+    def _json(body: bytes) -> web.Response:
+        return web.Response(body=body, content_type=JSON)
