@@ -72,10 +72,18 @@ def _toml_server_flags(doc: Mapping[str, Any], path: str) -> dict[str, flags.Fla
         flag = flags.BY_NAME.get(key)
         if flag is None or key in ("config", "version"):
             raise ConfigError(f"{path}: server.{key}: unknown setting (use tensorflow_model_server flag names)")
-        if isinstance(value, bool) != (flag.type is bool) or not isinstance(value, (int, float, str)):
+        if not _toml_type_ok(flag.type, value):
             raise ConfigError(f"{path}: server.{key}: expected a {flag.type.__name__}, got {value!r}")
-        out[key] = flags.parse_value(flag, str(value).lower() if isinstance(value, bool) else str(value))
+        out[key] = float(value) if flag.type is float else value
     return out
+
+
+def _toml_type_ok(kind: type, value: object) -> bool:
+    if kind is bool or isinstance(value, bool):
+        return kind is bool and isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, kind)
 
 
 def _check_startup(values: Mapping[str, flags.FlagValue]) -> None:
