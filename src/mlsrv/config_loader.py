@@ -88,18 +88,18 @@ def _toml_type_ok(kind: type, value: object) -> bool:
 
 def _check_startup(values: Mapping[str, flags.FlagValue]) -> None:
     if values["port"] == 0 and not values["grpc_socket_path"]:
-        raise ConfigError(
-            "At least one of server_options.grpc_port or server_options.grpc_socket_path must be set."
-        )
+        raise ConfigError("At least one of server_options.grpc_port or server_options.grpc_socket_path must be set.")
     if values["use_alts_credentials"] and values["ssl_config_file"]:
         raise ConfigError("Either use_alts_credentials must be false or ssl_config_file must be empty.")
     if values["batching_parameters_file"] and not values["enable_batching"]:
         raise ConfigError(
-            "server_options.batching_parameters_file is set without setting "
-            "server_options.enable_batching to true."
+            "server_options.batching_parameters_file is set without setting server_options.enable_batching to true."
         )
-    parallelism = ("tensorflow_session_parallelism", "tensorflow_intra_op_parallelism",
-                   "tensorflow_inter_op_parallelism")
+    parallelism = (
+        "tensorflow_session_parallelism",
+        "tensorflow_intra_op_parallelism",
+        "tensorflow_inter_op_parallelism",
+    )
     if all(int(values[name]) > 0 for name in parallelism):
         raise ConfigError(
             "Either configure server_options.tensorflow_session_parallelism or "
@@ -147,6 +147,11 @@ def parse_model_config_text(text: str, *, source: str) -> tuple[ModelConfig, ...
         raise ConfigError(f"{source}: Error parsing text-format {_PROTO_TYPE}: {error}") from None
     if message.WhichOneof("config") == "custom_model_config":
         raise ConfigError(f"{source}: ModelServer does not yet support custom model config.")
+    return models_from_proto(message)
+
+
+def models_from_proto(message: Any) -> tuple[ModelConfig, ...]:
+    """Validated model configs from a ``ModelServerConfig`` message (file or HandleReloadConfigRequest)."""
     models = tuple(_model_from_proto(proto) for proto in message.model_config_list.config)
     validate_models(models)
     return models
@@ -241,9 +246,7 @@ def _toml_policy(value: Any, where: str) -> VersionPolicy:
             return Latest(max(1, arg))
         if kind == "specific" and isinstance(arg, list) and all(isinstance(v, int) for v in arg):
             return Specific(tuple(arg))
-    raise ConfigError(
-        f'{where}.version_policy: expected "latest", "all", {{latest = N}} or {{specific = [versions]}}'
-    )
+    raise ConfigError(f'{where}.version_policy: expected "latest", "all", {{latest = N}} or {{specific = [versions]}}')
 
 
 def _channel_arguments(text: str) -> tuple[tuple[str, int | str], ...]:

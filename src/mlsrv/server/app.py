@@ -20,7 +20,7 @@ from aiohttp import web
 
 from mlsrv.config import ServerConfig
 from mlsrv.config_loader import parse_model_config_file
-from mlsrv.errors import ConfigError, LoadError, MlsrvError
+from mlsrv.errors import ConfigError, LoadError, MlsrvError, UnknownError
 from mlsrv.protocol.types import ModelStatus, State
 from mlsrv.server.dataplane import DataPlane
 from mlsrv.server.manager import Manager
@@ -95,23 +95,14 @@ class Server:
             self._tasks.append(asyncio.create_task(self._poll_model_config()))
 
     async def _wait_for_initial_load(self) -> None:
+        """Block like ServerCore::Create until every model settles; fail only if none is AVAILABLE."""
         names = [model.name for model in self._models]
-        await self.manager.wait_until_settled(names, None)
-        statuses = [self.monitor.states(name) for name in names]
-        if any(_available(status) for status in statuses):
-            for status in statuses:
-                for version in status.versions:
-                    if version.state is State.END and version.error_code.name != "OK":
-                        log.error("model %s version %d failed to load: %s", status.name, version.version,
-                                  version.error_message)
+        report = await self.manager.wait_until_settled(names, None)
+        if any(_available(self.monitor.states(name)) for name in names):
+            for servable_id, error in report.failed:
+                log.error("%s failed to load: %s", servable_id, error.message)
             return
-        failures = [
-            f"{{name: {s.name} version: {v.version}}} due to error: {v.error_message}"
-            for s in statuses
-            for v in s.versions
-            if v.state is State.END
-        ]
-        raise LoadError(f"{len(failures)} servable(s) did not become available: {{{', '.join(failures)}}}")
+        raise LoadError(report.message())
 
     def _apply_labels(self, models: tuple[Any, ...]) -> None:
         for model in models:
@@ -147,12 +138,21 @@ class Server:
         self.grpc_port = await self._grpc.start()
 
     async def reload_models(self, models: tuple[Any, ...]) -> None:
-        """Replace the model list (config reload): removed models unload, new ones load."""
+        """Replace the model list (config reload), blocking until new models settle (TF's ReloadConfig).
+
+        Labels are checked first, against what is AVAILABLE now, so a bad label map changes nothing.
+        """
+        allow = self.config.lifecycle.allow_labels_for_unavailable
+        known = set(self.manager.model_names())
+        for model in models:
+            if model.name in known:
+                self.manager.validate_labels(model.name, dict(model.version_labels), allow_unavailable=allow)
         self._models = models
-        self._apply_labels(tuple(m for m in models if not m.version_labels))
         await self.source.set_models(models)
-        await self.manager.wait_until_settled([m.name for m in models], None)
+        report = await self.manager.wait_until_settled([m.name for m in models], None)
         self._apply_labels(models)
+        if report.failed:
+            raise UnknownError(report.message("model"))
 
     async def _poll_model_config(self) -> None:
         period = self.config.lifecycle.model_config_poll_wait_s

@@ -40,7 +40,7 @@ from mlsrv.protocol.types import (
     SignatureInfo,
 )
 from mlsrv.server.batching_pool import BatchingPool
-from mlsrv.server.manager import Manager
+from mlsrv.server.manager import Lease, Manager
 from mlsrv.server.monitor import StateMonitor
 
 
@@ -104,51 +104,75 @@ class DataPlane:
 
     async def classify(self, request: ExamplesRequest, deadline: float | None = None) -> ClassifyResponse:
         async with self._manager.lease(request.spec) as lease:
-            name, signature = self._examples_signature(lease.servable.signatures(), request)
-            if self._method_name_check and signature.method_name != CLASSIFY_METHOD:
-                raise InvalidArgument(
-                    "Expected classification signature method_name to be tensorflow/serving/classify. "
-                    f"Was: {signature.method_name}"
-                )
-            classes_key = "classes" if "classes" in signature.outputs else None
-            scores_key = "scores" if "scores" in signature.outputs else None
-            if classes_key is None and scores_key is None:
-                raise InvalidArgument(
-                    'Expected classification signature outputs to contain at least one of "classes" or '
-                    f'"scores". Signature was: {_signature_text(signature)}'
-                )
-            outputs = await self._run_examples(lease, name, signature, request, deadline)
-            n = len(request.examples)
-            classes = _batch_output(outputs, classes_key, n, "classes") if classes_key else None
-            scores = _batch_output(outputs, scores_key, n, "scores") if scores_key else None
-            if scores is not None:
-                scores = scores.astype(np.float32, copy=False)
-            return ClassifyResponse(_resolved(request.spec, lease.id.version, name), classes, scores)
+            return await self._classify(lease, request, deadline)
 
     async def regress(self, request: ExamplesRequest, deadline: float | None = None) -> RegressResponse:
         async with self._manager.lease(request.spec) as lease:
-            name, signature = self._examples_signature(lease.servable.signatures(), request)
-            if self._method_name_check and signature.method_name != REGRESS_METHOD:
-                raise InvalidArgument(
-                    "Expected regression signature method_name to be tensorflow/serving/regress. "
-                    f"Was: {signature.method_name}"
-                )
-            if "outputs" not in signature.outputs or len(signature.outputs) != 1:
-                raise InvalidArgument(
-                    f"No regression outputs found in SignatureDef: {_signature_text(signature)}"
-                )
-            outputs = await self._run_examples(lease, name, signature, request, deadline)
-            values = _batch_output(outputs, "outputs", len(request.examples), "outputs")
-            if values.ndim == 2 and values.shape[1] == 1:
-                values = values[:, 0]
-            if values.ndim != 1:
-                raise InvalidArgument(
-                    f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
-                    f"{list(values.shape)}"
-                )
-            return RegressResponse(
-                _resolved(request.spec, lease.id.version, name), values.astype(np.float32, copy=False)
+            return await self._regress(lease, request, deadline)
+
+    async def multi_inference(
+        self,
+        tasks: Sequence[tuple[ModelSpec, InferenceMethod]],
+        examples: list[bytes],
+        deadline: float | None = None,
+    ) -> list[ClassifyResponse | RegressResponse]:
+        """Several classify/regress signatures of one model version over the same examples."""
+        if not tasks:
+            raise InvalidArgument("Found no tasks in the MultiInferenceRequest.")
+        async with self._manager.lease(tasks[0][0]) as lease:
+            signatures = lease.servable.signatures()
+            results: list[ClassifyResponse | RegressResponse] = []
+            for spec, method in tasks:
+                if spec.signature_or_default not in signatures:
+                    raise InvalidArgument(f"Requested signature not found in model graph: {spec.signature}")
+                request = ExamplesRequest(spec, method, examples)
+                if method is InferenceMethod.CLASSIFY:
+                    results.append(await self._classify(lease, request, deadline))
+                else:
+                    results.append(await self._regress(lease, request, deadline))
+            return results
+
+    async def _classify(self, lease: Lease, request: ExamplesRequest, deadline: float | None) -> ClassifyResponse:
+        name, signature = self._examples_signature(lease.servable.signatures(), request)
+        if self._method_name_check and signature.method_name != CLASSIFY_METHOD:
+            raise InvalidArgument(
+                "Expected classification signature method_name to be tensorflow/serving/classify. "
+                f"Was: {signature.method_name}"
             )
+        classes_key = "classes" if "classes" in signature.outputs else None
+        scores_key = "scores" if "scores" in signature.outputs else None
+        if classes_key is None and scores_key is None:
+            raise InvalidArgument(
+                'Expected classification signature outputs to contain at least one of "classes" or '
+                f'"scores". Signature was: {_signature_text(signature)}'
+            )
+        outputs = await self._run_examples(lease, name, signature, request, deadline)
+        n = len(request.examples)
+        classes = _batch_output(outputs, classes_key, n, "classes") if classes_key else None
+        scores = _batch_output(outputs, scores_key, n, "scores") if scores_key else None
+        if scores is not None:
+            scores = scores.astype(np.float32, copy=False)
+        return ClassifyResponse(_resolved(request.spec, lease.id.version, name), classes, scores)
+
+    async def _regress(self, lease: Lease, request: ExamplesRequest, deadline: float | None) -> RegressResponse:
+        name, signature = self._examples_signature(lease.servable.signatures(), request)
+        if self._method_name_check and signature.method_name != REGRESS_METHOD:
+            raise InvalidArgument(
+                "Expected regression signature method_name to be tensorflow/serving/regress. "
+                f"Was: {signature.method_name}"
+            )
+        if "outputs" not in signature.outputs or len(signature.outputs) != 1:
+            raise InvalidArgument(f"No regression outputs found in SignatureDef: {_signature_text(signature)}")
+        outputs = await self._run_examples(lease, name, signature, request, deadline)
+        values = _batch_output(outputs, "outputs", len(request.examples), "outputs")
+        if values.ndim == 2 and values.shape[1] == 1:
+            values = values[:, 0]
+        if values.ndim != 1:
+            raise InvalidArgument(
+                "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
+                f"{list(values.shape)}"
+            )
+        return RegressResponse(_resolved(request.spec, lease.id.version, name), values.astype(np.float32, copy=False))
 
     def _examples_signature(
         self, signatures: Mapping[str, SignatureInfo], request: ExamplesRequest
@@ -166,7 +190,7 @@ class DataPlane:
 
     async def _run_examples(
         self,
-        lease: object,
+        lease: Lease,
         name: str,
         signature: SignatureInfo,
         request: ExamplesRequest,
@@ -185,6 +209,10 @@ class DataPlane:
         servable_id, servable = self._manager.peek(spec)
         return ModelMetadata(ModelSpec(spec.name, servable_id.version), dict(servable.signatures()))
 
+    def status_or_empty(self, name: str) -> ModelStatus:
+        """Status of every version seen for ``name`` (empty when none yet); for ``GET /v1/models``."""
+        return self._monitor.states(name)
+
     def status(self, spec: ModelSpec) -> ModelStatus:
         """TF Serving's GetModelStatus: all versions (a label is ignored) or one version."""
         status = self._monitor.states(spec.name)
@@ -201,18 +229,18 @@ class DataPlane:
 
     async def _run(
         self,
-        lease: object,
+        lease: Lease,
         signature: str,
         inputs: dict[str, np.ndarray],
         output_filter: Sequence[str],
         deadline: float | None,
     ) -> dict[str, np.ndarray]:
-        servable = lease.servable  # type: ignore[attr-defined]
+        servable = lease.servable
         loop = asyncio.get_running_loop()
         if deadline is not None and loop.time() >= deadline:
             raise DeadlineExceeded("Deadline exceeded before the request was run")
         if self._batching is not None:
-            batcher = self._batching.batcher_for(lease.id, signature, servable)  # type: ignore[attr-defined]
+            batcher = self._batching.batcher_for(lease.id, signature, servable)
             if batcher is not None and _batchable(inputs):
                 outputs = await batcher.submit(inputs, deadline)
                 return {key: outputs[key] for key in output_filter} if output_filter else outputs

@@ -71,9 +71,7 @@ class RestFrontend:
             raise
         except Exception:
             log.exception("internal error serving %s %s", request.method, request.path)
-            response = web.Response(
-                body=json_codec.encode_error("Internal error"), status=500, content_type=JSON
-            )
+            response = web.Response(body=json_codec.encode_error("Internal error"), status=500, content_type=JSON)
         if self._enable_cors:
             response.headers.update(_CORS_HEADERS)
         return response
@@ -88,14 +86,14 @@ class RestFrontend:
             ok = origin.startswith(("http://", "https://"))
             return web.Response(status=200 if ok else 400, content_type=JSON)
         if not routes.is_api_path(path):
-            return web.Response(
-                text=_NOT_FOUND_PAGE.format(path=path), status=404, content_type="text/html"
-            )
+            return web.Response(text=_NOT_FOUND_PAGE.format(path=path), status=404, content_type="text/html")
         route = routes.parse(request.method, path)
         if route.verb is routes.Verb.LIST:
-            return self._json(json_codec.encode_model_list(
-                [self._dataplane.status_or_empty(name) for name in sorted(self._model_names())]
-            ))
+            return self._json(
+                json_codec.encode_model_list(
+                    [self._dataplane.status_or_empty(name) for name in sorted(self._model_names())]
+                )
+            )
         if route.verb is routes.Verb.STATUS:
             return self._json(json_codec.encode_status(self._dataplane.status(route.spec)))
         if route.verb is routes.Verb.METADATA:
