@@ -1,0 +1,113 @@
+"""``bench --compare a.json b.json`` and the CI gates (``--max-p99``, ``--min-rps``, ``--max-error-rate``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from mlsrv.client.bench_report import BenchReport
+
+#: (metric name, unit, getter, higher is better)
+_METRICS: Final[tuple[tuple[str, str, Callable[[BenchReport], float], bool], ...]] = (
+    ("rps", "req/s", lambda r: r.rps, True),
+    ("inferences_per_s", "inf/s", lambda r: r.inferences_per_s, True),
+    ("error_rate", "", lambda r: r.error_rate, False),
+    ("min_ms", "ms", lambda r: r.latency.min_ms, False),
+    ("mean_ms", "ms", lambda r: r.latency.mean_ms, False),
+    ("p50_ms", "ms", lambda r: r.latency.p50_ms, False),
+    ("p90_ms", "ms", lambda r: r.latency.p90_ms, False),
+    ("p95_ms", "ms", lambda r: r.latency.p95_ms, False),
+    ("p99_ms", "ms", lambda r: r.latency.p99_ms, False),
+    ("p999_ms", "ms", lambda r: r.latency.p999_ms, False),
+    ("max_ms", "ms", lambda r: r.latency.max_ms, False),
+)
+
+
+@dataclass(frozen=True)
+class MetricDiff:
+    """``b - a`` for one metric; ``pct`` is relative to ``a`` (None when ``a`` is 0)."""
+
+    name: str
+    unit: str
+    a: float
+    b: float
+    diff: float
+    pct: float | None
+    higher_is_better: bool
+
+    @property
+    def improved(self) -> bool | None:
+        """True when ``b`` is better than ``a``, False when worse, None when equal."""
+        if self.diff == 0:
+            return None
+        return (self.diff > 0) == self.higher_is_better
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Metric-by-metric differences of run ``b`` against baseline ``a``."""
+
+    metrics: tuple[MetricDiff, ...]
+    same_spec: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "same_spec": self.same_spec,
+            "metrics": [
+                {
+                    "name": m.name,
+                    "unit": m.unit,
+                    "a": round(m.a, 6),
+                    "b": round(m.b, 6),
+                    "diff": round(m.diff, 6),
+                    "pct": None if m.pct is None else round(m.pct, 3),
+                    "improved": m.improved,
+                }  # fmt: skip
+                for m in self.metrics
+            ],
+        }
+
+    def lines(self) -> list[str]:
+        """Plain text table: metric, a, b, difference and percentage."""
+        out = [f"{'metric':<18}{'a':>14}{'b':>14}{'diff':>14}{'%':>10}"]
+        if not self.same_spec:
+            out.insert(0, "note: the two runs used different load settings")
+        for m in self.metrics:
+            pct = "n/a" if m.pct is None else f"{m.pct:+.1f}%"
+            out.append(f"{m.name:<18}{m.a:>14.3f}{m.b:>14.3f}{m.diff:>+14.3f}{pct:>10}")
+        return out
+
+
+def compare_reports(a: BenchReport, b: BenchReport) -> Comparison:
+    """Differences of ``b`` against baseline ``a`` for throughput, error rate and every latency statistic."""
+    metrics = []
+    for name, unit, get, higher in _METRICS:
+        va, vb = get(a), get(b)
+        pct = (vb - va) / va * 100.0 if va else None
+        metrics.append(MetricDiff(name, unit, va, vb, vb - va, pct, higher))
+    return Comparison(metrics=tuple(metrics), same_spec=a.spec == b.spec)
+
+
+def check_gates(
+    report: BenchReport,
+    *,
+    max_p99_ms: float | None = None,
+    min_rps: float | None = None,
+    max_error_rate: float | None = None,
+) -> list[str]:
+    """CI gates: one message per violated limit (empty list = pass). ``max_error_rate`` is a fraction.
+
+    A latency gate with no successful request to measure is a violation, not a vacuous pass.
+    """
+    violations = []
+    if max_p99_ms is not None:
+        if report.latency.count == 0:
+            violations.append(f"p99 latency: no successful requests to measure (limit {max_p99_ms:g} ms)")
+        elif report.latency.p99_ms > max_p99_ms:
+            violations.append(f"p99 latency {report.latency.p99_ms:.3f} ms > limit {max_p99_ms:g} ms")
+    if min_rps is not None and report.rps < min_rps:
+        violations.append(f"throughput {report.rps:.1f} requests/s < limit {min_rps:g} requests/s")
+    if max_error_rate is not None and report.error_rate > max_error_rate:
+        violations.append(f"error rate {report.error_rate:.3%} > limit {max_error_rate:.3%}")
+    return violations
