@@ -30,7 +30,8 @@ def serve(**values: str | None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from mlsrv.server.app import Server
 
-    run(Server(config).run())
+    server = run(lambda: Server(config))
+    run(server.run())
 
 
 def _print_versions() -> None:

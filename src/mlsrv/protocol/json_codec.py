@@ -34,7 +34,14 @@ from mlsrv.protocol.json_examples import (
     encode_classify_response,
     encode_regress_response,
 )
-from mlsrv.protocol.json_model import decode_metadata, decode_status, encode_metadata, encode_status
+from mlsrv.protocol.json_model import (
+    decode_metadata,
+    decode_model_list,
+    decode_status,
+    encode_metadata,
+    encode_model_list,
+    encode_status,
+)
 from mlsrv.protocol.json_parse import loads
 from mlsrv.protocol.json_tensor import fill_exact, fill_fast, fill_tensor, shape_to_string, status_text, to_array
 from mlsrv.protocol.json_value import escape_string, is_b64_object, signature_name_of, value_to_string
@@ -46,6 +53,7 @@ __all__ = [
     "decode_error",
     "decode_examples_request",
     "decode_metadata",
+    "decode_model_list",
     "decode_predict_inputs",
     "decode_predict_response",
     "decode_regress_response",
@@ -53,6 +61,7 @@ __all__ = [
     "encode_classify_response",
     "encode_error",
     "encode_metadata",
+    "encode_model_list",
     "encode_predict_request",
     "encode_predict_response",
     "encode_regress_response",

@@ -46,6 +46,29 @@ def encode_status(status: ModelStatus) -> bytes:
     )
 
 
+def encode_model_list(statuses: list[ModelStatus]) -> bytes:
+    """mlsrv extra ``GET /v1/models``: ``{"models": [{"name": m, "model_version_status": [...]}]}``."""
+    models = []
+    for status in statuses:
+        entry = json.loads(encode_status(status))
+        models.append({"name": status.name, **entry})
+    return _dump({"models": models})
+
+
+def decode_model_list(body: bytes) -> list[ModelStatus]:
+    """Inverse of :func:`encode_model_list` (client side)."""
+    doc = _object(body)
+    models = doc.get("models")
+    if not isinstance(models, list):
+        raise TransportError("malformed model list: missing 'models' array")
+    out = []
+    for entry in models:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise TransportError("malformed model list entry")
+        out.append(decode_status(json.dumps(entry).encode(), entry["name"]))
+    return out
+
+
 def _tensor_info(info: TensorInfo) -> dict[str, Any]:
     out: dict[str, Any] = {"dtype": info.dtype}
     if info.has_shape:

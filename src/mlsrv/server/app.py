@@ -18,10 +18,12 @@ from typing import Any
 
 from aiohttp import web
 
+from mlsrv.batching_params import BatchingOptions, load_batching_parameters
 from mlsrv.config import ServerConfig
 from mlsrv.config_loader import parse_model_config_file
 from mlsrv.errors import ConfigError, LoadError, MlsrvError, UnknownError
 from mlsrv.protocol.types import ModelStatus, State
+from mlsrv.server.batching_pool import BatchingPool
 from mlsrv.server.dataplane import DataPlane
 from mlsrv.server.manager import Manager
 from mlsrv.server.monitor import StateMonitor
@@ -52,11 +54,14 @@ class Server:
             load_retry_interval_s=config.lifecycle.load_retry_interval_s,
         )
         self.source = FileSystemSource(config.models, self.manager, config.lifecycle.file_system_poll_wait_s)
+        self.batching = self._batching_pool(config)
+        if self.batching is not None:
+            self.monitor.subscribe(self.batching.on_state)
         self.dataplane = DataPlane(
             self.manager,
             self.monitor,
             self.executor,
-            None,
+            self.batching,
             method_name_check=config.runtime.method_name_check,
         )
         self._runner: web.AppRunner | None = None
@@ -67,6 +72,18 @@ class Server:
         self.grpc_port = 0
 
     # -- construction helpers --
+
+    def _batching_pool(self, config: ServerConfig) -> BatchingPool | None:
+        """The batchers, when ``--enable_batching`` (or a TOML ``[batching]`` table) asks for them."""
+        if not config.enable_batching:
+            return None
+        if config.batching_parameters_file:
+            options = load_batching_parameters(config.batching_parameters_file)
+        elif config.batching_toml:
+            options = BatchingOptions.from_mapping(config.batching_toml, source="[batching]")
+        else:
+            options = BatchingOptions()
+        return BatchingPool(self.executor, lambda _servable_id: options)
 
     def _make_loader(self, servable_id: Any, path: str) -> Loader:
         if self._loader_factory is not None:
@@ -177,6 +194,8 @@ class Server:
             await self._grpc.stop(grace_s)
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.batching is not None:
+            await self.batching.stop()
         await self.manager.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self._load_executor.shutdown(wait=False, cancel_futures=True)

@@ -240,7 +240,7 @@ class DataPlane:
         if deadline is not None and loop.time() >= deadline:
             raise DeadlineExceeded("Deadline exceeded before the request was run")
         if self._batching is not None:
-            batcher = self._batching.batcher_for(lease.id, signature, servable)
+            batcher = await self._batching.batcher_for(lease.id, signature, servable)
             if batcher is not None and _batchable(inputs):
                 outputs = await batcher.submit(inputs, deadline)
                 return {key: outputs[key] for key in output_filter} if output_filter else outputs

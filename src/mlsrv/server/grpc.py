@@ -90,8 +90,7 @@ class PredictionServicer:
 
     @error_adapter
     async def GetModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
-        grpc_codec.metadata_request_check(request)
-        spec = grpc_codec.spec_from_pb(request.model_spec, has_field=request.HasField("model_spec"))
+        spec = grpc_codec.metadata_request_from_pb(request)
         return grpc_codec.metadata_response_to_pb(self._dataplane.metadata(spec))
 
 

@@ -68,6 +68,11 @@ class StateMonitor:
         self._log: deque[StateEvent] = deque(maxlen=max_events)
         self._clock = clock
         self._waiters = Waiters()
+        self._listeners: list[Callable[[StateEvent], None]] = []
+
+    def subscribe(self, listener: Callable[[StateEvent], None]) -> None:
+        """Call ``listener`` after every recorded transition (the Server wires batchers and metrics here)."""
+        self._listeners.append(listener)
 
     def on_event(self, id: ServableId, state: State, error: MlsrvError | None = None) -> None:
         """Record a transition (called by the Manager on every state change)."""
@@ -75,6 +80,8 @@ class StateMonitor:
         self._states.setdefault(id.name, {})[id.version] = event
         self._log.append(event)
         self._waiters.notify()
+        for listener in self._listeners:
+            listener(event)
 
     def model_names(self) -> list[str]:
         """Every model that has reported at least one version, sorted."""

@@ -1,0 +1,73 @@
+"""BatchingPool: one :class:`Batcher` per (model version, signature), created on first use.
+
+The DataPlane asks for a batcher per request; the pool decides whether that model is batched (global
+``--enable_batching`` options, per-model TOML or ``batching_params.pbtxt``) and stops a version's
+batchers once the version starts unloading, so queued work drains before the model goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from collections.abc import Callable
+from typing import Final
+
+from mlsrv.batching_params import BatchingOptions
+from mlsrv.protocol.types import State
+from mlsrv.server.batch_tensors import Tensors
+from mlsrv.server.batcher import Batcher, BatcherStats
+from mlsrv.server.ids import ServableId
+from mlsrv.server.monitor import StateEvent
+from mlsrv.server.servable import Servable
+
+log = logging.getLogger(__name__)
+
+OptionsFor = Callable[[ServableId], BatchingOptions | None]
+_STOP_TIMEOUT_S: Final = 30.0
+
+
+class BatchingPool:
+    """Owns the batchers of one Server. Loop-affine."""
+
+    def __init__(self, executor: concurrent.futures.Executor, options_for: OptionsFor) -> None:
+        self._executor = executor
+        self._options_for = options_for
+        self._batchers: dict[tuple[ServableId, str], Batcher] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    async def batcher_for(self, servable_id: ServableId, signature: str, servable: Servable) -> Batcher | None:
+        """The running batcher for this version and signature, or None when the model is not batched."""
+        key = (servable_id, signature)
+        batcher = self._batchers.get(key)
+        if batcher is not None:
+            return batcher
+        options = self._options_for(servable_id)
+        if options is None:
+            return None
+
+        def run(inputs: Tensors) -> Tensors:
+            return servable.run(signature, inputs)
+
+        batcher = Batcher(run, self._executor, options, name=f"{servable_id}/{signature}")
+        self._batchers[key] = batcher
+        await batcher.start()
+        return batcher
+
+    def on_state(self, event: StateEvent) -> None:
+        """Monitor listener: a version leaving service gets its batchers drained and stopped."""
+        if event.state not in (State.UNLOADING, State.END):
+            return
+        for key in [k for k in self._batchers if k[0] == event.id]:
+            batcher = self._batchers.pop(key)
+            task = asyncio.get_running_loop().create_task(batcher.stop(_STOP_TIMEOUT_S))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    def stats(self) -> dict[tuple[ServableId, str], BatcherStats]:
+        return {key: batcher.stats() for key, batcher in self._batchers.items()}
+
+    async def stop(self) -> None:
+        """Drain and stop every batcher (shutdown)."""
+        batchers, self._batchers = list(self._batchers.values()), {}
+        await asyncio.gather(*(b.stop(_STOP_TIMEOUT_S) for b in batchers), *self._closing, return_exceptions=True)
