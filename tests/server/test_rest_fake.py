@@ -85,7 +85,8 @@ def test_errors(tmp_path: Path, method: str, path: str, body: object, code: int,
 
 def test_empty_and_invalid_bodies(tmp_path: Path) -> None:
     async def scenario(s: Running) -> None:
-        assert await s.post("/v1/models/m:predict", raw=b"") == (400, {"error": "JSON Parse error: The document is empty"})
+        empty = (400, {"error": "JSON Parse error: The document is empty"})
+        assert await s.post("/v1/models/m:predict", raw=b"") == empty
         status, body = await s.post("/v1/models/m:predict", raw=b"instances = [1, 2]")
         assert status == 400 and body["error"].startswith("JSON Parse error: Invalid value")
         status, body, _ = await s.request("POST", "/v1/models/foo/versions/18446744073709551615:regress", raw=b"{}")

@@ -10,3 +10,16 @@ def register(app: typer.Typer) -> None:
     from mlsrv.cli import serve
 
     app.command("serve", no_args_is_help=False)(serve.serve)
+
+    from mlsrv.cli import run as run_cmd
+    from mlsrv.cli import show
+
+    app.command("show", no_args_is_help=True)(show.show)
+    app.command("run", no_args_is_help=True)(run_cmd.run_command)
+
+    from mlsrv.cli import bench, metadata, predict, status
+
+    app.command("predict", no_args_is_help=True)(predict.predict)
+    app.command("metadata", no_args_is_help=True)(metadata.metadata)
+    app.command("status", no_args_is_help=True)(status.status)
+    app.command("bench", no_args_is_help=True)(bench.bench)
