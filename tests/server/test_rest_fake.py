@@ -8,13 +8,14 @@ import json
 from pathlib import Path
 
 import pytest
+
 from tests.fakes import FakeLoaderFactory
 from tests.server.harness import Running, running_server
 
 
 def model_dir(tmp_path: Path, *versions: int) -> Path:
     for version in versions:
-        (tmp_path / "m" / str(version)).mkdir(parents=True)
+        (tmp_path / "m" / str(version)).mkdir(parents=True, exist_ok=True)
         (tmp_path / "m" / str(version) / "saved_model.pb").write_bytes(b"")
     return tmp_path / "m"
 

@@ -1,0 +1,202 @@
+"""gRPC frontend with the official tensorflow-serving-api stubs against FakeServable (spec section 3)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+
+from mlsrv.protocol import tensor_codec
+from tests.fakes import FakeLoaderFactory
+from tests.server.harness import Running, running_server
+from tests.server.test_rest_fake import model_dir
+
+
+def serve(tmp_path: Path, scenario: Callable[[Running, Any], Awaitable[None]], **flags: Any) -> None:
+    from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+    async def main() -> None:
+        async with running_server(
+            loader_factory=FakeLoaderFactory(), model_name="m", model_base_path=str(model_dir(tmp_path, 1)), **flags
+        ) as s:
+            target = s.grpc_target if s.server.grpc_port else f"unix:{flags['grpc_socket_path']}"
+            async with grpc.aio.insecure_channel(target) as channel:
+                stubs = (prediction_service_pb2_grpc.PredictionServiceStub(channel),
+                         model_service_pb2_grpc.ModelServiceStub(channel), channel)
+                await scenario(s, stubs)
+
+    asyncio.run(main())
+
+
+def predict_request(name: str = "m", *, tensor_content: bool = True, **spec: Any) -> Any:
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = name
+    if "version" in spec:
+        request.model_spec.version.value = spec["version"]
+    if "label" in spec:
+        request.model_spec.version_label = spec["label"]
+    if "signature" in spec:
+        request.model_spec.signature_name = spec["signature"]
+    tensor_codec.from_ndarray(np.array([[1.0], [5.0]], np.float32), request.inputs["x"],
+                              as_tensor_content=tensor_content)
+    return request
+
+
+@pytest.mark.parametrize("tensor_content", [True, False])
+def test_predict(tmp_path: Path, tensor_content: bool) -> None:
+    async def scenario(s: Running, stubs: Any) -> None:
+        predict, _, _ = stubs
+        response = await predict.Predict(predict_request(tensor_content=tensor_content))
+        np.testing.assert_array_equal(tensor_codec.to_ndarray(response.outputs["y"]), [[2.5], [4.5]])
+        assert response.model_spec.name == "m"
+        assert response.model_spec.version.value == 1
+        assert response.model_spec.signature_name == "serving_default"
+
+    serve(tmp_path, scenario)
+
+
+def test_typed_outputs_by_default_and_tensor_content_with_flag(tmp_path: Path) -> None:
+    async def typed(s: Running, stubs: Any) -> None:
+        response = await stubs[0].Predict(predict_request())
+        assert list(response.outputs["y"].float_val) == [2.5, 4.5]
+        assert response.outputs["y"].tensor_content == b""
+
+    async def content(s: Running, stubs: Any) -> None:
+        response = await stubs[0].Predict(predict_request())
+        assert response.outputs["y"].tensor_content and not response.outputs["y"].float_val
+
+    serve(tmp_path, typed)
+    serve(tmp_path, content, enable_serialization_as_tensor_content=True)
+
+
+async def expect_error(call: Awaitable[Any], code: grpc.StatusCode, message: str) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call
+    assert info.value.code() == code
+    assert message in (info.value.details() or "")
+
+
+def test_predict_errors(tmp_path: Path) -> None:
+    from tensorflow_serving.apis import predict_pb2
+
+    async def scenario(s: Running, stubs: Any) -> None:
+        predict = stubs[0]
+        await expect_error(predict.Predict(predict_request("nope")), grpc.StatusCode.NOT_FOUND,
+                           "Servable not found for request: Latest(nope)")
+        await expect_error(predict.Predict(predict_request(version=7)), grpc.StatusCode.NOT_FOUND,
+                           "Servable not found for request: Specific(m, 7)")
+        await expect_error(predict.Predict(predict_request(label="zz")), grpc.StatusCode.INVALID_ARGUMENT,
+                           "Unrecognized servable version label: zz")
+        await expect_error(predict.Predict(predict_request(signature="zz")), grpc.StatusCode.FAILED_PRECONDITION,
+                           'Serving signature key "zz" not found.')
+        await expect_error(predict.Predict(predict_pb2.PredictRequest()), grpc.StatusCode.INVALID_ARGUMENT,
+                           "Missing ModelSpec")
+        bad_alias = predict_request()
+        bad_alias.inputs["z"].CopyFrom(bad_alias.inputs["x"])
+        del bad_alias.inputs["x"]
+        await expect_error(predict.Predict(bad_alias), grpc.StatusCode.INVALID_ARGUMENT,
+                           "input tensor alias not found in signature: z. Inputs expected to be in the set {x}.")
+        wrong_dtype = predict_request()
+        wrong_dtype.inputs["x"].Clear()
+        tensor_codec.from_ndarray(np.array([["a"]], object), wrong_dtype.inputs["x"], as_tensor_content=False)
+        await expect_error(predict.Predict(wrong_dtype), grpc.StatusCode.INVALID_ARGUMENT,
+                           "Expects arg[0] to be float but string is provided")
+        bad_filter = predict_request()
+        bad_filter.output_filter.append("w")
+        await expect_error(predict.Predict(bad_filter), grpc.StatusCode.INVALID_ARGUMENT,
+                           "output tensor alias not found in signature: w Outputs expected to be in the set {y}.")
+        # the server keeps serving after all of that
+        response = await predict.Predict(predict_request())
+        assert list(response.outputs["y"].float_val) == [2.5, 4.5]
+
+    serve(tmp_path, scenario)
+
+
+def test_metadata_and_status(tmp_path: Path) -> None:
+    from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
+
+    async def scenario(s: Running, stubs: Any) -> None:
+        predict, model, _ = stubs
+        request = get_model_metadata_pb2.GetModelMetadataRequest()
+        request.model_spec.name = "m"
+        request.metadata_field.append("signature_def")
+        response = await predict.GetModelMetadata(request)
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(signature_map)
+        assert "serving_default" in signature_map.signature_def
+        assert response.model_spec.version.value == 1
+        del request.metadata_field[:]
+        await expect_error(predict.GetModelMetadata(request), grpc.StatusCode.INVALID_ARGUMENT,
+                           "GetModelMetadataRequest must specify at least one metadata_field")
+        status_request = get_model_status_pb2.GetModelStatusRequest()
+        status_request.model_spec.name = "m"
+        status = await model.GetModelStatus(status_request)
+        assert [(v.version, v.state) for v in status.model_version_status] == [(1, 30)]
+        status_request.model_spec.name = "zz"
+        await expect_error(model.GetModelStatus(status_request), grpc.StatusCode.NOT_FOUND,
+                           "Could not find any versions of model zz")
+
+    serve(tmp_path, scenario)
+
+
+def test_health_and_reflection(tmp_path: Path) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    async def scenario(s: Running, stubs: Any) -> None:
+        channel = stubs[2]
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "PredictionService", "ModelService"):
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        responses = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        names = set()
+        async for item in responses:
+            names |= {svc.name for svc in item.list_services_response.service}
+        assert {"tensorflow.serving.PredictionService", "tensorflow.serving.ModelService"} <= names
+
+    serve(tmp_path, scenario)
+
+
+def test_unix_socket_only(tmp_path: Path) -> None:
+    async def scenario(s: Running, stubs: Any) -> None:
+        response = await stubs[0].Predict(predict_request())
+        assert list(response.outputs["y"].float_val) == [2.5, 4.5]
+
+    serve(tmp_path, scenario, port=0, grpc_socket_path=str(tmp_path / "grpc.sock"),
+          grpc_channel_arguments="grpc.max_connection_age_ms=60000")
+
+
+def test_reload_config_swaps_models(tmp_path: Path) -> None:
+    from tensorflow_serving.apis import model_management_pb2
+    from tensorflow_serving.config import model_server_config_pb2
+
+    other = tmp_path / "other"
+    (other / "3").mkdir(parents=True)
+    (other / "3" / "saved_model.pb").write_bytes(b"")
+
+    async def scenario(s: Running, stubs: Any) -> None:
+        predict, model, _ = stubs
+        request = model_management_pb2.ReloadConfigRequest()
+        entry = request.config.model_config_list.config.add()
+        entry.name, entry.base_path, entry.model_platform = "other", str(other), "tensorflow"
+        response = await model.HandleReloadConfigRequest(request)
+        assert response.status.error_code == 0
+        reply = await predict.Predict(predict_request("other"))
+        assert reply.model_spec.version.value == 3
+        await expect_error(predict.Predict(predict_request("m")), grpc.StatusCode.NOT_FOUND, "Servable not found")
+        custom = model_management_pb2.ReloadConfigRequest()
+        custom.config.custom_model_config.CopyFrom(model_server_config_pb2.ModelServerConfig().custom_model_config)
+        custom.config.custom_model_config.type_url = "x"
+        await expect_error(model.HandleReloadConfigRequest(custom), grpc.StatusCode.INVALID_ARGUMENT,
+                           "Only ModelConfigList is currently supported")
+
+    serve(tmp_path, scenario)
