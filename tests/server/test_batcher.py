@@ -1,0 +1,258 @@
+"""Batcher scheduling: batches form as TF forms them; queue bound, cancellation, deadlines, failures, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from mlsrv.errors import DeadlineExceeded, InternalError, InvalidArgument, Overloaded
+from mlsrv.server.batch_queue import QUEUE_FULL, QUEUE_TIMEOUT
+from mlsrv.server.batcher import Batcher
+from tests.server.batcher_fakes import FakeModel, blocked_first, opts, scenario, settle, spawn, x
+
+
+def test_concurrent_submits_share_one_run_and_get_their_own_rows() -> None:
+    async def body(b: Batcher, model: FakeModel) -> None:
+        first = await blocked_first(b, model)
+        tasks = spawn(b, *(x(float(i), rows=1 + i % 3) for i in range(10)))
+        await settle()
+        model.release()
+        results = await asyncio.gather(*tasks)
+        assert model.sizes == [1, sum(1 + i % 3 for i in range(10))]
+        for i, out in enumerate(results):
+            assert out["y"].shape == (1 + i % 3, 2)
+            np.testing.assert_array_equal(out["y"], np.float32(i) * 0.5 + 2)
+        assert (await first)["y"].tolist() == [[1.5, 1.5]]
+        assert model.threads and threading.get_ident() not in model.threads
+        stats = b.stats()
+        assert (stats.batches, stats.tasks, stats.input_rows, stats.padding_rows) == (2, 11, 20, 0)
+
+    scenario(body)
+
+
+def test_timeout_flushes_a_partial_batch_after_the_window() -> None:
+    async def body(b: Batcher, model: FakeModel) -> None:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        outs = await asyncio.gather(*spawn(b, x(1.0), x(2.0), x(3.0)))
+        assert loop.time() - t0 >= 0.05
+        assert model.sizes == [3]
+        assert [o["y"][0, 0] for o in outs] == [2.5, 3.0, 3.5]
+        assert b.stats().queue_delay_s_max >= 0.05
+
+    scenario(body, max_batch_size=100, batch_timeout_s=0.06)
+
+
+def test_a_full_batch_does_not_wait_for_the_timeout() -> None:
+    async def body(b: Batcher, model: FakeModel) -> None:
+        outs = await asyncio.wait_for(asyncio.gather(*spawn(b, x(1.0, rows=2), x(2.0, rows=2))), 5)
+        assert model.sizes == [4] and len(outs) == 2
+
+    scenario(body, max_batch_size=4, batch_timeout_s=60.0)
+
+
+def test_full_queue_rejects_immediately_with_tf_message() -> None:
+    async def body(b: Batcher, model: FakeModel) -> None:
+        first = await blocked_first(b, model)
+        queued = spawn(b, x(1.0), x(2.0))  # 2 rows = 1 batch of max_batch_size 2: the queue is full
+        await settle()
+        with pytest.raises(Overloaded) as info:
+            await b.submit(x(3.0))
+        assert info.value.message.startswith(QUEUE_FULL)
+        assert info.value.message == f"{QUEUE_FULL}; currently 1 batches enqueued and max_enqueued_batches is 1"
+        assert b.stats().rejected_full == 1 and b.stats().queued_rows == 2
+        model.release()
+        assert len(await asyncio.gather(first, *queued)) == 3
+        await b.submit(x(4.0))  # room again
+
+    scenario(body, max_batch_size=2, max_enqueued_batches=1)
+
+
+def test_cancelled_caller_is_skipped_and_frees_queue_room() -> None:
+    async def body(b: Batcher, model: FakeModel) -> None:
+        first = await blocked_first(b, model)
+        a, gone, c = spawn(b, x(1.0), x(2.0, rows=3), x(3.0))
+        await settle()
+        assert b.stats().queued_rows == 5
+        gone.cancel()
+        await settle()
+        assert b.stats().queued_rows == 2
+        model.release()
+        out_a, out_c = await asyncio.gather(a, c)
+        await first
+        assert model.sizes == [1, 2]
+        assert model.batches[1]["x"][:, 0].tolist() == [1.0, 3.0]
+        assert out_a["y"][0, 0] == 2.5 and out_c["y"][0, 0] == 3.5
+        assert gone.cancelled() and b.stats().cancelled == 1
+
+    scenario(body)
+
+
+def test_expired_deadline_gives_deadline_exceeded() -> None:
+    async def body(b: Batcher, model: FakeModel) -> None:
+        loop = asyncio.get_running_loop()
+        with pytest.raises(DeadlineExceeded):  # already past: rejected at once
+            await b.submit(x(1.0), loop.time() - 1)
+        first = await blocked_first(b, model)
+        deadline = loop.time() + 0.2
+        late, fine = spawn(b, x(2.0), deadline=deadline)[0], spawn(b, x(3.0))[0]
+        await settle()
+        assert b.stats().queued_rows == 2  # both queued before the deadline
+        await asyncio.sleep(deadline - loop.time() + 0.01)  # the deadline passes while they wait
+        model.release()
+        with pytest.raises(DeadlineExceeded) as info:
+            await late
+        assert info.value.message == QUEUE_TIMEOUT
+        assert (await fine)["y"][0, 0] == 3.5
+        await first
+        assert model.sizes == [1, 1] and b.stats().expired == 1
+
+    scenario(body)
+
+
+def test_failing_batch_fails_all_its_callers_and_the_next_batch_succeeds() -> None:
+    def fail(inputs: Mapping[str, np.ndarray]) -> Exception | None:
+        values = set(inputs["x"][:, 0].tolist())
+        if 13.0 in values:
+            return InvalidArgument("bad row 13")
+        if 66.0 in values:
+            return ZeroDivisionError("boom")
+        return None
+
+    async def body(b: Batcher, model: FakeModel) -> None:
+        first = await blocked_first(b, model)
+        doomed = spawn(b, x(13.0), x(1.0))
+        await settle()
+        model.release()
+        await first
+        errors = await asyncio.gather(*doomed, return_exceptions=True)
+        assert all(isinstance(e, InvalidArgument) and e.message == "bad row 13" for e in errors)
+        assert errors[0] is not errors[1]  # each caller gets its own exception object
+
+        crashing = await asyncio.gather(*spawn(b, x(66.0), x(2.0)), return_exceptions=True)
+        assert all(isinstance(e, InternalError) and "ZeroDivisionError: boom" in e.message for e in crashing)
+
+        ok = await b.submit(x(4.0))
+        assert ok["y"][0, 0] == 4.0
+        assert b.stats().failed_batches == 2
+
+    scenario(body, fail=fail)
+
+
+def test_task_larger_than_max_batch_size_is_rejected_without_splitting() -> None:
+    async def body(b: Batcher, model: FakeModel) -> None:
+        with pytest.raises(InvalidArgument, match="^Task size 5 is larger than maximum input batch size 4$"):
+            await b.submit(x(1.0, rows=5))
+        assert model.batches == []
+
+    scenario(body, max_batch_size=4)
+
+
+def test_invalid_batch_dimensions_are_rejected_before_queueing() -> None:
+    async def body(b: Batcher, model: FakeModel) -> None:
+        with pytest.raises(InvalidArgument, match="must have equal 0th-dimension size"):
+            await b.submit({"x": np.zeros((2, 2), np.float32), "s": np.zeros((3,), object)})
+        with pytest.raises(InvalidArgument, match="must have at least one dimension"):
+            await b.submit({"x": np.float32(1.0) * np.ones((), np.float32)})
+        with pytest.raises(InvalidArgument, match="at least one input tensor"):
+            await b.submit({})
+        assert model.batches == []
+
+    scenario(body)
+
+
+def test_stop_flushes_the_gather_window_finishes_queued_work_and_rejects_new_submits() -> None:
+    async def body(b: Batcher, model: FakeModel) -> None:
+        model.hold()
+        waiting = spawn(b, x(1.0), x(2.0))  # inside a 30 s gather window
+        await settle()
+        assert model.batches == []
+        stopping = asyncio.ensure_future(b.stop())
+        assert await model.started() == 2  # stop() closed the window at once
+        with pytest.raises(Overloaded, match="shutting down"):
+            await b.submit(x(3.0))
+        model.release()
+        await stopping
+        assert [o["y"][0, 0] for o in await asyncio.gather(*waiting)] == [2.5, 3.0]
+        with pytest.raises(Overloaded):
+            await b.submit(x(3.0))
+        await b.start()  # a stopped batcher can be started again
+        assert (await b.submit(x(4.0, rows=8)))["y"][0, 0] == 4.0
+
+    scenario(body, max_batch_size=8, batch_timeout_s=30.0)
+
+
+def test_stop_with_timeout_fails_waiting_callers_when_the_model_hangs() -> None:
+    async def body(b: Batcher, model: FakeModel) -> None:
+        first = await blocked_first(b, model)
+        queued = spawn(b, x(1.0))
+        await settle()
+        await b.stop(timeout=0.05)
+        for fut in (first, queued[0]):
+            with pytest.raises(Overloaded, match="shutting down"):
+                await fut
+
+    scenario(body)
+
+
+def test_submit_before_start_is_rejected() -> None:
+    async def main() -> None:
+        with ThreadPoolExecutor(1) as ex:
+            b = Batcher(lambda i: dict(i), ex, opts(), name="m")
+            with pytest.raises(Overloaded, match="not accepting"):
+                await b.submit(x(1.0))
+            await b.stop()  # no-op
+
+    asyncio.run(main())
+
+
+def test_several_batch_threads_run_batches_concurrently() -> None:
+    async def main() -> None:
+        model = FakeModel()
+        with ThreadPoolExecutor(2) as ex:
+            async with Batcher(model, ex, opts(num_batch_threads=2, max_batch_size=1), name="m") as b:
+                model.hold()
+                tasks = spawn(b, x(1.0), x(2.0), x(3.0))
+                assert {await model.started(), await model.started()} == {1}
+                assert b.stats().running_batches == 2
+                model.release()
+                assert [o["y"][0, 0] for o in await asyncio.gather(*tasks)] == [2.5, 3.0, 3.5]
+
+    asyncio.run(main())
+
+
+def test_window_whose_tasks_were_all_cancelled_waits_for_the_next_task() -> None:
+    async def body(b: Batcher, model: FakeModel) -> None:
+        (gone,) = spawn(b, x(1.0))
+        await settle()
+        gone.cancel()
+        await asyncio.sleep(0.08)  # let the 50 ms gather window close with nothing left in it
+        assert model.batches == [] and b.stats().batches == 0
+        assert (await b.submit(x(2.0)))["y"][0, 0] == 3.0
+        assert model.sizes == [1]
+
+    scenario(body, batch_timeout_s=0.05)
+
+
+def test_full_queue_message_with_splitting_reports_capacity() -> None:
+    async def body(b: Batcher, model: FakeModel) -> None:
+        first = await blocked_first(b, model)
+        queued = spawn(b, x(1.0, rows=3))
+        await settle()
+        with pytest.raises(Overloaded) as info:
+            await b.submit(x(2.0, rows=2))
+        assert info.value.message == (
+            f"{QUEUE_FULL}; task size is 2 but scheduling capacity is only 1 (num_enqueued_batches=2, "
+            "max_enqueued_batches=2, max_execution_batch_size=2)"
+        )
+        model.release()
+        await asyncio.gather(first, *queued)
+        assert model.sizes == [1, 2, 1]
+
+    scenario(body, max_batch_size=4, max_enqueued_batches=2, enable_large_batch_splitting=True,
+             max_execution_batch_size=2)  # fmt: skip
