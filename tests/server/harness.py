@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from tests.conftest import free_port
 
 from mlsrv import flags
 from mlsrv.config_loader import load_config
 from mlsrv.server.app import LoaderFactory, Server
+from tests.conftest import free_port
 
 
 @dataclass

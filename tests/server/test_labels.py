@@ -6,12 +6,12 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from tests.fakes import FakeLoaderFactory
 
 from mlsrv.errors import FailedPrecondition, InvalidArgument, ModelNotFound
 from mlsrv.protocol.types import ModelSpec
 from mlsrv.server.manager import Manager
 from mlsrv.server.monitor import StateMonitor
+from tests.fakes import FakeLoaderFactory
 
 
 def unavailable(version: int) -> str:

@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.fakes import FakeLoaderFactory
 
 from mlsrv.errors import Code, InvalidArgument, LoadError, ModelNotFound
 from mlsrv.protocol.types import ModelSpec, State
@@ -19,6 +18,7 @@ from mlsrv.server.ids import ServableId
 from mlsrv.server.manager import Manager, SettleReport
 from mlsrv.server.monitor import StateMonitor
 from mlsrv.server.policy import resource_preserving
+from tests.fakes import FakeLoaderFactory
 
 AVAILABLE = {State.AVAILABLE}
 SETTLED = {State.AVAILABLE, State.END}

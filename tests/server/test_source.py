@@ -11,13 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from tests.fakes import FakeLoaderFactory
 
 from mlsrv.config import All, Latest, ModelConfig, Specific, VersionPolicy
 from mlsrv.protocol.types import ModelSpec, State
 from mlsrv.server.manager import Manager
 from mlsrv.server.monitor import StateMonitor, Waiters
 from mlsrv.server.source import FileSystemSource, parse_version, scan_versions
+from tests.fakes import FakeLoaderFactory
 
 POLL = 0.05
 
