@@ -1,0 +1,271 @@
+"""Parsers for ``mlsrv run``'s ``--inputs``, ``--input_exprs`` and ``--input_examples`` (saved_model_cli syntax).
+
+``--input_exprs`` is evaluated by walking the expression's AST against a whitelist; nothing is ever
+passed to ``eval``. What an expression may contain:
+
+* literals: numbers (``1``, ``-2.5``, ``1e3``, ``1j``), strings, bytes, ``True``/``False``/``None``;
+* lists, tuples and dicts (dict keys must be literals), unary ``-``/``+`` on numbers;
+* calls of these numpy functions, spelled ``np.`` or ``numpy.``: ``array asarray ones zeros full arange
+  linspace eye`` and ``random.rand random.randn random.randint``, with positional arguments and the
+  keywords in :data:`KEYWORDS`;
+* numpy dtypes as values (``np.float32``, ``numpy.int64`` ...; see :data:`DTYPES`).
+
+The ``np.random`` functions draw from ``RandomState(0)``, fresh for each expression, so a run is
+reproducible. Anything else (other names or attributes, subscripts, operators, lambdas, comprehensions,
+f-strings, starred arguments) is refused with a :class:`~mlsrv.errors.UsageError` before any call is made.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+
+from mlsrv.errors import UsageError
+
+MAX_EXPRESSION_CHARS: Final = 100_000
+#: Largest array a constructor may build (elements); bigger inputs belong in a .npy file (--inputs).
+MAX_ELEMENTS: Final = 1 << 26
+
+#: Numpy constructors an expression may call, by their name after ``np.``.
+FUNCTIONS: Final[frozenset[str]] = frozenset(
+    {"array", "asarray", "ones", "zeros", "full", "arange", "linspace", "eye"}
+    | {"random.rand", "random.randn", "random.randint"}
+)
+
+#: Keyword arguments the whitelisted functions may take.
+KEYWORDS: Final[frozenset[str]] = frozenset(
+    {"dtype", "shape", "fill_value", "ndmin", "start", "stop", "step", "num", "endpoint", "k", "M"}
+    | {"N", "low", "high", "size"}
+)
+
+#: numpy dtype names usable as ``np.<name>``.
+DTYPES: Final[dict[str, type]] = {
+    name: getattr(np, name)
+    for name in (
+        "float16 float32 float64 half single double int8 int16 int32 int64 uint8 uint16 uint32 uint64"
+        " bool_ object_ str_ bytes_ complex64 complex128"
+    ).split()
+}
+
+_MODULES: Final = ("np", "numpy")
+
+
+@dataclass(frozen=True, slots=True)
+class FileInput:
+    """One ``--inputs`` item: ``key=path`` or ``key=path[variable]``."""
+
+    path: str
+    variable: str | None = None
+
+
+def split_items(text: str, option: str) -> list[tuple[str, str]]:
+    """``'a=1;b=[1, 2]'`` -> ``[("a", "1"), ("b", "[1, 2]")]``.
+
+    Splits on ``;`` outside brackets and quotes (saved_model_cli splits on every ``;``). Empty items are
+    skipped; a key given twice in one option is an error.
+    """
+    items: list[tuple[str, str]] = []
+    for raw in _split_top_level(text):
+        if not raw.strip():
+            continue
+        key, sep, value = raw.partition("=")
+        key = key.strip()
+        if not sep or not key or not value.strip():
+            raise UsageError(f'{option} "{raw.strip()}" format is incorrect; expected "<input_key>=<value>"')
+        if any(key == seen for seen, _ in items):
+            raise UsageError(f"{option}: input key {key!r} is given more than once")
+        items.append((key, value.strip()))
+    return items
+
+
+def _split_top_level(text: str) -> list[str]:
+    parts, depth, quote, start = [], 0, "", 0
+    escaped = False
+    for index, char in enumerate(text):
+        if quote:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == quote:
+                quote = ""
+        elif char in "\"'":
+            quote = char
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        elif char == ";" and depth <= 0:
+            parts.append(text[start:index])
+            start = index + 1
+    parts.append(text[start:])
+    return parts
+
+
+_FILE_ITEM: Final = re.compile(r"^(?P<path>[^\[\]]+?)(?:\[(?P<variable>[^\[\]]+)\])?$")
+
+
+def parse_inputs(text: str) -> dict[str, FileInput]:
+    """``--inputs 'x=x.npy;y=data.npz[y]'`` -> ``{"x": FileInput("x.npy"), "y": FileInput("data.npz", "y")}``."""
+    parsed = {}
+    for key, value in split_items(text, "--inputs"):
+        match = _FILE_ITEM.match(value)
+        if match is None:
+            raise UsageError(
+                f'--inputs "{key}={value}" format is incorrect; expected "<input_key>=<filename>" '
+                'or "<input_key>=<filename>[<variable_name>]"'
+            )
+        parsed[key] = FileInput(match["path"].strip(), match["variable"])
+    return parsed
+
+
+def parse_input_exprs(text: str) -> dict[str, Any]:
+    """``--input_exprs 'x=np.ones((2, 1))'`` -> ``{"x": array(...)}`` (values are numpy arrays or Python data)."""
+    return {key: evaluate(expr, f"--input_exprs {key}") for key, expr in split_items(text, "--input_exprs")}
+
+
+def parse_input_examples(text: str) -> dict[str, list[dict[str, list[Any]]]]:
+    """``--input_examples 'inputs=[{"x": [1.0]}]'`` -> feature dicts per key (serialized later, with TF)."""
+    parsed: dict[str, list[dict[str, list[Any]]]] = {}
+    for key, expr in split_items(text, "--input_examples"):
+        value = evaluate(expr, f"--input_examples {key}")
+        if not isinstance(value, list) or not all(isinstance(e, dict) for e in value):
+            raise UsageError(f"--input_examples {key}: expected a list of dicts of feature lists, got {expr}")
+        parsed[key] = value
+    return parsed
+
+
+def evaluate(expression: str, where: str = "expression") -> Any:
+    """Evaluate one whitelisted expression; UsageError (naming ``where``) for anything outside the whitelist."""
+    if len(expression) > MAX_EXPRESSION_CHARS:
+        raise UsageError(f"{where}: expression longer than {MAX_EXPRESSION_CHARS} characters")
+    try:
+        tree = ast.parse(expression.strip(), mode="eval")
+    except SyntaxError as error:
+        raise UsageError(f"{where}: invalid syntax in {expression!r}: {error.msg}") from None
+    evaluator = _Evaluator(where, np.random.RandomState(0))
+    try:
+        return evaluator.visit(tree.body)
+    except UsageError:
+        raise
+    except RecursionError:
+        raise UsageError(f"{where}: expression nested too deeply") from None
+    except (TypeError, ValueError, MemoryError, OverflowError) as error:
+        raise UsageError(f"{where}: {type(error).__name__}: {error}") from None
+
+
+def _elements(name: str, args: list[Any], kwargs: dict[str, Any]) -> int:
+    """How many elements a whitelisted constructor would allocate, checked before calling it."""
+
+    def arg(index: int, keyword: str, default: Any = None) -> Any:
+        return args[index] if len(args) > index else kwargs.get(keyword, default)
+
+    def count(shape: Any) -> int:
+        dims = shape if isinstance(shape, list | tuple) else [shape]
+        total = 1
+        for dim in dims:
+            total *= max(int(dim), 0) if isinstance(dim, int | float) else 1
+        return total
+
+    if name in ("ones", "zeros", "full"):
+        return count(arg(0, "shape", 1))
+    if name == "eye":
+        rows = arg(0, "N", 1)
+        return count([rows, arg(1, "M", None) or rows])
+    if name in ("random.rand", "random.randn"):
+        return count(list(args))
+    if name == "random.randint":
+        return count(arg(2, "size", 1) or 1)
+    if name == "linspace":
+        return count(arg(2, "num", 50))
+    if name == "arange":
+        numbers = [a for a in args if isinstance(a, int | float) and not isinstance(a, bool)]
+        start, stop, step = (0, *numbers, 1)[:3] if len(numbers) == 1 else (*numbers, 1)[:3]
+        return count(abs((stop - start) / step) + 1) if step else 0
+    return 0
+
+
+class _Evaluator:
+    """Evaluates an AST node by node; every node type it does not know is refused."""
+
+    def __init__(self, where: str, rng: np.random.RandomState) -> None:
+        self.where = where
+        self.functions: dict[str, Callable[..., Any]] = {
+            name: getattr(np, name) for name in FUNCTIONS if not name.startswith("random.")
+        }
+        self.functions.update({"random.rand": rng.rand, "random.randn": rng.randn, "random.randint": rng.randint})
+
+    def refuse(self, node: ast.AST, why: str) -> UsageError:
+        text = ast.unparse(node)
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        return UsageError(f"{self.where}: {why}: {shown!r} (see 'mlsrv run --help' for what is allowed)")
+
+    def visit(self, node: ast.AST) -> Any:
+        if isinstance(node, ast.Constant):
+            return node.value
+        if isinstance(node, ast.List):
+            return [self.visit(e) for e in node.elts]
+        if isinstance(node, ast.Tuple):
+            return tuple(self.visit(e) for e in node.elts)
+        if isinstance(node, ast.Dict):
+            return self.visit_dict(node)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+            return self.visit_sign(node)
+        if isinstance(node, ast.Call):
+            return self.visit_call(node)
+        if isinstance(node, ast.Attribute):
+            return self.visit_dtype(node)
+        if isinstance(node, ast.Starred):
+            raise self.refuse(node, "starred arguments are not allowed")
+        raise self.refuse(node, f"{type(node).__name__} is not allowed")
+
+    def visit_dict(self, node: ast.Dict) -> dict[Any, Any]:
+        result = {}
+        for key, value in zip(node.keys, node.values, strict=True):
+            if key is None or not isinstance(key, ast.Constant):
+                raise self.refuse(node, "dict keys must be literals")
+            result[key.value] = self.visit(value)
+        return result
+
+    def visit_sign(self, node: ast.UnaryOp) -> Any:
+        value = self.visit(node.operand)
+        if isinstance(value, bool) or not isinstance(value, int | float | complex):
+            raise self.refuse(node, "unary minus/plus applies to numbers only")
+        return -value if isinstance(node.op, ast.USub) else value
+
+    def visit_call(self, node: ast.Call) -> Any:
+        name = self.numpy_name(node.func)
+        function = self.functions.get(name) if name is not None else None
+        if function is None:
+            raise self.refuse(node.func, "only np.array, np.asarray, np.ones, ... calls are allowed")
+        args = [self.visit(a) for a in node.args]
+        kwargs = {}
+        for keyword in node.keywords:
+            if keyword.arg is None or keyword.arg not in KEYWORDS:
+                raise self.refuse(node, f"keyword {keyword.arg or '**'!r} is not allowed")
+            kwargs[keyword.arg] = self.visit(keyword.value)
+        if _elements(name or "", args, kwargs) > MAX_ELEMENTS:
+            raise self.refuse(node, f"arrays over {MAX_ELEMENTS} elements are not allowed (use --inputs)")
+        return function(*args, **kwargs)
+
+    def visit_dtype(self, node: ast.Attribute) -> Any:
+        name = self.numpy_name(node)
+        if name is None or name not in DTYPES:
+            raise self.refuse(node, "only numpy dtypes such as np.float32 may be used as values")
+        return DTYPES[name]
+
+    @staticmethod
+    def numpy_name(node: ast.expr) -> str | None:
+        """``np.random.rand`` -> ``"random.rand"``; None unless it is a plain ``np.``/``numpy.`` chain."""
+        parts: list[str] = []
+        while isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        if not isinstance(node, ast.Name) or node.id not in _MODULES or not parts:
+            return None
+        return ".".join(reversed(parts))

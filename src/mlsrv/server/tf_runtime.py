@@ -1,0 +1,406 @@
+"""The TensorFlow runtime: SavedModel inspection, loading and execution. The only module importing TensorFlow.
+
+Everything TF-specific stays behind three seams: :func:`inspect_saved_model` (reads ``saved_model.pb``
+without running anything, for ``mlsrv show`` and for signature metadata), :class:`SavedModelLoader`
+(the :class:`~mlsrv.server.servable.Loader` the manager drives) and :class:`TfServable` (the
+:class:`~mlsrv.server.servable.Servable` the DataPlane calls). TF errors are translated into
+:mod:`mlsrv.errors` here, once, by their canonical code, so no caller ever sees a ``tf.errors`` class.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import logging
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import tensorflow as tf
+from google.protobuf import message, text_format
+from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+
+from mlsrv.errors import Code, InternalError, InvalidArgument, LoadError, MlsrvError, UsageError, error_for_code
+from mlsrv.protocol import dtypes
+from mlsrv.protocol.types import SignatureInfo, TensorInfo
+
+log = logging.getLogger(__name__)
+
+SAVED_MODEL_PB: Final = "saved_model.pb"
+SAVED_MODEL_PBTXT: Final = "saved_model.pbtxt"
+DEFAULT_TAGS: Final = ("serve",)
+
+
+# --------------------------------------------------------------------------------------------- configure
+
+
+def configure(intra_op: int, inter_op: int, gpu_memory_fraction: float = 0.0) -> None:
+    """Set TF's thread pools and GPU memory policy; call before the first model loads.
+
+    Idempotent: repeating the settings already in force is a no-op. TF fixes these when its runtime
+    starts, so a *different* value after that is logged and ignored rather than failing a running server.
+    GPUs, when visible, get memory growth (``gpu_memory_fraction == 0``) or a hard limit of that fraction
+    of each GPU's memory, like TF Serving's ``--per_process_gpu_memory_fraction``.
+    """
+    threading = tf.config.threading
+    try:
+        threading.set_intra_op_parallelism_threads(intra_op)
+        threading.set_inter_op_parallelism_threads(inter_op)
+    except RuntimeError as error:
+        log.warning("TensorFlow thread settings unchanged (%s): runtime already started", error)
+    if not 0.0 <= gpu_memory_fraction <= 1.0:
+        raise UsageError(f"gpu_memory_fraction must be within [0, 1], got {gpu_memory_fraction}")
+    for index, gpu in enumerate(tf.config.list_physical_devices("GPU")):
+        try:
+            _configure_gpu(index, gpu, gpu_memory_fraction)
+        except RuntimeError as error:  # already initialized: keep what is in force
+            log.warning("GPU %s memory settings unchanged: %s", gpu.name, error)
+
+
+def _configure_gpu(index: int, gpu: Any, fraction: float) -> None:
+    total_mb = _gpu_total_mb(index) if fraction > 0 else None
+    if total_mb is None:
+        if fraction > 0:
+            log.warning("cannot read %s's memory size; using memory growth instead of a limit", gpu.name)
+        if not tf.config.experimental.get_memory_growth(gpu):
+            tf.config.experimental.set_memory_growth(gpu, True)
+        return
+    limit = tf.config.LogicalDeviceConfiguration(memory_limit=int(total_mb * fraction))
+    tf.config.set_logical_device_configuration(gpu, [limit])
+
+
+def _gpu_total_mb(ordinal: int) -> int | None:
+    """Total memory of CUDA device ``ordinal`` from the driver API (TF offers no public query before init)."""
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+        device, total = ctypes.c_int(), ctypes.c_size_t()
+        if cuda.cuInit(0) or cuda.cuDeviceGet(ctypes.byref(device), ordinal):
+            return None
+        if cuda.cuDeviceTotalMem_v2(ctypes.byref(total), device):
+            return None
+    except (OSError, AttributeError):
+        return None
+    return total.value // (1024 * 1024)
+
+
+# --------------------------------------------------------------------------------------------- inspect
+
+
+@dataclass(frozen=True, slots=True)
+class MetaGraphInfo:
+    """One MetaGraphDef: its tag set (as stored), signatures (sorted by key) and the ops it uses (sorted)."""
+
+    tags: tuple[str, ...]
+    signatures: Mapping[str, SignatureInfo]
+    ops: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SavedModelInfo:
+    """What ``saved_model.pb`` declares, without loading variables or running anything."""
+
+    path: str
+    meta_graphs: tuple[MetaGraphInfo, ...]
+
+    @property
+    def tag_sets(self) -> list[tuple[str, ...]]:
+        return [m.tags for m in self.meta_graphs]
+
+    def meta_graph(self, tags: str | Sequence[str]) -> MetaGraphInfo:
+        """The MetaGraph whose tag set equals ``tags`` (``"serve,gpu"`` or a sequence); UsageError if none."""
+        wanted = parse_tags(tags)
+        for meta_graph in self.meta_graphs:
+            if set(meta_graph.tags) == set(wanted):
+                return meta_graph
+        available = ", ".join(repr(",".join(t)) for t in self.tag_sets) or "none"
+        raise UsageError(
+            f"MetaGraphDef associated with tag-set {','.join(wanted)!r} could not be found in the SavedModel "
+            f"at {self.path}; available tag-sets: {available}"
+        )
+
+
+def parse_tags(tags: str | Sequence[str]) -> tuple[str, ...]:
+    """``"serve, gpu"`` -> ``("serve", "gpu")``; empty items dropped; at least one tag required."""
+    items = tags.split(",") if isinstance(tags, str) else list(tags)
+    cleaned = tuple(t.strip() for t in items if t and t.strip())
+    if not cleaned:
+        raise UsageError("tag_set must contain at least one non-empty tag")
+    return cleaned
+
+
+def inspect_saved_model(path: str) -> SavedModelInfo:
+    """Parse the SavedModel in ``path``. Raises UsageError (one line) for a missing folder or bad file."""
+    return _info(path, _read_saved_model(path, UsageError))
+
+
+def _read_saved_model(path: str, error: type[MlsrvError]) -> saved_model_pb2.SavedModel:
+    folder = Path(path)
+    if not folder.exists():
+        raise error(f"SavedModel directory does not exist: {path}")
+    if not folder.is_dir():
+        raise error(f"not a directory: {path}")
+    binary, text = folder / SAVED_MODEL_PB, folder / SAVED_MODEL_PBTXT
+    saved_model = saved_model_pb2.SavedModel()
+    try:
+        if binary.is_file():
+            saved_model.ParseFromString(binary.read_bytes())
+        elif text.is_file():
+            text_format.Parse(text.read_text(encoding="utf-8"), saved_model)
+        else:
+            raise error(f"no SavedModel in {path}: neither {SAVED_MODEL_PB} nor {SAVED_MODEL_PBTXT} found")
+    except (message.DecodeError, text_format.ParseError, UnicodeDecodeError) as exc:
+        name = binary.name if binary.is_file() else text.name
+        raise error(f"cannot parse {folder / name}: {str(exc).splitlines()[0] if str(exc) else 'invalid'}") from None
+    except OSError as exc:
+        raise error(f"cannot read SavedModel in {path}: {exc.strerror or exc}") from None
+    if not saved_model.meta_graphs:
+        raise error(f"SavedModel in {path} contains no MetaGraphDef")
+    return saved_model
+
+
+def _info(path: str, saved_model: saved_model_pb2.SavedModel) -> SavedModelInfo:
+    return SavedModelInfo(path=path, meta_graphs=tuple(_meta_graph_info(m) for m in saved_model.meta_graphs))
+
+
+def _meta_graph_info(meta_graph: meta_graph_pb2.MetaGraphDef) -> MetaGraphInfo:
+    signatures = {key: signature_info(meta_graph.signature_def[key]) for key in sorted(meta_graph.signature_def)}
+    return MetaGraphInfo(
+        tags=tuple(meta_graph.meta_info_def.tags), signatures=signatures, ops=_ops_used(meta_graph.graph_def)
+    )
+
+
+def signature_info(signature: meta_graph_pb2.SignatureDef) -> SignatureInfo:
+    """A SignatureDef as protocol types (tensor keys sorted)."""
+    return SignatureInfo(
+        inputs={k: _tensor_info(signature.inputs[k]) for k in sorted(signature.inputs)},
+        outputs={k: _tensor_info(signature.outputs[k]) for k in sorted(signature.outputs)},
+        method_name=signature.method_name,
+    )
+
+
+def _tensor_info(info: meta_graph_pb2.TensorInfo) -> TensorInfo:
+    has_shape = info.HasField("tensor_shape")
+    shape = info.tensor_shape
+    dims = None if shape.unknown_rank else tuple(d.size for d in shape.dim)
+    name = info.name or info.coo_sparse.values_tensor_name
+    return TensorInfo(name=name, dtype=dtypes.by_enum(info.dtype).name, shape=dims, has_shape=has_shape)
+
+
+def _ops_used(graph_def: Any) -> tuple[str, ...]:
+    """Primitive ops used by the graph and, transitively, by every function it calls.
+
+    Like saved_model_cli's list, but it also follows functions passed as attributes (``While`` bodies,
+    ``If`` branches), so the list answers "which kernels must the server have".
+    """
+    functions = {f.signature.name: f for f in graph_def.library.function}
+    used: set[str] = set()
+    pending: list[Any] = []
+
+    def visit(nodes: Iterable[Any]) -> None:
+        for node in nodes:
+            called = [node.op]
+            for attr in node.attr.values():  # f, body, cond, then_branch ...: functions passed as attributes
+                called.append(attr.func.name)
+                called.extend(f.name for f in attr.list.func)
+            for op in called:
+                if op and op not in used:
+                    used.add(op)
+                    if op in functions:
+                        pending.append(functions[op])
+
+    visit(graph_def.node)
+    while pending:
+        visit(pending.pop().node_def)
+    return tuple(sorted(used - functions.keys()))
+
+
+# --------------------------------------------------------------------------------------------- load / run
+
+
+class SavedModelLoader:
+    """Loads one SavedModel version with ``tf.saved_model.load`` (TF1 and TF2 exports alike).
+
+    ``load`` is blocking (run it on the executor) and raises LoadError with a one-line message.
+    """
+
+    def __init__(self, path: str, tags: Sequence[str] = DEFAULT_TAGS) -> None:
+        self.path = path
+        self.tags = parse_tags(tags)
+        self._servable: TfServable | None = None
+
+    def load(self) -> TfServable:
+        saved_model = _read_saved_model(self.path, LoadError)
+        try:
+            meta_graph = _info(self.path, saved_model).meta_graph(self.tags)
+        except UsageError as error:
+            raise LoadError(error.message) from None
+        try:
+            loaded = tf.saved_model.load(self.path, tags=list(self.tags))
+        except Exception as error:  # TF raises many types here (OpError, ValueError, KeyError ...)
+            raise LoadError(f"failed to load SavedModel from {self.path}: {_one_line(error)}") from None
+        self._servable = TfServable(loaded, meta_graph)
+        return self._servable
+
+    def unload(self) -> None:
+        """Drop every reference to the loaded model so TF frees its resources."""
+        if self._servable is not None:
+            self._servable.close()
+            self._servable = None
+        gc.collect()  # loaded SavedModels hold reference cycles; free their memory now, not later
+
+
+@dataclass(frozen=True, slots=True)
+class _Signature:
+    function: Callable[..., Mapping[str, Any]]
+    #: numpy dtype per input; None for DT_STRING (TF takes str, bytes and object arrays as they are)
+    input_dtypes: Mapping[str, np.dtype | None]
+
+
+class TfServable:
+    """One loaded SavedModel. ``run`` is thread-safe and blocking; call it from the executor."""
+
+    def __init__(self, loaded: Any, meta_graph: MetaGraphInfo) -> None:
+        self._loaded = loaded
+        self.tags = meta_graph.tags
+        self._signatures = meta_graph.signatures
+        self._functions: dict[str, _Signature] = {}
+        for key, function in loaded.signatures.items():
+            info = self._signatures.get(key)
+            if info is not None:
+                input_dtypes = {k: _numpy_dtype(t.dtype) for k, t in info.inputs.items()}
+                self._functions[key] = _Signature(function, input_dtypes)
+
+    def signatures(self) -> Mapping[str, SignatureInfo]:
+        return self._signatures
+
+    def run(
+        self, signature: str, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str] = ()
+    ) -> dict[str, np.ndarray]:
+        """Run ``signature``; DT_STRING outputs come back as object arrays of bytes.
+
+        Raises InvalidArgument for bad inputs (TF's message), or the MlsrvError matching TF's error code.
+        """
+        entry = self._functions.get(signature)
+        if entry is None:
+            raise InvalidArgument(f"No signature was found with the name: {signature}")
+        try:
+            feeds = {key: tf.constant(_cast(value, entry.input_dtypes.get(key))) for key, value in inputs.items()}
+            results = entry.function(**feeds)
+        except tf.errors.OpError as error:
+            raise _translate(error) from None
+        except (TypeError, ValueError) as error:  # tf.function argument binding: missing/extra/shape
+            raise InvalidArgument(_binding_message(entry, inputs, error)) from None
+        if not output_filter:
+            return {key: value.numpy() for key, value in results.items()}
+        missing = [key for key in output_filter if key not in results]
+        if missing:
+            raise InvalidArgument(
+                f"output tensor alias not found in signature: {missing[0]} Outputs expected to be in the set "
+                f"{{{','.join(sorted(results))}}}."
+            )
+        return {key: results[key].numpy() for key in output_filter}
+
+    def close(self) -> None:
+        self._functions.clear()
+        self._loaded = None
+
+
+def _numpy_dtype(name: str) -> np.dtype | None:
+    found = dtypes.by_name(name).numpy
+    return None if found is None or found.kind == "O" else found
+
+
+def _cast(value: np.ndarray, dtype: np.dtype | None) -> np.ndarray:
+    """The array in the signature's dtype (no copy when it already is); strings pass through."""
+    if dtype is None or value.dtype == dtype:
+        return value
+    return value.astype(dtype)
+
+
+_OP_SUFFIX: Final = re.compile(r"\s*\[Op:[^\]]*\]\s*$")
+
+
+def clean_tf_message(text: str) -> str:
+    """TF's kernel message without eager's ``Graph execution error`` preamble or the ``[Op:...]`` suffix.
+
+    Eager prefixes the kernel message with the Python stack that created each failing node (the
+    SavedModel exporter's, meaningless to a client); TF Serving returns only the kernel message.
+    """
+    lines = text.strip().splitlines()
+    if lines and lines[0].startswith("Graph execution error:"):
+        start = 1
+        while start < len(lines) and _is_trace_line(lines[start]):
+            start += 1
+        lines = lines[start:] or lines
+    return _OP_SUFFIX.sub("", "\n".join(lines)).strip()
+
+
+def _is_trace_line(line: str) -> bool:
+    return not line.strip() or line.startswith(("  ", "Detected at node")) or line == "<stack traces unavailable>"
+
+
+def _translate(error: tf.errors.OpError) -> MlsrvError:
+    """Map a TF error to ours by its canonical code (the same numbering as :class:`Code`)."""
+    text = clean_tf_message(error.message)
+    try:
+        code = Code(error.error_code)
+    except ValueError:
+        return InternalError(text)
+    return error_for_code(code, text) if code is not Code.OK else InternalError(text)
+
+
+def _binding_message(entry: _Signature, inputs: Mapping[str, np.ndarray], error: Exception) -> str:
+    """TF Serving's wording for wrong input keys; otherwise TF's first line (without tensor reprs)."""
+    expected, sent = set(entry.input_dtypes), set(inputs)
+    if expected != sent:
+        extra, missing = ",".join(sorted(sent - expected)), ",".join(sorted(expected - sent))
+        return (
+            f"input size does not match signature: {len(sent)}!={len(expected)} len({{{','.join(sorted(sent))}}})"
+            f" != len({{{','.join(sorted(expected))}}}). Sent extra: {{{extra}}}. Missing but required: {{{missing}}}."
+        )
+    return _one_line(error).split(". Received args:")[0]
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
+def serialize_examples(examples: Sequence[Mapping[str, Sequence[Any]]]) -> list[bytes]:
+    """Serialized ``tf.train.Example`` per dict of feature lists (saved_model_cli's --input_examples rules).
+
+    Each feature's list type comes from its first item: float -> float_list, int -> int64_list,
+    str (UTF-8) or bytes -> bytes_list. Raises UsageError for anything else.
+    """
+    serialized = []
+    for index, features in enumerate(examples):
+        if not isinstance(features, Mapping):
+            raise UsageError(f"example #{index} must be a dict of feature lists, got {type(features).__name__}")
+        feature = {}
+        for name, values in features.items():
+            feature[str(name)] = _feature(str(name), values)
+        example = tf.train.Example(features=tf.train.Features(feature=feature))
+        serialized.append(example.SerializeToString())
+    return serialized
+
+
+def _feature(name: str, values: Any) -> tf.train.Feature:
+    if not isinstance(values, list | tuple) or not values:
+        raise UsageError(f"feature {name!r} must be a non-empty list, got {values!r}")
+    first = values[0]
+    try:
+        if isinstance(first, bool) or not isinstance(first, float | int | str | bytes):
+            raise TypeError
+        if isinstance(first, float):
+            return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+        if isinstance(first, int):
+            return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+        data = [v.encode() if isinstance(v, str) else v for v in values]
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=data))
+    except (TypeError, ValueError):
+        raise UsageError(
+            f"feature {name!r}: values must all be float, int, str or bytes like the first, got {values!r}"
+        ) from None

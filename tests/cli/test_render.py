@@ -1,0 +1,106 @@
+"""render.py: the terminal (Rich) and piped (saved_model_cli) layouts and the JSON helpers, without TF."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+from rich.console import Console
+
+from mlsrv.cli import render
+from mlsrv.protocol.types import SignatureInfo, TensorInfo
+
+SIGNATURES = {
+    "serving_default": SignatureInfo(
+        inputs={"x": TensorInfo("x:0", "DT_FLOAT", (-1, 1)), "[b]": TensorInfo("b:0", "DT_STRING", None)},
+        outputs={"y": TensorInfo("y:0", "DT_FLOAT", (), has_shape=False)},
+    ),
+    "__saved_model_init_op": SignatureInfo(
+        inputs={}, outputs={"__saved_model_init_op": TensorInfo("NoOp", "DT_INVALID", None)}, method_name=""
+    ),
+}
+
+
+def console(terminal: bool) -> tuple[Console, io.StringIO]:
+    buffer = io.StringIO()
+    return Console(file=buffer, force_terminal=terminal, width=200, highlight=False, soft_wrap=True), buffer
+
+
+def test_plain_layout_is_saved_model_clis() -> None:
+    out, buffer = console(terminal=False)
+    render.render_signatures(out, SIGNATURES)
+    text = buffer.getvalue()
+    assert text.index("signature_def['__saved_model_init_op']:") < text.index("signature_def['serving_default']:")
+    assert (
+        "\nsignature_def['serving_default']:\n"
+        "  The given SavedModel SignatureDef contains the following input(s):\n"
+        "    inputs['[b]'] tensor_info:\n"
+        "        dtype: DT_STRING\n"
+        "        shape: unknown_rank\n"
+        "        name: b:0\n"
+        "    inputs['x'] tensor_info:\n"
+        "        dtype: DT_FLOAT\n"
+        "        shape: (-1, 1)\n"
+        "        name: x:0\n"
+        "  The given SavedModel SignatureDef contains the following output(s):\n"
+        "    outputs['y'] tensor_info:\n"
+        "        dtype: DT_FLOAT\n"
+        "        shape: ()\n"
+        "        name: y:0\n"
+        "  Method name is: tensorflow/serving/predict\n"
+    ) in text
+    assert "\x1b[" not in text
+
+
+def test_terminal_layout_is_a_table_per_signature() -> None:
+    out, buffer = console(terminal=True)
+    render.render_signatures(out, SIGNATURES)
+    text = buffer.getvalue()
+    assert "\x1b[" in text  # styled
+    for cell in ("signature_def['serving_default']", "tensorflow/serving/predict", "[b]", "unknown_rank", "(-1, 1)"):
+        assert cell in text
+    assert "The given SavedModel SignatureDef" not in text
+
+
+def test_shape_text() -> None:
+    assert render.shape_text(TensorInfo("a", "DT_FLOAT", (-1,))) == "(-1)"
+    assert render.shape_text(TensorInfo("a", "DT_FLOAT", None)) == "unknown_rank"
+    assert render.shape_text(TensorInfo("a", "DT_FLOAT", None, has_shape=False)) == "()"
+
+
+def test_signature_json() -> None:
+    document = render.signatures_to_json(SIGNATURES)
+    assert list(document) == ["__saved_model_init_op", "serving_default"]
+    assert document["serving_default"]["inputs"] == {
+        "[b]": {"dtype": "DT_STRING", "shape": None, "name": "b:0"},
+        "x": {"dtype": "DT_FLOAT", "shape": [-1, 1], "name": "x:0"},
+    }
+    assert document["serving_default"]["outputs"]["y"]["shape"] is None
+    assert document["__saved_model_init_op"]["method_name"] == ""
+
+
+def test_tensor_json() -> None:
+    strings = np.array([[b"a", "é".encode()], [b"\xff", b""]], dtype=object)
+    assert render.tensor_to_json(strings) == {
+        "dtype": "DT_STRING",
+        "shape": [2, 2],
+        "value": [["a", "é"], [{"b64": "/w=="}, ""]],
+    }
+    assert render.tensor_to_json(np.array(b"x", dtype=object))["value"] == "x"
+    assert render.tensor_to_json(np.array([1 + 2j], np.complex64))["value"] == [[1.0, 2.0]]
+    assert render.tensor_to_json(np.array([True]))["value"] == [True]
+    value = render.tensor_to_json(np.array([np.nan], np.float32))["value"][0]
+    assert math.isnan(value)
+
+
+def test_print_json_is_plain_even_on_a_terminal() -> None:
+    out, buffer = console(terminal=True)
+    render.print_json(out, {"a": [1, float("inf")], "b": "[red]x[/]"})
+    assert buffer.getvalue() == '{\n  "a": [\n    1,\n    Infinity\n  ],\n  "b": "[red]x[/]"\n}\n'
+
+
+def test_tensors_and_markup_escaping() -> None:
+    out, buffer = console(terminal=False)
+    render.render_tensors(out, {"[bold]y": np.array([[2.5], [4.5]], np.float32)})
+    assert buffer.getvalue() == "Result for output key [bold]y:\n[[2.5]\n [4.5]]\n"

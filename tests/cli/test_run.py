@@ -1,0 +1,154 @@
+"""``mlsrv run`` on the bundled examples and TF Serving's reference model (loads TensorFlow)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from mlsrv.cli.app import app
+
+pytestmark = pytest.mark.tf
+
+
+@pytest.fixture(scope="module")
+def half_plus_two(examples_dir: Path) -> str:
+    return str(examples_dir / "half_plus_two" / "00000123")
+
+
+def run(*args: str) -> Any:
+    return CliRunner().invoke(app, ["run", *args])
+
+
+def assert_one_line_error(result: Any, code: int, text: str) -> None:
+    assert result.exit_code == code, result.output
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1 and text in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_input_exprs_prints_outputs(half_plus_two: str) -> None:
+    result = run("--dir", half_plus_two, "--input_exprs", "x=np.array([[1.0],[5.0]])")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "Result for output key y:\n[[2.5]\n [4.5]]\n"
+
+
+def test_inputs_file_outdir_and_overwrite(half_plus_two: str, tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", np.array([[1.0], [5.0]], np.float32))
+    args = ["--dir", half_plus_two, "--inputs", f"x={tmp_path / 'x.npy'}", "--outdir", str(tmp_path / "out")]
+    first = run(*args)
+    assert first.exit_code == 0, first.output
+    saved = tmp_path / "out" / "y.npy"
+    assert f"Output y is saved to {saved}" in first.stdout
+    np.testing.assert_array_equal(np.load(saved), np.array([[2.5], [4.5]], np.float32))
+
+    np.save(tmp_path / "x.npy", np.array([[3.0]], np.float32))
+    assert_one_line_error(run(*args), 2, f"output file {saved} already exists; add --overwrite")
+    np.testing.assert_array_equal(np.load(saved), [[2.5], [4.5]])  # untouched
+    assert run(*args, "--overwrite").exit_code == 0
+    np.testing.assert_array_equal(np.load(saved), [[3.5]])
+
+
+def test_npz_inputs(half_plus_two: str, tmp_path: Path) -> None:
+    np.savez(tmp_path / "one.npz", only=np.array([[2.0]], np.float32))
+    np.savez(tmp_path / "two.npz", a=np.array([[4.0]], np.float32), b=np.array([[6.0]], np.float32))
+    single = run("--dir", half_plus_two, "--inputs", f"x={tmp_path / 'one.npz'}", "--json")
+    assert json.loads(single.stdout)["outputs"]["y"]["value"] == [[3.0]]
+    picked = run("--dir", half_plus_two, "--inputs", f"x={tmp_path / 'two.npz'}[b]", "--json")
+    assert json.loads(picked.stdout)["outputs"]["y"]["value"] == [[5.0]]
+    ambiguous = run("--dir", half_plus_two, "--inputs", f"x={tmp_path / 'two.npz'}")
+    assert_one_line_error(ambiguous, 2, "holds 2 arrays (a, b); pick one with")
+    absent = run("--dir", half_plus_two, "--inputs", f"x={tmp_path / 'two.npz'}[c]")
+    assert_one_line_error(absent, 2, "has no array named 'c'")
+    assert_one_line_error(run("--dir", half_plus_two, "--inputs", "x=/no/such.npy"), 2, "file not found")
+
+
+def test_pickled_inputs_are_refused(half_plus_two: str, tmp_path: Path) -> None:
+    np.save(tmp_path / "obj.npy", np.array([[1.0]], dtype=object), allow_pickle=True)
+    result = run("--dir", half_plus_two, "--inputs", f"x={tmp_path / 'obj.npy'}")
+    assert_one_line_error(result, 2, "without pickle")
+
+
+def test_input_examples_on_regress_signatures(half_plus_two: str, reference_dir: Path) -> None:
+    examples = 'inputs=[{"x":[1.0]},{"x":[5.0]}]'
+    ours = run("--dir", half_plus_two, "--signature_def", "regress_x_to_y2", "--input_examples", examples, "--json")
+    assert ours.exit_code == 0, ours.output
+    assert json.loads(ours.stdout)["outputs"]["outputs"]["value"] == [[3.5], [5.5]]
+    reference = str(reference_dir / "saved_model_half_plus_two_cpu")  # a base path: newest version is used
+    theirs = run("--dir", reference, "--signature_def", "regress_x_to_y", "--input_examples", examples)
+    assert theirs.exit_code == 0, theirs.output
+    assert theirs.stdout == "Result for output key outputs:\n[[2.5]\n [4.5]]\n"
+
+
+def test_combined_options_and_json(examples_dir: Path) -> None:
+    result = run(
+        "--dir",
+        str(examples_dir / "multi_io" / "1"),
+        "--input_exprs",
+        "a=[[1, 2], [0.5, 0.5]];b=np.array([3, -1])",
+        "--input_exprs",  # the last occurrence wins, as with any option
+        "a=[[1, 2], [0.5, 0.5]];b=np.array([3, -1]);c=['héllo', b'\\xff']",
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["signature_def"] == "serving_default" and document["saved"] == {}
+    outputs = document["outputs"]
+    assert list(outputs) == ["b_times_2", "c_len", "flag", "sum"]
+    assert outputs["sum"] == {"dtype": "DT_DOUBLE", "shape": [2], "value": [6.0, 0.0]}
+    assert outputs["b_times_2"]["value"] == [6, -2] and outputs["flag"]["value"] == [True, False]
+    assert outputs["c_len"] == {"dtype": "DT_INT32", "shape": [2], "value": [6, 1]}
+
+
+def test_string_outputs(examples_dir: Path) -> None:
+    args = ["--dir", str(examples_dir / "string_input" / "1"), "--input_exprs", "text=['abc', b'\\xff']"]
+    text = run(*args)
+    assert "Result for output key upper_bytes:\n[b'ABC' b'\\xff']\n" in text.stdout
+    document = json.loads(run(*args, "--json").stdout)
+    assert document["outputs"]["upper_bytes"]["value"] == ["ABC", {"b64": "/w=="}]
+
+
+@pytest.mark.parametrize(
+    ("exprs", "message"),
+    [
+        ("y=[[1.0]]", '"y" is not a valid input key; choose from "x"'),
+        ("x=[1.0]", "input 'x': expected shape (-1, 1), got (1,)"),
+        ("x=[[1.0, 2.0]]", "input 'x': expected shape (-1, 1), got (1, 2)"),
+        ("x=[['a']]", "input 'x': cannot convert <U1 values to DT_FLOAT"),
+        ("x=[[1.0], [2.0, 3.0]]", "not a rectangular array"),
+    ],
+)
+def test_inputs_are_checked_against_the_signature(half_plus_two: str, exprs: str, message: str) -> None:
+    assert_one_line_error(run("--dir", half_plus_two, "--input_exprs", exprs), 2, message)
+
+
+def test_dtype_and_range_checks(examples_dir: Path) -> None:
+    model = str(examples_dir / "multi_io" / "1")
+    base = "a=[[1.0, 2.0]];c=['x'];"
+    assert_one_line_error(run("--dir", model, "--input_exprs", base + "b=[1.5]"), 2, "cannot convert float64")
+    assert run("--dir", model, "--input_exprs", base + "b=np.array([1], dtype=np.uint64)").exit_code == 0
+    too_big = base + f"b=np.array([{2**63}], dtype=np.uint64)"
+    assert_one_line_error(run("--dir", model, "--input_exprs", too_big), 2, "values out of range for DT_INT64")
+    assert_one_line_error(run("--dir", model, "--input_exprs", "a=[[1.0, 2.0]];b=[1];c=[1]"), 2, "is DT_STRING")
+    assert_one_line_error(run("--dir", model, "--input_exprs", "a=[[1.0, 2.0]];b=[1]"), 2, "missing input(s)")
+
+
+def test_option_errors(half_plus_two: str, tmp_path: Path) -> None:
+    assert_one_line_error(run("--dir", half_plus_two), 2, "at least one of --inputs, --input_exprs or --input_examples")
+    np.save(tmp_path / "x.npy", np.ones((1, 1), np.float32))
+    both = run("--dir", half_plus_two, "--inputs", f"x={tmp_path / 'x.npy'}", "--input_exprs", "x=[[1.0]]")
+    assert_one_line_error(both, 2, "input key 'x' is given by both --inputs and --input_exprs")
+    unknown = run("--dir", half_plus_two, "--signature_def", "nope", "--input_exprs", "x=[[1.0]]")
+    assert_one_line_error(unknown, 2, "signature_def 'nope' not found")
+    assert_one_line_error(run("--dir", half_plus_two, "--tag_set", "gpu", "--input_exprs", "x=[[1.0]]"), 2, "'gpu'")
+
+
+def test_model_errors_are_one_line_with_exit_code_1(half_plus_two: str) -> None:
+    args = ["--dir", half_plus_two, "--signature_def", "classify_x_to_y", "--input_exprs", "inputs=['junk']"]
+    result = run(*args)
+    assert_one_line_error(result, 1, "InvalidArgument: Name: <unknown>, Feature: x (data type: float) is required")
+    assert "[[{{node ParseExample/ParseExampleV2}}]]" in result.stderr  # TF's two lines, joined
