@@ -151,4 +151,4 @@ def test_model_errors_are_one_line_with_exit_code_1(half_plus_two: str) -> None:
     args = ["--dir", half_plus_two, "--signature_def", "classify_x_to_y", "--input_exprs", "inputs=['junk']"]
     result = run(*args)
     assert_one_line_error(result, 1, "InvalidArgument: Name: <unknown>, Feature: x (data type: float) is required")
-    assert "[[{{node ParseExample/ParseExampleV2}}]]" in result.stderr  # TF's two lines, joined
+    assert "{{node ParseExample/ParseExampleV2}}]]" in result.stderr  # TF's two lines, joined

@@ -3,7 +3,7 @@
 Same flags as ``saved_model_cli run``, with three differences: ``--input_exprs`` is evaluated by an AST
 whitelist (never ``eval``); an input key given by two options is an error instead of a warning; and the
 inputs are checked against the signature (names, dtype, rank, fixed dimensions) before TF runs.
-The model runs through ``tf_runtime.SavedModelLoader``/``TfServable.run``, the same code the server uses.
+The model runs through ``tf_session.SavedModelLoader``/``TfServable.run``, the same code the server uses.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def _run(
         raise UsageError("at least one of --inputs, --input_exprs or --input_examples is required")
     model = resolve_model_dir(directory, version)
     with tensorflow_import_muted():
-        from mlsrv.server import tf_runtime
+        from mlsrv.server import tf_runtime, tf_session
 
     meta_graph = tf_runtime.inspect_saved_model(str(model.path)).meta_graph(tag_set)
     signature = pick_signature(meta_graph, signature_key)
@@ -100,7 +100,7 @@ def _run(
     feeds = prepare_inputs(signature, values)
     targets = _output_paths(Path(outdir), signature, overwrite) if outdir else {}
 
-    servable = tf_runtime.SavedModelLoader(str(model.path), meta_graph.tags).load()
+    servable = tf_session.SavedModelLoader(str(model.path), meta_graph.tags).load()
     try:
         outputs = servable.run(signature_key, feeds)
     except MlsrvError as error:  # TF's messages span lines ("\n\t [[{{node ...}}]]"); the CLI prints one

@@ -88,9 +88,16 @@ class Server:
     def _make_loader(self, servable_id: Any, path: str) -> Loader:
         if self._loader_factory is not None:
             return self._loader_factory(servable_id, path)
-        from mlsrv.server import tf_runtime
+        from mlsrv.server import tf_session
 
-        return tf_runtime.SavedModelLoader(path, self.config.runtime.saved_model_tags)
+        runtime = self.config.runtime
+        return tf_session.SavedModelLoader(
+            path,
+            runtime.saved_model_tags,
+            intra_op=runtime.intra_op,
+            inter_op=runtime.inter_op,
+            gpu_memory_fraction=runtime.gpu_memory_fraction,
+        )
 
     # -- lifecycle --
 

@@ -10,20 +10,18 @@ without running anything, for ``mlsrv show`` and for signature metadata), :class
 from __future__ import annotations
 
 import ctypes
-import gc
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import numpy as np
 import tensorflow as tf
 from google.protobuf import message, text_format
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
-from mlsrv.errors import Code, InternalError, InvalidArgument, LoadError, MlsrvError, UsageError, error_for_code
+from mlsrv.errors import MlsrvError, UsageError
 from mlsrv.protocol import dtypes
 from mlsrv.protocol.types import SignatureInfo, TensorInfo
 
@@ -217,107 +215,7 @@ def _ops_used(graph_def: Any) -> tuple[str, ...]:
     return tuple(sorted(used - functions.keys()))
 
 
-# --------------------------------------------------------------------------------------------- load / run
-
-
-class SavedModelLoader:
-    """Loads one SavedModel version with ``tf.saved_model.load`` (TF1 and TF2 exports alike).
-
-    ``load`` is blocking (run it on the executor) and raises LoadError with a one-line message.
-    """
-
-    def __init__(self, path: str, tags: Sequence[str] = DEFAULT_TAGS) -> None:
-        self.path = path
-        self.tags = parse_tags(tags)
-        self._servable: TfServable | None = None
-
-    def load(self) -> TfServable:
-        saved_model = _read_saved_model(self.path, LoadError)
-        try:
-            meta_graph = _info(self.path, saved_model).meta_graph(self.tags)
-        except UsageError as error:
-            raise LoadError(error.message) from None
-        try:
-            loaded = tf.saved_model.load(self.path, tags=list(self.tags))
-        except Exception as error:  # TF raises many types here (OpError, ValueError, KeyError ...)
-            raise LoadError(f"failed to load SavedModel from {self.path}: {_one_line(error)}") from None
-        self._servable = TfServable(loaded, meta_graph)
-        return self._servable
-
-    def unload(self) -> None:
-        """Drop every reference to the loaded model so TF frees its resources."""
-        if self._servable is not None:
-            self._servable.close()
-            self._servable = None
-        gc.collect()  # loaded SavedModels hold reference cycles; free their memory now, not later
-
-
-@dataclass(frozen=True, slots=True)
-class _Signature:
-    function: Callable[..., Mapping[str, Any]]
-    #: numpy dtype per input; None for DT_STRING (TF takes str, bytes and object arrays as they are)
-    input_dtypes: Mapping[str, np.dtype | None]
-
-
-class TfServable:
-    """One loaded SavedModel. ``run`` is thread-safe and blocking; call it from the executor."""
-
-    def __init__(self, loaded: Any, meta_graph: MetaGraphInfo) -> None:
-        self._loaded = loaded
-        self.tags = meta_graph.tags
-        self._signatures = meta_graph.signatures
-        self._functions: dict[str, _Signature] = {}
-        for key, function in loaded.signatures.items():
-            info = self._signatures.get(key)
-            if info is not None:
-                input_dtypes = {k: _numpy_dtype(t.dtype) for k, t in info.inputs.items()}
-                self._functions[key] = _Signature(function, input_dtypes)
-
-    def signatures(self) -> Mapping[str, SignatureInfo]:
-        return self._signatures
-
-    def run(
-        self, signature: str, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str] = ()
-    ) -> dict[str, np.ndarray]:
-        """Run ``signature``; DT_STRING outputs come back as object arrays of bytes.
-
-        Raises InvalidArgument for bad inputs (TF's message), or the MlsrvError matching TF's error code.
-        """
-        entry = self._functions.get(signature)
-        if entry is None:
-            raise InvalidArgument(f"No signature was found with the name: {signature}")
-        try:
-            feeds = {key: tf.constant(_cast(value, entry.input_dtypes.get(key))) for key, value in inputs.items()}
-            results = entry.function(**feeds)
-        except tf.errors.OpError as error:
-            raise _translate(error) from None
-        except (TypeError, ValueError) as error:  # tf.function argument binding: missing/extra/shape
-            raise InvalidArgument(_binding_message(entry, inputs, error)) from None
-        if not output_filter:
-            return {key: value.numpy() for key, value in results.items()}
-        missing = [key for key in output_filter if key not in results]
-        if missing:
-            raise InvalidArgument(
-                f"output tensor alias not found in signature: {missing[0]} Outputs expected to be in the set "
-                f"{{{','.join(sorted(results))}}}."
-            )
-        return {key: results[key].numpy() for key in output_filter}
-
-    def close(self) -> None:
-        self._functions.clear()
-        self._loaded = None
-
-
-def _numpy_dtype(name: str) -> np.dtype | None:
-    found = dtypes.by_name(name).numpy
-    return None if found is None or found.kind == "O" else found
-
-
-def _cast(value: np.ndarray, dtype: np.dtype | None) -> np.ndarray:
-    """The array in the signature's dtype (no copy when it already is); strings pass through."""
-    if dtype is None or value.dtype == dtype:
-        return value
-    return value.astype(dtype)
+# --------------------------------------------------------------------------------------------- messages
 
 
 _OP_SUFFIX: Final = re.compile(r"\s*\[Op:[^\]]*\]\s*$")
@@ -342,31 +240,6 @@ def _is_trace_line(line: str) -> bool:
     return not line.strip() or line.startswith(("  ", "Detected at node")) or line == "<stack traces unavailable>"
 
 
-def _translate(error: tf.errors.OpError) -> MlsrvError:
-    """Map a TF error to ours by its canonical code (the same numbering as :class:`Code`)."""
-    text = clean_tf_message(error.message)
-    try:
-        code = Code(error.error_code)
-    except ValueError:
-        return InternalError(text)
-    return error_for_code(code, text) if code is not Code.OK else InternalError(text)
-
-
-def _binding_message(entry: _Signature, inputs: Mapping[str, np.ndarray], error: Exception) -> str:
-    """TF Serving's wording for wrong input keys; otherwise TF's first line (without tensor reprs)."""
-    expected, sent = set(entry.input_dtypes), set(inputs)
-    if expected != sent:
-        extra, missing = ",".join(sorted(sent - expected)), ",".join(sorted(expected - sent))
-        return (
-            f"input size does not match signature: {len(sent)}!={len(expected)} len({{{','.join(sorted(sent))}}})"
-            f" != len({{{','.join(sorted(expected))}}}). Sent extra: {{{extra}}}. Missing but required: {{{missing}}}."
-        )
-    return _one_line(error).split(". Received args:")[0]
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
 
 
 def serialize_examples(examples: Sequence[Mapping[str, Sequence[Any]]]) -> list[bytes]:
