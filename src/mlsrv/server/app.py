@@ -149,7 +149,10 @@ class Server:
         self._runner = web.AppRunner(frontend.application(), handle_signals=False, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, rest.host, rest.port, reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as error:
+            raise ConfigError(f"cannot serve REST on {rest.host}:{rest.port}: {error.strerror or error}") from None
         self.rest_port = _bound_port(site)
         log.info("Exporting HTTP/REST API at:%s:%d ...", rest.host, self.rest_port)
 

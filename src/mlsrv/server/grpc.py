@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import grpc
 
 from mlsrv.config import GrpcConfig
-from mlsrv.errors import InvalidArgument, MlsrvError, UnknownError
+from mlsrv.errors import ConfigError, InvalidArgument, MlsrvError, UnknownError
 from mlsrv.protocol import grpc_codec
 from mlsrv.server.dataplane import DataPlane
 
@@ -170,15 +170,19 @@ class GrpcFrontend:
         reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
         credentials = self._credentials()
         port = 0
-        if self._config.port:
-            address = f"{self._config.host}:{self._config.port}"
-            port = (
-                server.add_secure_port(address, credentials)
-                if credentials is not None
-                else server.add_insecure_port(address)
-            )
-        if self._config.socket_path:
-            server.add_insecure_port(f"unix:{self._config.socket_path}")
+        address = f"{self._config.host}:{self._config.port}"
+        try:
+            if self._config.port:
+                port = (
+                    server.add_secure_port(address, credentials)
+                    if credentials is not None
+                    else server.add_insecure_port(address)
+                )
+            if self._config.socket_path:
+                address = f"unix:{self._config.socket_path}"
+                server.add_insecure_port(address)
+        except RuntimeError as error:  # grpc reports bind failures as RuntimeError
+            raise ConfigError(f"cannot serve gRPC on {address}: {error}") from None
         await server.start()
         self._server = server
         await self.mark_serving()
