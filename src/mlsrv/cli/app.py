@@ -66,7 +66,10 @@ def main(argv: list[str] | None = None) -> NoReturn:
     try:
         app(args=args, prog_name="mlsrv")
     except MlsrvError as error:  # pragma: no cover - commands use run(); this is the last net
-        fail(error)
+        try:
+            fail(error)
+        except typer.Exit as exit_:
+            sys.exit(exit_.exit_code)
     sys.exit(EXIT_USAGE)  # pragma: no cover - app() always exits
 
 

@@ -20,7 +20,7 @@ from mlsrv.cli.runner import run
 
 def serve(**values: str | None) -> None:
     """Serve SavedModels over TensorFlow Serving's REST and gRPC APIs (same flags, URLs and protos)."""
-    given = flags.parse_given(values) if values else {}
+    given = run(lambda: flags.parse_given(values)) if values else {}
     if given.get("version"):
         _print_versions()
         return

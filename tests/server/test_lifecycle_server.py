@@ -1,0 +1,181 @@
+"""Model lifecycle through a running server: polling, swaps, rollback, config reload, broken models."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes import FakeLoaderFactory, FakeServable
+from tests.server.harness import Running, running_server
+
+POLL = 0.05
+
+
+def version(base: Path, number: int) -> None:
+    (base / str(number)).mkdir(parents=True, exist_ok=True)
+    (base / str(number) / "saved_model.pb").write_bytes(b"")
+
+
+def offset_per_version() -> FakeLoaderFactory:
+    """Version v computes 0.5x + v, so an answer says which version served it."""
+    return FakeLoaderFactory(servable_for=lambda sid: FakeServable(offset=float(sid.version)))
+
+
+async def served_version(s: Running, name: str = "m") -> int | None:
+    status, body = await s.post(f"/v1/models/{name}:predict", {"instances": [[0.0]]})
+    return int(body["predictions"][0][0]) if status == 200 else None
+
+
+async def eventually(check: Any, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(POLL)
+
+
+def write_config(path: Path, models: dict[str, tuple[Path, str]]) -> str:
+    entries = "".join(
+        f'config {{ name: "{name}" base_path: "{base}" model_platform: "tensorflow" {extra} }}\n'
+        for name, (base, extra) in models.items()
+    )
+    path.write_text(f"model_config_list {{\n{entries}}}\n")
+    return str(path)
+
+
+def test_new_version_is_served_then_old_unloads_and_deleting_rolls_back(tmp_path: Path) -> None:
+    base = tmp_path / "m"
+    version(base, 1)
+
+    async def main() -> None:
+        async with running_server(loader_factory=offset_per_version(), model_name="m", model_base_path=str(base),
+                                  file_system_poll_wait_seconds=POLL) as s:
+            assert await served_version(s) == 1
+            version(base, 2)
+
+            async def on_two() -> bool:
+                return await served_version(s) == 2
+
+            await eventually(on_two)
+            events = [(e.id.version, e.state.name) for e in s.server.monitor.events()]
+            assert events.index((2, "AVAILABLE")) < events.index((1, "UNLOADING"))  # availability preserved
+            _, status = await s.get("/v1/models/m")
+            states = {v["version"]: v["state"] for v in status["model_version_status"]}
+            assert states["2"] == "AVAILABLE"
+            shutil.rmtree(base / "2")
+
+            async def back_on_one() -> bool:
+                return await served_version(s) == 1
+
+            await eventually(back_on_one)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [("", {3}), ("model_version_policy { latest { num_versions: 2 } }", {2, 3}),
+     ("model_version_policy { all {} }", {1, 2, 3}),
+     ("model_version_policy { specific { versions: 1 versions: 3 } }", {1, 3})],
+)
+def test_version_policies(tmp_path: Path, policy: str, expected: set[int]) -> None:
+    base = tmp_path / "m"
+    for number in (1, 2, 3):
+        version(base, number)
+    config = write_config(tmp_path / "models.config", {"m": (base, policy)})
+
+    async def main() -> None:
+        async with running_server(loader_factory=offset_per_version(), model_config_file=config) as s:
+            _, status = await s.get("/v1/models/m")
+            available = {int(v["version"]) for v in status["model_version_status"] if v["state"] == "AVAILABLE"}
+            assert available == expected
+            for number in (1, 2, 3):
+                code, _ = await s.post(f"/v1/models/m/versions/{number}:predict", {"instances": [[0.0]]})
+                assert code == (200 if number in expected else 404)
+            assert await served_version(s) == max(expected)
+
+    asyncio.run(main())
+
+
+def test_config_file_polling_adds_and_removes_models_and_labels(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    version(a, 1)
+    version(b, 5)
+    version(b, 6)
+    config = tmp_path / "models.config"
+    write_config(config, {"a": (a, "")})
+
+    async def main() -> None:
+        async with running_server(loader_factory=offset_per_version(), model_config_file=str(config),
+                                  model_config_file_poll_wait_seconds=0.2) as s:
+            assert await served_version(s, "a") == 1
+            write_config(config, {"b": (b, 'model_version_policy { all {} } '
+                                           'version_labels { key: "stable" value: 5 }')})
+
+            async def swapped() -> bool:
+                return await served_version(s, "b") == 6 and await served_version(s, "a") is None
+
+            await eventually(swapped, timeout=15)
+            code, body = await s.post("/v1/models/b/labels/stable:predict", {"instances": [[0.0]]})
+            assert (code, body) == (200, {"predictions": [[5.0]]})
+            config.write_text("this is not a model config")  # a broken file is logged and ignored
+            await asyncio.sleep(0.6)
+            assert await served_version(s, "b") == 6
+
+    asyncio.run(main())
+
+
+def test_broken_model_does_not_stop_the_others(tmp_path: Path) -> None:
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    version(good, 1)
+    version(bad, 1)
+    config = write_config(tmp_path / "models.config", {"good": (good, ""), "bad": (bad, "")})
+    factory = FakeLoaderFactory({"bad": {"always_fail": True}})
+
+    async def main() -> None:
+        async with running_server(loader_factory=factory, model_config_file=config) as s:
+            assert await served_version(s, "good") == 2  # FakeServable default offset
+            code, status = await s.get("/v1/models/bad")
+            assert code == 200
+            (entry,) = status["model_version_status"]
+            assert entry["state"] == "END" and entry["status"]["error_code"] == "INTERNAL"
+            assert "fake load failure" in entry["status"]["error_message"]
+            code, body = await s.post("/v1/models/bad:predict", {"instances": [[0.0]]})
+            assert code == 404 and body["error"] == "Servable not found for request: Latest(bad)"
+
+    asyncio.run(main())
+
+
+def test_startup_fails_when_no_model_loads(tmp_path: Path) -> None:
+    from mlsrv.errors import LoadError
+
+    base = tmp_path / "m"
+    version(base, 7)
+
+    async def main() -> None:
+        with pytest.raises(LoadError, match=r"1 servable\(s\) did not become available: .*name: m version: 7"):
+            async with running_server(loader_factory=FakeLoaderFactory(always_fail=True), model_name="m",
+                                      model_base_path=str(base)):
+                pass
+
+    asyncio.run(main())
+
+
+def test_in_flight_requests_finish_before_unload(tmp_path: Path) -> None:
+    base = tmp_path / "m"
+    version(base, 1)
+    factory = FakeLoaderFactory(servable_for=lambda sid: FakeServable(offset=float(sid.version), delay=0.5))
+
+    async def main() -> None:
+        async with running_server(loader_factory=factory, model_name="m", model_base_path=str(base)) as s:
+            slow = asyncio.ensure_future(s.post("/v1/models/m:predict", {"instances": [[0.0]]}))
+            await asyncio.sleep(0.1)
+            shutil.rmtree(base / "1")
+            version(base, 2)
+            await s.server.source.poll()
+            assert await slow == (200, {"predictions": [[1.0]]})
+
+    asyncio.run(main())

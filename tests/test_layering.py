@@ -1,0 +1,62 @@
+"""The dependency rules of DESIGN.md, enforced: who may import whom, and where TensorFlow may appear."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parent.parent / "src" / "mlsrv"
+#: The only modules allowed to import tensorflow at module level.
+TF_MODULES = {"server/tf_runtime.py", "server/tf_session.py"}
+
+
+def module_imports(path: Path) -> list[tuple[str, bool]]:
+    """(imported module, at module level?) for every import in ``path``."""
+    tree = ast.parse(path.read_text())
+    top_level = {id(node) for node in tree.body}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, id(node) in top_level) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.module, id(node) in top_level))
+    return found
+
+
+def sources() -> list[Path]:
+    return sorted(SRC.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", sources(), ids=lambda p: str(p.relative_to(SRC)))
+def test_layering(path: Path) -> None:
+    relative = str(path.relative_to(SRC))
+    package = relative.split("/")[0] if "/" in relative else relative.removesuffix(".py")
+    for name, top in module_imports(path):
+        if name == "tensorflow" or name.startswith("tensorflow."):
+            assert relative in TF_MODULES, f"{relative} imports {name}"
+        if not name.startswith("mlsrv."):
+            continue
+        target = name.split(".")[1]
+        if package in ("errors", "protocol"):
+            assert target in ("errors", "protocol"), f"{relative} may only import errors/protocol, not {name}"
+        if package in ("config", "flags", "batching_params"):
+            assert target in ("errors", "config", "flags", "batching_params"), f"{relative} imports {name}"
+        if package == "client":
+            assert target in ("errors", "protocol", "client"), f"{relative} imports {name}"
+        if package == "server":
+            assert target not in ("cli", "client"), f"{relative} imports {name}"
+        if package == "cli" and target == "server":
+            assert not top, f"{relative} imports {name} at module level; import the server lazily"
+
+
+def test_cli_and_client_do_not_import_tensorflow() -> None:
+    code = (
+        "import sys, mlsrv.cli.app, mlsrv.client.api, mlsrv.client.transports, mlsrv.protocol.json_codec, "
+        "mlsrv.protocol.grpc_codec, mlsrv.config_loader; assert 'tensorflow' not in sys.modules, 'tensorflow'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
