@@ -254,7 +254,8 @@ def test_tf_errors_become_invalid_argument_with_the_kernel_message(half_plus_two
 
 
 def test_wrong_input_keys_and_unknown_signatures(half_plus_two: Any) -> None:
-    with pytest.raises(InvalidArgument, match=r"input tensor alias not found in signature: y\. Inputs expected to be in the set \{x\}\."):
+    unknown = r"input tensor alias not found in signature: y\. Inputs expected to be in the set \{x\}\."
+    with pytest.raises(InvalidArgument, match=unknown):
         half_plus_two.run("serving_default", {"y": np.ones((1, 1), np.float32)})
     with pytest.raises(InvalidArgument, match="No signature was found with the name: nope"):
         half_plus_two.run("nope", {})
