@@ -1,0 +1,1 @@
+complete --command mlsrv --no-files --arguments "(env _MLSRV_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) mlsrv)" --condition "env _MLSRV_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) mlsrv"
