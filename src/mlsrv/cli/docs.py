@@ -81,7 +81,8 @@ def _page(title: str, command: Any, subcommands: Iterable[str]) -> str:
         lines.append(".SH OPTIONS")
         for param in options:
             names = ", ".join(_escape(opt) for opt in [*param.opts, *param.secondary_opts])
-            metavar = "" if getattr(param, "is_flag", False) else f" \\fI{_escape(param.metavar or param.name.upper())}\\fR"
+            shown = _escape(param.metavar or param.name.upper())
+            metavar = "" if getattr(param, "is_flag", False) else f" \\fI{shown}\\fR"
             lines += [".TP", f"\\fB{names}\\fR{metavar}", _escape(getattr(param, "help", None) or "")]
     lines += [".SH EXIT STATUS"]
     for code, meaning in EXIT_STATUS:
