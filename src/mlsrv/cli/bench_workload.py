@@ -1,0 +1,187 @@
+"""The bench workload: a pool of pre-built requests, and ``open_send`` that sends them round-robin.
+
+``Workload`` is picklable, so ``--workers`` processes each rebuild a Client from it (``open_send`` is
+the ``make_send`` factory of :mod:`mlsrv.client.bench_workers`). Requests are built once, before the run,
+from the signature the server reports: generated (random or zeros), or read from files. ``--check-outputs``
+compares every response with a reference answer taken before the run (or ``--expected``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+import numpy as np
+
+from mlsrv.cli.client_options import prepare_endpoint
+from mlsrv.client import inputs as client_inputs
+from mlsrv.client.api import Client, Endpoint, conform_outputs
+from mlsrv.client.bench import SendFn, level_spec, run_bench
+from mlsrv.client.bench_report import BenchReport
+from mlsrv.client.bench_spec import BenchSpec
+from mlsrv.client.transports import Op
+from mlsrv.errors import Code, MlsrvError, UsageError
+from mlsrv.protocol.types import ModelSpec, PredictRequest, PredictResponse, SignatureInfo
+
+if TYPE_CHECKING:
+    from mlsrv.cli.bench_output import Progress
+
+#: Distinct generated requests, sent round-robin (so no server cache sees one repeated input).
+POOL_SIZE: Final = 8
+
+
+class OutputMismatch(MlsrvError):
+    """A response differed from the expected outputs (``--check-outputs``); client-side, no HTTP status."""
+
+    code = Code.DATA_LOSS
+
+    @property
+    def http_status(self) -> None:  # type: ignore[override]
+        return None
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Everything a (possibly separate) bench process needs to send requests; picklable."""
+
+    endpoint: Endpoint
+    spec: ModelSpec
+    requests: tuple[client_inputs.Request, ...]
+    timeout_s: float
+    signature: SignatureInfo | None = None
+    expected: tuple[dict[str, np.ndarray], ...] | None = None
+
+
+@asynccontextmanager
+async def open_send(workload: Workload) -> AsyncIterator[SendFn]:
+    """A ``send(i)`` over a fresh Client: request ``i % pool`` pre-encoded, outputs checked if asked."""
+    async with Client(prepare_endpoint(workload.endpoint).transport(), timeout=workload.timeout_s) as client:
+        calls = [
+            client.call(Op.PREDICT, PredictRequest(workload.spec, r.inputs, (), r.format), prepare=True)
+            for r in workload.requests
+        ]
+        count = len(calls)
+
+        async def send(i: int) -> None:
+            k = i % count
+            response: PredictResponse = await client.send(calls[k])
+            if workload.expected is not None and workload.signature is not None:
+                check_outputs(conform_outputs(response.outputs, workload.signature), workload.expected[k])
+
+        yield send
+
+
+def check_outputs(got: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> None:
+    """Raise ``OutputMismatch`` unless ``got`` has the expected outputs, equal (floats within 1e-5 relative)."""
+    for key, want in expected.items():
+        have = got.get(key)
+        if have is None:
+            raise OutputMismatch(f"output {key} is missing")
+        if have.shape != want.shape:
+            raise OutputMismatch(f"output {key} has shape {have.shape}, expected {want.shape}")
+        if want.dtype.kind in "fc":
+            equal = np.allclose(have, want, rtol=1e-5, atol=1e-6, equal_nan=True)
+        else:
+            equal = np.array_equal(have, want)
+        if not equal:
+            raise OutputMismatch(f"output {key} differs from the expected values")
+
+
+@dataclass(frozen=True)
+class InputOptions:
+    """The bench options that decide what is sent."""
+
+    input_files: tuple[str, ...] = ()
+    inputs: tuple[str, ...] = ()
+    shapes: tuple[str, ...] = ()
+    fill: str = "random"
+    batch_size: int | None = None
+    check: bool = False
+    expected: str | None = None
+
+    def note(self) -> str:
+        """For the report's ``meta.inputs``."""
+        if self.input_files:
+            return "files: " + ", ".join(self.input_files)
+        if self.inputs:
+            return "--input " + " ".join(self.inputs)
+        return f"generated ({self.fill})"
+
+
+async def build_workload(endpoint: Endpoint, model: ModelSpec, options: InputOptions, timeout_s: float) -> Workload:
+    """Read the signature, build the request pool and, for --check-outputs, the expected answers."""
+    if options.batch_size is not None and (options.input_files or options.inputs):
+        raise UsageError("--batch-size applies to generated inputs; requests from files keep their own rows")
+    async with Client(endpoint.transport(), timeout=timeout_s) as client:
+        signature = await client.signature(model)
+        pool = request_pool(signature, options)
+        expected: tuple[dict[str, np.ndarray], ...] | None = None
+        if options.expected is not None:
+            if len(pool) != 1:
+                raise UsageError("--expected needs exactly one request (one --input-file or --input set)")
+            expected = (load_expected(options.expected),)
+        elif options.check:
+            answers = []
+            for request in pool:
+                response = await client.predict(model, request.inputs, format=request.format, signature=signature)
+                answers.append(response.outputs)
+            expected = tuple(answers)
+    return Workload(endpoint, model, tuple(pool), timeout_s, signature, expected)
+
+
+def request_pool(signature: SignatureInfo, options: InputOptions) -> list[client_inputs.Request]:
+    """The requests to cycle through: from files, from ``--input``, or generated (several seeds)."""
+    if options.input_files and options.inputs:
+        raise UsageError("give --input-file or --input, not both")
+    if options.input_files:
+        pool = [r for path in options.input_files for r in client_inputs.load_request_file(path, signature)]
+    elif options.inputs:
+        args = [client_inputs.parse_input_arg(item) for item in options.inputs]
+        pool = [client_inputs.inputs_from_args(args, signature)]
+    else:
+        shapes = client_inputs.parse_shapes(options.shapes)
+        fill: client_inputs.Fill = "zeros" if options.fill == "zeros" else "random"
+        count = 1 if fill == "zeros" else POOL_SIZE
+        pool = [
+            client_inputs.generate_request(
+                signature, batch_size=options.batch_size or 1, shapes=shapes, fill=fill, seed=seed
+            )
+            for seed in range(count)
+        ]
+    if options.shapes and (options.input_files or options.inputs):
+        raise UsageError("--shape applies to generated inputs only")
+    return pool
+
+
+def load_expected(path: str) -> dict[str, np.ndarray]:
+    """``--expected``: an ``.npz`` with one array per output name."""
+    if Path(path).suffix != ".npz":
+        raise UsageError(f"--expected {path}: expected an .npz file with one array per output")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--expected {path}: cannot read: {exc}") from None
+    with data:
+        return {name: np.asarray(data[name]) for name in data.files}
+
+
+async def run_here(
+    workload: Workload, spec: BenchSpec, levels: Sequence[float], meta: dict[str, str], progress: Progress | None
+) -> list[BenchReport]:
+    """``--workers 1``: each level in this process, with live progress when given."""
+    reports = []
+    async with open_send(workload) as send:
+        for level in levels:
+            one = level_spec(spec, level)
+            if progress is not None:
+                progress.start(one)
+            try:
+                on_progress = progress.update if progress is not None else None
+                reports.append(await run_bench(one, send, on_progress=on_progress, progress_interval_s=0.25, meta=meta))
+            finally:
+                if progress is not None:
+                    progress.stop()
+    return reports

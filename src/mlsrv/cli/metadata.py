@@ -1,0 +1,79 @@
+"""``mlsrv metadata``: a served model's signatures (GetModelMetadata), rendered like ``mlsrv show``."""
+
+from __future__ import annotations
+
+from mlsrv.cli import client_render, render
+from mlsrv.cli.client_options import (
+    ConnectionArgs,
+    GrpcOpt,
+    JsonOpt,
+    LabelOpt,
+    ModelOpt,
+    ProtocolOpt,
+    QuietOpt,
+    RestOpt,
+    SignatureOpt,
+    TargetOpt,
+    TimeoutOpt,
+    TlsCaOpt,
+    TlsCertOpt,
+    TlsKeyOpt,
+    TlsOpt,
+    VersionOpt,
+    model_spec,
+    prepare_endpoint,
+    timeout_seconds,
+)
+from mlsrv.cli.runner import run
+from mlsrv.client.api import Client
+from mlsrv.errors import InvalidArgument
+from mlsrv.protocol import json_codec
+from mlsrv.protocol.types import ModelMetadata
+
+
+def metadata(
+    model: ModelOpt,
+    version: VersionOpt = None,
+    label: LabelOpt = None,
+    signature: SignatureOpt = None,
+    target: TargetOpt = None,
+    rest: RestOpt = None,
+    grpc: GrpcOpt = None,
+    protocol: ProtocolOpt = None,
+    timeout: TimeoutOpt = None,
+    tls: TlsOpt = False,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Show a served model's signatures: inputs, outputs, dtypes and shapes (--signature: just one)."""
+    conn = ConnectionArgs(target, rest, grpc, protocol, tls, tls_ca, tls_cert, tls_key)
+    run(_main(conn, (model, version, label, signature), timeout, json_, quiet))
+
+
+async def _main(
+    conn: ConnectionArgs,
+    model: tuple[str, int | None, str | None, str | None],
+    timeout: str | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    endpoint = prepare_endpoint(conn.endpoint())
+    spec = model_spec(*model)
+    async with Client(endpoint.transport(), timeout=timeout_seconds(timeout)) as client:
+        meta = await client.metadata(spec)
+    if spec.signature:
+        if spec.signature not in meta.signatures:
+            raise InvalidArgument(f'Serving signature name: "{spec.signature}" not found in signature def')
+        meta = ModelMetadata(meta.spec, {spec.signature: meta.signatures[spec.signature]})
+    console = render.make_console()
+    if as_json:
+        client_render.print_wire_json(console, json_codec.encode_metadata(meta))
+        return
+    header = None
+    if not quiet:
+        version = "" if meta.spec.version is None else f" version {meta.spec.version}"
+        header = f"Model {meta.spec.name or spec.name}{version} has these signatures:"
+    render.render_signatures(console, meta.signatures, header=header)

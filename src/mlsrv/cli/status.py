@@ -1,0 +1,110 @@
+"""``mlsrv status``: the state of each version of a served model (GetModelStatus), and ``--wait``.
+
+``mlsrv status -m M --wait AVAILABLE --timeout 60`` polls with backoff until the model (or
+``--version``) reaches the state, so scripts and CI can wait for a server they just started: a
+refused connection or a model not loaded yet counts as "not yet". On timeout it exits 1 with a line
+saying what it saw last; when every version failed to load it exits 1 at once with the load error.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated
+
+import typer
+
+from mlsrv.cli import client_render, render
+from mlsrv.cli.client_options import (
+    ConnectionArgs,
+    GrpcOpt,
+    JsonOpt,
+    LabelOpt,
+    ModelOpt,
+    ProtocolOpt,
+    QuietOpt,
+    RestOpt,
+    TargetOpt,
+    TlsCaOpt,
+    TlsCertOpt,
+    TlsKeyOpt,
+    TlsOpt,
+    VersionOpt,
+    model_spec,
+    prepare_endpoint,
+    timeout_seconds,
+)
+from mlsrv.cli.runner import run
+from mlsrv.client.api import Client
+from mlsrv.protocol import json_codec
+from mlsrv.protocol.types import State
+
+
+class WaitState(str, enum.Enum):
+    AVAILABLE = "AVAILABLE"
+    LOADING = "LOADING"
+    UNLOADING = "UNLOADING"
+    END = "END"
+
+
+#: --timeout without --wait bounds one request; with --wait it bounds the whole wait.
+DEFAULT_WAIT_S = 60.0
+
+
+def status(
+    model: ModelOpt,
+    wait: Annotated[
+        WaitState | None,
+        typer.Option(
+            "--wait",
+            help="Block until the model (or --version) reaches this state; exit 1 after --timeout "
+            "(default 60s with --wait).",
+            case_sensitive=False,
+        ),
+    ] = None,
+    version: VersionOpt = None,
+    label: LabelOpt = None,
+    target: TargetOpt = None,
+    rest: RestOpt = None,
+    grpc: GrpcOpt = None,
+    protocol: ProtocolOpt = None,
+    timeout: Annotated[
+        str | None,
+        typer.Option(
+            "--timeout",
+            help="Request timeout, or with --wait the whole wait (e.g. 60s; default 30s, 60s with --wait).",
+            rich_help_panel="Connection",
+        ),
+    ] = None,
+    tls: TlsOpt = False,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Show the state of each version of a served model, or wait for one (--wait AVAILABLE)."""
+    conn = ConnectionArgs(target, rest, grpc, protocol, tls, tls_ca, tls_cert, tls_key)
+    run(_main(conn, (model, version, label), wait, timeout, json_, quiet))
+
+
+async def _main(
+    conn: ConnectionArgs,
+    model: tuple[str, int | None, str | None],
+    wait: WaitState | None,
+    timeout: str | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    endpoint = prepare_endpoint(conn.endpoint())
+    spec = model_spec(*model)
+    async with Client(endpoint.transport(), timeout=timeout_seconds(timeout)) as client:
+        if wait is None:
+            result = await client.status(spec)
+        else:
+            limit = timeout_seconds(timeout, DEFAULT_WAIT_S)
+            result = await client.wait_for(spec, State[wait.value], timeout_s=limit)
+    console = render.make_console()
+    if as_json:
+        client_render.print_wire_json(console, json_codec.encode_status(result))
+    elif not quiet:
+        client_render.render_status(console, result)

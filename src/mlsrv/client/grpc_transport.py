@@ -1,0 +1,143 @@
+"""``GrpcTransport``: TF Serving's PredictionService/ModelService over ``grpc.aio`` with the shared ``grpc_codec``.
+
+The ``tensorflow_serving.apis`` stubs load TensorFlow (~2 s), so they are imported on first use.
+Predict requests carry ``tensor_content`` by default. A gRPC status maps back to the server's exception
+class by code name; channel failures (refused, DNS, TLS) are ``TransportError``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Final
+
+from mlsrv.client.transport_base import Call, Op
+from mlsrv.errors import Code, DeadlineExceeded, MlsrvError, TransportError, code_from_name, error_for_code
+
+_CONNECT_FAILURES: Final = (
+    "failed to connect",
+    "connection refused",
+    "dns resolution failed",
+    "name resolution",
+    "connections to all backends failing",
+    "socket closed",
+    "handshake failed",
+    "ssl_error",
+)
+
+#: TF Serving allows messages up to INT32_MAX in both directions; so does the client.
+_MAX_MESSAGE: Final = 2**31 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class GrpcCredentials:
+    """TLS material as bytes (PEM); all None with ``tls=True`` means system roots, no client cert."""
+
+    root_certificates: bytes | None = None
+    private_key: bytes | None = None
+    certificate_chain: bytes | None = None
+
+
+class GrpcTransport:
+    """TF Serving's PredictionService/ModelService over one ``grpc.aio`` channel (opened on first use).
+
+    Predict requests carry ``tensor_content`` by default (``tensor_content=False`` for typed fields).
+    ``credentials`` switches to a TLS channel. Loop-affine; close with :meth:`aclose`.
+    """
+
+    name: Final = "grpc"
+
+    def __init__(
+        self, target: str, *, credentials: GrpcCredentials | None = None, tensor_content: bool = True
+    ) -> None:
+        self.target = target
+        self._credentials = credentials
+        self._tensor_content = tensor_content
+        self._channel: Any = None
+        self._stubs: tuple[Any, Any] | None = None
+
+    def _stub_pair(self) -> tuple[Any, Any]:
+        if self._stubs is None:
+            import grpc
+            from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+            options = [
+                ("grpc.max_send_message_length", _MAX_MESSAGE),
+                ("grpc.max_receive_message_length", _MAX_MESSAGE),
+            ]
+            if self._credentials is None:
+                self._channel = grpc.aio.insecure_channel(self.target, options=options)
+            else:
+                creds = grpc.ssl_channel_credentials(
+                    self._credentials.root_certificates,
+                    self._credentials.private_key,
+                    self._credentials.certificate_chain,
+                )
+                self._channel = grpc.aio.secure_channel(self.target, creds, options=options)
+            self._stubs = (
+                prediction_service_pb2_grpc.PredictionServiceStub(self._channel),
+                model_service_pb2_grpc.ModelServiceStub(self._channel),
+            )
+        return self._stubs
+
+    def _request_pb(self, call: Call) -> Any:
+        from mlsrv.protocol import grpc_codec
+
+        op, req = call.op, call.request
+        if op is Op.PREDICT:
+            return grpc_codec.predict_request_to_pb(req, as_tensor_content=self._tensor_content)
+        if op is Op.CLASSIFY:
+            return grpc_codec.classify_request_to_pb(req.spec, req.serialized())
+        if op is Op.REGRESS:
+            return grpc_codec.regress_request_to_pb(req.spec, req.serialized())
+        if op is Op.METADATA:
+            return grpc_codec.metadata_request_to_pb(req)
+        return grpc_codec.status_request_to_pb(req)
+
+    def prepare(self, call: Call) -> Call:
+        return replace(call, payload=self._request_pb(call), encoded_by=self.name)
+
+    async def send(self, call: Call) -> Any:
+        import grpc
+
+        from mlsrv.protocol import grpc_codec
+
+        prediction, model = self._stub_pair()
+        pb = call.payload if call.encoded_by == self.name else self._request_pb(call)
+        method = {
+            Op.PREDICT: prediction.Predict,
+            Op.CLASSIFY: prediction.Classify,
+            Op.REGRESS: prediction.Regress,
+            Op.METADATA: prediction.GetModelMetadata,
+            Op.STATUS: model.GetModelStatus,
+        }[call.op]
+        try:
+            response = await method(pb, timeout=call.timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise _grpc_error(exc, self.target, call.timeout_s) from None
+        op = call.op
+        if op is Op.PREDICT:
+            return grpc_codec.predict_response_from_pb(response)
+        if op is Op.CLASSIFY:
+            return grpc_codec.classify_response_from_pb(response)
+        if op is Op.REGRESS:
+            return grpc_codec.regress_response_from_pb(response)
+        if op is Op.METADATA:
+            return grpc_codec.metadata_response_from_pb(response)
+        return grpc_codec.status_response_from_pb(response, name=call.request.name)
+
+    async def aclose(self) -> None:
+        if self._channel is not None:
+            channel, self._channel, self._stubs = self._channel, None, None
+            await channel.close()
+
+
+def _grpc_error(exc: Any, target: str, timeout_s: float | None) -> MlsrvError:
+    """gRPC status -> the same exception class as over REST; channel failures -> TransportError."""
+    code = code_from_name(exc.code().name)
+    details = exc.details() or ""
+    if code is Code.UNAVAILABLE and any(word in details.lower() for word in _CONNECT_FAILURES):
+        first = details.splitlines()[0] if details else "unavailable"
+        return TransportError(f"cannot connect to {target}: {first}")
+    if code is Code.DEADLINE_EXCEEDED and details == "Deadline Exceeded" and timeout_s is not None:
+        return DeadlineExceeded(f"no response from {target} within {timeout_s:g} s")
+    return error_for_code(code, details)

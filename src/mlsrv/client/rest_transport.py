@@ -1,0 +1,134 @@
+"""``RestTransport``: TF Serving's REST API over ``aiohttp``, with the shared ``json_codec`` and ``routes``.
+
+REST has no output filter (TF Serving's API has none), so ``PredictRequest.output_filter`` is applied
+on the client after the response arrives. Error bodies ``{"error": msg}`` plus the HTTP status map back
+to the server's exception class; a refused connection or a non-JSON answer is ``TransportError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any, Final
+
+from mlsrv.client.transport_base import Call, Op, check_output_filter
+from mlsrv.errors import DeadlineExceeded, MlsrvError, TransportError, code_for_http_status, error_for_code
+from mlsrv.protocol import json_codec, routes
+from mlsrv.protocol.types import PredictRequest, PredictResponse
+
+_REST_VERBS: Final = {
+    Op.PREDICT: routes.Verb.PREDICT,
+    Op.CLASSIFY: routes.Verb.CLASSIFY,
+    Op.REGRESS: routes.Verb.REGRESS,
+    Op.METADATA: routes.Verb.METADATA,
+    Op.STATUS: routes.Verb.STATUS,
+}
+
+
+def _rest_body(call: Call) -> bytes:
+    if call.op is Op.PREDICT:
+        req: PredictRequest = call.request
+        return json_codec.encode_predict_request(req.inputs, req.format, req.spec.signature)
+    if call.op in (Op.CLASSIFY, Op.REGRESS):
+        # NOTE: stdlib json writes NaN/Infinity as the bare tokens TF Serving reads in features.
+        return json.dumps(call.request.document()).encode("utf-8")
+    return b""
+
+
+class RestTransport:
+    """TF Serving's REST API over one ``aiohttp.ClientSession`` (created on first use, in the running loop).
+
+    ``base_url`` is ``http(s)://host:port``. ``ssl_context`` is used for https URLs. Loop-affine: use it
+    from one event loop and close it with :meth:`aclose`.
+    """
+
+    name: Final = "rest"
+
+    def __init__(self, base_url: str, *, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._ssl = ssl_context
+        self._session: Any = None
+
+    def _client(self) -> Any:
+        if self._session is None:
+            import aiohttp
+
+            connector = aiohttp.TCPConnector(limit=0, ssl=self._ssl if self._ssl is not None else True)
+            self._session = aiohttp.ClientSession(connector=connector)
+        return self._session
+
+    def prepare(self, call: Call) -> Call:
+        return replace(call, payload=_rest_body(call), encoded_by=self.name)
+
+    async def send(self, call: Call) -> Any:
+        import aiohttp
+
+        spec = call.request.spec if call.op in (Op.PREDICT, Op.CLASSIFY, Op.REGRESS) else call.request
+        url = self.base_url + routes.build(_REST_VERBS[call.op], spec)
+        body = call.payload if call.encoded_by == self.name else _rest_body(call)
+        method = "GET" if call.op in (Op.METADATA, Op.STATUS) else "POST"
+        timeout = aiohttp.ClientTimeout(total=call.timeout_s)
+        headers = {"Content-Type": "application/json"} if method == "POST" else None
+        try:
+            async with self._client().request(
+                method, url, data=body if method == "POST" else None, timeout=timeout, headers=headers
+            ) as response:
+                status = response.status
+                payload = await response.read()
+                content_type = response.headers.get("Content-Type", "")
+        except asyncio.TimeoutError:
+            raise DeadlineExceeded(f"no response from {self.base_url} within {call.timeout_s:g} s") from None
+        except aiohttp.ClientConnectorError as exc:
+            raise TransportError(f"cannot connect to {self.base_url}: {_reason(exc)}") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise TransportError(f"{method} {url} failed: {_reason(exc)}") from None
+        if status != 200:
+            raise _rest_error(status, payload, content_type, url)
+        return _rest_result(call, payload)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+
+def _reason(exc: BaseException) -> str:
+    os_error = getattr(exc, "os_error", None)
+    if isinstance(os_error, OSError) and os_error.strerror:
+        return os_error.strerror
+    return str(exc) or type(exc).__name__
+
+
+def _rest_error(status: int, body: bytes, content_type: str, url: str) -> MlsrvError:
+    """HTTP status + ``{"error": msg}`` -> the server's exception class (TransportError if not JSON)."""
+    if body.strip() and "json" not in content_type:
+        return TransportError(f"HTTP {status} from {url} is not a model server response ({content_type or 'no type'})")
+    message = json_codec.decode_error(body) or f"HTTP {status} with an empty body"
+    return error_for_code(code_for_http_status(status), message)
+
+
+def _rest_result(call: Call, body: bytes) -> Any:
+    op = call.op
+    if op is Op.PREDICT:
+        req: PredictRequest = call.request
+        outputs, _ = json_codec.decode_predict_response(body)
+        return _cut_filter(PredictResponse(req.spec, outputs), req.output_filter)
+    if op is Op.CLASSIFY:
+        return json_codec.decode_classify_response(body, call.request.spec)
+    if op is Op.REGRESS:
+        return json_codec.decode_regress_response(body, call.request.spec)
+    if op is Op.METADATA:
+        return json_codec.decode_metadata(body)
+    return json_codec.decode_status(body, call.request.name)
+
+
+def _cut_filter(response: PredictResponse, output_filter: Sequence[str]) -> PredictResponse:
+    """REST has no output_filter: keep only the requested outputs."""
+    outputs = response.outputs
+    if not output_filter or set(outputs) == {""}:  # a single unnamed output: the caller names it
+        return response
+    check_output_filter(output_filter, outputs)
+    return replace(response, outputs={alias: outputs[alias] for alias in output_filter})
