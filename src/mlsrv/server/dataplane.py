@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +41,7 @@ from mlsrv.protocol.types import (
     SignatureInfo,
 )
 from mlsrv.server.batching_pool import BatchingPool
+from mlsrv.server.inline_policy import InlinePolicy
 from mlsrv.server.manager import Lease, Manager
 from mlsrv.server.monitor import StateMonitor
 
@@ -69,6 +71,7 @@ class DataPlane:
         self._executor = executor
         self._batching = batching
         self._method_name_check = method_name_check
+        self._inline = InlinePolicy()
 
     # -- lookups used by the REST decoder, which needs the signature before it can parse inputs --
 
@@ -244,14 +247,33 @@ class DataPlane:
             if batcher is not None and _batchable(inputs):
                 outputs = await batcher.submit(inputs, deadline)
                 return {key: outputs[key] for key in output_filter} if output_filter else outputs
-        call = loop.run_in_executor(self._executor, servable.run, signature, inputs, tuple(output_filter))
-        if deadline is None:
-            result: dict[str, np.ndarray] = await call
+        key = (lease.id, signature)
+        filtered = tuple(output_filter)
+        if self._inline.inline(key, sum(a.nbytes for a in inputs.values())):
+            started = time.perf_counter()
+            result = servable.run(signature, inputs, filtered)
+            self._inline.record(key, time.perf_counter() - started)
             return result
+        call = loop.run_in_executor(self._executor, _timed, servable.run, signature, inputs, filtered)
+        timeout = None if deadline is None else max(0.0, deadline - loop.time())
         try:
-            return await asyncio.wait_for(call, max(0.0, deadline - loop.time()))
+            result, seconds = await asyncio.wait_for(call, timeout)
         except asyncio.TimeoutError:
             raise DeadlineExceeded("Deadline Exceeded") from None
+        self._inline.record(key, seconds)
+        return result
+
+
+def _timed(
+    run: Callable[[str, dict[str, np.ndarray], tuple[str, ...]], dict[str, np.ndarray]],
+    signature: str,
+    inputs: dict[str, np.ndarray],
+    output_filter: tuple[str, ...],
+) -> tuple[dict[str, np.ndarray], float]:
+    """Run on the executor and measure the model call alone (the hop is not the model's cost)."""
+    started = time.perf_counter()
+    result = run(signature, inputs, output_filter)
+    return result, time.perf_counter() - started
 
 
 def _resolved(spec: ModelSpec, version: int, signature: str) -> ModelSpec:

@@ -1,0 +1,251 @@
+"""Run mlsrv's benchmark suite and print Markdown tables for docs/benchmarks.md.
+
+Every number of one section comes from one run of this script on one machine, so compare ratios
+within a section, not across machines. Servers and load generators share the machine's cores; the
+tables say which client made each number.
+
+    .venv/bin/python bench/run_benchmarks.py --duration 10 --sections rest,grpc,batching,validate
+
+Sections:
+  rest      REST requests/s and p50/p99 at concurrency 1 and 32 on half_plus_two, measured with `hey`.
+  grpc      gRPC at concurrency 1 and 32 on half_plus_two and a 1x224x224x3 float image model, measured
+            with bench/grpc_load.py (raw official stubs) and `mlsrv bench`; REST `hey` numbers beside them.
+  batching  concurrency 32 on half_plus_two and the MLP example, batching off vs on, REST and gRPC.
+  validate  `mlsrv bench` vs `hey` at concurrency 32 on half_plus_two over REST (same server, back to back).
+`hey` comes from Debian (`apt-get install hey`); the script installs it when missing and it can.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples" / "models"
+PYTHON = sys.executable
+MLSRV = [PYTHON, "-m", "mlsrv.cli"]
+BATCHING = "max_batch_size { value: 64 } batch_timeout_micros { value: 500 } " \
+           "max_enqueued_batches { value: 1000 } num_batch_threads { value: 1 }"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def server(name: str, base_path: Path, *extra: str) -> Iterator[tuple[int, int]]:
+    """A `mlsrv serve` subprocess on free loopback ports; yields (rest_port, grpc_port)."""
+    rest, grpc_port = free_port(), free_port()
+    command = [*MLSRV, "serve", "--host=127.0.0.1", f"--port={grpc_port}", f"--rest_api_port={rest}",
+               f"--model_name={name}", f"--model_base_path={base_path}", *extra]
+    log = open(tempfile.mktemp(prefix="mlsrv-bench-", suffix=".log"), "w")  # noqa: SIM115
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{rest}/v1/models/{name}", timeout=2) as reply:
+                    if b"AVAILABLE" in reply.read():
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start; see {log.name}")
+            time.sleep(0.3)
+        yield rest, grpc_port
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def ensure_hey() -> str:
+    found = shutil.which("hey")
+    if found:
+        return found
+    subprocess.run(["apt-get", "install", "-y", "hey"], check=False, capture_output=True)
+    found = shutil.which("hey")
+    if not found:
+        sys.exit("hey is not installed and could not be installed (apt-get install hey)")
+    return found
+
+
+def hey(url: str, body: bytes, concurrency: int, duration: float) -> dict[str, float]:
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
+        handle.write(body)
+    try:
+        # one unmeasured second first, so connections and caches are warm (mlsrv bench gets --warmup too)
+        subprocess.run([ensure_hey(), "-z", "1s", "-c", str(concurrency), "-m", "POST", "-D", handle.name,
+                        "-T", "application/json", url], capture_output=True, check=True)
+        result = subprocess.run(
+            [ensure_hey(), "-z", f"{duration}s", "-c", str(concurrency), "-m", "POST", "-D", handle.name,
+             "-T", "application/json", url], capture_output=True, text=True, check=True)
+    finally:
+        os.unlink(handle.name)
+    out = result.stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+    def pct(p: int) -> float:
+        match = re.search(rf"\s{p}% in ([\d.]+) secs", out)
+        return float(match.group(1)) * 1000 if match else float("nan")
+
+    codes = dict(re.findall(r"\[(\d+)\]\s+(\d+) responses", out))
+    errors = sum(int(n) for code, n in codes.items() if code != "200")
+    return {"rps": rps, "p50_ms": pct(50), "p99_ms": pct(99), "errors": errors}
+
+
+def mlsrv_bench(target: str, protocol: str, model: str, concurrency: int, duration: float,
+                *extra: str) -> dict[str, float]:
+    result = subprocess.run(
+        [*MLSRV, "bench", "--target", target, "--protocol", protocol, "--model", model,
+         "--concurrency", str(concurrency), "--duration", f"{duration}s", "--warmup", "1s", "--json", *extra],
+        capture_output=True, text=True, timeout=duration + 180)
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr)
+    report = json.loads(result.stdout)
+    return {"rps": report["rps"], "p50_ms": report["latency"]["p50_ms"], "p99_ms": report["latency"]["p99_ms"],
+            "errors": report["requests"]["errors"], "client_cpu": report["client"].get("cpu_percent", 0.0)}
+
+
+def grpc_load(target: str, model: str, input_name: str, shape: str, concurrency: int,
+              duration: float) -> dict[str, float]:
+    result = subprocess.run(
+        [PYTHON, str(ROOT / "bench" / "grpc_load.py"), "--target", target, "--model", model, "--input", input_name,
+         "--shape", shape, "-c", str(concurrency), "-d", str(duration)],
+        capture_output=True, text=True, timeout=duration + 120, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def row(*cells: Any) -> str:
+    return "| " + " | ".join(f"{c:,.1f}" if isinstance(c, float) else str(c) for c in cells) + " |"
+
+
+def image_model(folder: Path) -> Path:
+    """A 1x224x224x3 float input model (per-image channel means), exported once into ``folder``."""
+    script = f"""
+import tensorflow as tf
+class M(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None, 224, 224, 3], tf.float32, name="image")])
+    def serve(self, image):
+        return {{"mean": tf.reduce_mean(image, axis=[1, 2])}}
+m = M()
+tf.saved_model.save(m, "{folder / '1'}", signatures={{"serving_default": m.serve}})
+"""
+    if not (folder / "1" / "saved_model.pb").exists():
+        subprocess.run([PYTHON, "-c", script], check=True, capture_output=True)
+    return folder
+
+
+def image_body(batch: int = 1) -> bytes:
+    import numpy as np
+
+    data = np.random.default_rng(0).random((batch, 224, 224, 3), dtype=np.float32)
+    return json.dumps({"instances": data.tolist()}).encode()
+
+
+def section_rest(duration: float) -> list[str]:
+    lines = ["### REST, half_plus_two, no batching (client: hey)", "",
+             "| concurrency | requests/s | p50 ms | p99 ms | errors |", "|---|---|---|---|---|"]
+    body = b'{"instances": [[1.0]]}'
+    with server("half_plus_two", EXAMPLES / "half_plus_two") as (rest, _):
+        for c in (1, 32):
+            r = hey(f"http://127.0.0.1:{rest}/v1/models/half_plus_two:predict", body, c, duration)
+            lines.append(row(c, r["rps"], r["p50_ms"], r["p99_ms"], int(r["errors"])))
+    return lines
+
+
+def section_grpc(duration: float, scratch: Path) -> list[str]:
+    lines = ["### gRPC vs REST, no batching", "",
+             "| model | protocol (client) | concurrency | requests/s | p50 ms | p99 ms | errors |",
+             "|---|---|---|---|---|---|---|"]
+    cases = [("half_plus_two", EXAMPLES / "half_plus_two", "x", "1,1", b'{"instances": [[1.0]]}'),
+             ("image", image_model(scratch / "image"), "image", "1,224,224,3", image_body())]
+    for name, path, input_name, shape, body in cases:
+        with server(name, path) as (rest, grpc_port):
+            target = f"127.0.0.1:{grpc_port}"
+            for c in (1, 32):
+                r = grpc_load(target, name, input_name, shape, c, duration)
+                lines.append(row(name, "gRPC (grpc_load.py)", c, r["rps"], r["p50_ms"], r["p99_ms"], r["errors"]))
+                r = mlsrv_bench(target, "grpc", name, c, duration)
+                lines.append(row(name, "gRPC (mlsrv bench)", c, r["rps"], r["p50_ms"], r["p99_ms"], int(r["errors"])))
+                r = hey(f"http://127.0.0.1:{rest}/v1/models/{name}:predict", body, c, duration)
+                lines.append(row(name, "REST (hey)", c, r["rps"], r["p50_ms"], r["p99_ms"], int(r["errors"])))
+    return lines
+
+
+def section_batching(duration: float, scratch: Path) -> list[str]:
+    params = scratch / "batching.txt"
+    params.write_text(BATCHING)
+    lines = ["### Batching at concurrency 32", "", f"Batching parameters: `{BATCHING}`", "",
+             "| model | protocol (client) | batching | requests/s | p50 ms | p99 ms | errors |",
+             "|---|---|---|---|---|---|---|"]
+    cases = [("half_plus_two", EXAMPLES / "half_plus_two", "x", "1,1", b'{"instances": [[1.0]]}'),
+             ("mlp", EXAMPLES / "mlp_classifier", "x", "1,4", b'{"instances": [[0.1, 0.2, 0.3, 0.4]]}')]
+    for name, path, input_name, shape, body in cases:
+        for batching in (False, True):
+            flags = ["--enable_batching", f"--batching_parameters_file={params}"] if batching else []
+            with server(name, path, *flags) as (rest, grpc_port):
+                r = grpc_load(f"127.0.0.1:{grpc_port}", name, input_name, shape, 32, duration)
+                lines.append(row(name, "gRPC (grpc_load.py)", "on" if batching else "off", r["rps"], r["p50_ms"],
+                                 r["p99_ms"], r["errors"]))
+                r = hey(f"http://127.0.0.1:{rest}/v1/models/{name}:predict", body, 32, duration)
+                lines.append(row(name, "REST (hey)", "on" if batching else "off", r["rps"], r["p50_ms"],
+                                 r["p99_ms"], int(r["errors"])))
+    return lines
+
+
+def section_validate(duration: float) -> list[str]:
+    lines = ["### `mlsrv bench` vs `hey`, REST, half_plus_two, concurrency 32", "",
+             "| client | requests/s | p50 ms | p99 ms | errors |", "|---|---|---|---|---|"]
+    body = b'{"instances": [[1.0]]}'
+    with server("half_plus_two", EXAMPLES / "half_plus_two") as (rest, _):
+        url = f"http://127.0.0.1:{rest}/v1/models/half_plus_two:predict"
+        first = hey(url, body, 32, duration)
+        ours = mlsrv_bench(f"127.0.0.1:{rest}", "rest", "half_plus_two", 32, duration)
+        second = hey(url, body, 32, duration)
+    mean = {k: (first[k] + second[k]) / 2 for k in ("rps", "p50_ms", "p99_ms")}
+    lines.append(row("hey (before)", first["rps"], first["p50_ms"], first["p99_ms"], int(first["errors"])))
+    lines.append(row("mlsrv bench", ours["rps"], ours["p50_ms"], ours["p99_ms"], int(ours["errors"])))
+    lines.append(row("hey (after)", second["rps"], second["p50_ms"], second["p99_ms"], int(second["errors"])))
+    lines += ["", f"mlsrv bench / hey mean: requests/s {ours['rps'] / mean['rps']:.2f}, "
+                  f"p50 {ours['p50_ms'] / mean['p50_ms']:.2f}; mlsrv bench client CPU {ours['client_cpu']:.0f}%"]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="mlsrv benchmark suite")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    parser.add_argument("--sections", default="rest,grpc,batching,validate")
+    args = parser.parse_args()
+    print(f"<!-- {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, "
+          f"duration {args.duration}s per cell -->")
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp)
+        for name in args.sections.split(","):
+            lines = {"rest": lambda: section_rest(args.duration),
+                     "grpc": lambda: section_grpc(args.duration, scratch),
+                     "batching": lambda: section_batching(args.duration, scratch),
+                     "validate": lambda: section_validate(args.duration)}[name]()
+            print("\n".join(lines) + "\n", flush=True)
+
+
+if __name__ == "__main__":
+    main()
