@@ -56,7 +56,8 @@ def parse(text: str, *, package: str, messages: Sequence[Message], root: str, so
         text_format.Parse(text, value)
     except text_format.ParseError as error:
         where = f"{source}:{error.GetLine()}:{error.GetColumn()}" if error.GetLine() else source
-        raise ConfigError(f"{where}: Error parsing text-format {package}.{root}: {_POSITION.sub('', str(error))}") from None
+        reason = _POSITION.sub("", str(error))
+        raise ConfigError(f"{where}: Error parsing text-format {package}.{root}: {reason}") from None
     return value
 
 
