@@ -97,6 +97,7 @@ class Server:
             intra_op=runtime.intra_op,
             inter_op=runtime.inter_op,
             gpu_memory_fraction=runtime.gpu_memory_fraction,
+            warmup_iterations=max(1, runtime.warmup_iterations) if runtime.enable_warmup else None,
         )
 
     # -- lifecycle --

@@ -24,7 +24,7 @@ from tensorflow.core.protobuf import config_pb2
 from mlsrv.errors import Code, InternalError, InvalidArgument, LoadError, MlsrvError, UsageError, error_for_code
 from mlsrv.protocol import dtypes
 from mlsrv.protocol.types import INIT_OP_SIGNATURE, SignatureInfo
-from mlsrv.server import tf_runtime
+from mlsrv.server import tf_runtime, tf_warmup
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,11 @@ class SavedModelLoader:
         intra_op: int = 0,
         inter_op: int = 0,
         gpu_memory_fraction: float = 0.0,
+        warmup_iterations: int | None = 1,
     ) -> None:
+        """``warmup_iterations`` None turns warmup off (``--enable_model_warmup=false``)."""
         self.path = path
+        self._warmup_iterations = warmup_iterations
         self.tags = tf_runtime.parse_tags(tags)
         self._config = config_pb2.ConfigProto(
             intra_op_parallelism_threads=intra_op, inter_op_parallelism_threads=inter_op, allow_soft_placement=True
@@ -68,8 +71,15 @@ class SavedModelLoader:
         except Exception as error:  # TF raises many types here (OpError, RuntimeError, ValueError ...)
             session.close()
             raise LoadError(f"failed to load SavedModel from {self.path}: {_one_line(error)}") from None
-        self._servable = TfServable(session, meta_graph_def, meta_graph.signatures, meta_graph.tags)
-        return self._servable
+        servable = TfServable(session, meta_graph_def, meta_graph.signatures, meta_graph.tags)
+        if self._warmup_iterations is not None:
+            try:
+                tf_warmup.warmup(servable, self.path, self._warmup_iterations)
+            except MlsrvError:
+                servable.close()
+                raise
+        self._servable = servable
+        return servable
 
     def unload(self) -> None:
         """Close the Session so TF frees the model's memory now."""
@@ -134,7 +144,7 @@ class TfServable:
                     f"Outputs expected to be in the set {{{','.join(sorted(definition.outputs))}}}."
                 )
         call = self._callable(signature, definition, names, outputs)
-        feeds = [_feedable(inputs[name], definition.inputs[name].dtype) for name in names]
+        feeds = [_feedable(inputs[name], definition.inputs[name].dtype, i) for i, name in enumerate(names)]
         try:
             results = call(*feeds)
         except tf.errors.OpError as error:
@@ -187,10 +197,19 @@ def _make_callable(session: Any, feeds: list[str], fetches: list[str]) -> RunCal
     return lambda *values: list(slow(*values))  # pragma: no cover
 
 
-def _feedable(value: np.ndarray, dtype_enum: int) -> np.ndarray:
-    """The array TF can feed: strings as object arrays of bytes; numbers cast to the signature dtype."""
+def _feedable(value: np.ndarray, dtype_enum: int, index: int) -> np.ndarray:
+    """The array TF can feed: strings as object arrays of bytes; numbers cast to the signature dtype.
+
+    Strings fed to a numeric input (or numbers to a string input) get ``Session::Run``'s message,
+    ``Expects arg[i] to be float but string is provided``: TF Serving reports it, for example, for a
+    regress signature whose ``inputs`` tensor is not DT_STRING. A pre-built callable would instead
+    fail inside the graph with ``Type mismatch: actual string vs. expect float``.
+    """
     array = np.asarray(value)
     want = dtypes.by_enum(dtype_enum)
+    got = dtypes.for_array(array)
+    if (got.name == "DT_STRING") != (want.name == "DT_STRING"):
+        raise InvalidArgument(f"Expects arg[{index}] to be {want.short} but {got.short} is provided")
     if want.name == "DT_STRING":
         if array.dtype.kind == "U":
             return np.char.encode(array, "utf-8").astype(object)

@@ -1,0 +1,85 @@
+"""Model warmup as TF Serving does it (``saved_model_warmup_util.cc``): replay the ``PredictionLog``
+records of ``<version>/assets.extra/tf_serving_warmup_requests`` (a TFRecord file) before the version
+becomes AVAILABLE, so the first real request does not pay for graph initialisation.
+
+Any warmup error fails the load of that version, with TF Serving's messages and codes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Final
+
+import numpy as np
+import tensorflow as tf
+
+from mlsrv.errors import DataLoss, InvalidArgument, Unimplemented
+from mlsrv.protocol import grpc_codec, tensor_codec
+from mlsrv.protocol.types import DEFAULT_SIGNATURE
+from mlsrv.server.servable import Servable
+
+log = logging.getLogger(__name__)
+
+WARMUP_FILE: Final = os.path.join("assets.extra", "tf_serving_warmup_requests")
+MAX_RECORDS: Final = 1000
+
+
+def warmup(servable: Servable, version_dir: str, iterations: int = 1) -> int:
+    """Replay the warmup records (each ``iterations`` times); returns how many records were read.
+
+    A missing file is fine (logged). Raises the MlsrvError TF Serving would report.
+    """
+    path = os.path.join(version_dir, WARMUP_FILE)
+    if not os.path.exists(path):
+        log.info("No warmup data file found at %s", path)
+        return 0
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    started = time.perf_counter()
+    count = 0
+    try:
+        for record in tf.compat.v1.io.tf_record_iterator(path):
+            count += 1
+            if count > MAX_RECORDS:
+                raise InvalidArgument(f"Number of warmup records exceeds the maximum ({MAX_RECORDS}) at {path}")
+            entry = prediction_log_pb2.PredictionLog()
+            try:
+                entry.ParseFromString(record)
+            except Exception as error:  # protobuf raises DecodeError (or its C++ twin)
+                raise DataLoss(f"Failed to parse warmup record: {error} from file: {path}") from None
+            for _ in range(max(1, iterations)):
+                _replay(servable, entry)
+    except tf.errors.OpError as error:
+        raise DataLoss(f"{error.message}. Please verify your warmup data is in TFRecord format.") from None
+    elapsed_us = int((time.perf_counter() - started) * 1e6)
+    log.info("Finished reading warmup data for model at %s. Number of warmup records read: %d. "
+             "Elapsed time (microseconds): %d.", path, count, elapsed_us)
+    return count
+
+
+def _replay(servable: Servable, entry: Any) -> None:
+    kind = entry.WhichOneof("log_type")
+    if kind == "predict_log":
+        request = entry.predict_log.request
+        inputs = {alias: tensor_codec.to_ndarray(proto) for alias, proto in request.inputs.items()}
+        servable.run(request.model_spec.signature_name or DEFAULT_SIGNATURE, inputs, tuple(request.output_filter))
+    elif kind in ("classify_log", "regress_log"):
+        request = getattr(entry, kind).request
+        _run_examples(servable, request.model_spec.signature_name, grpc_codec.examples_from_input_pb(request.input))
+    elif kind == "multi_inference_log":
+        request = entry.multi_inference_log.request
+        examples = grpc_codec.examples_from_input_pb(request.input)
+        for task in request.tasks:
+            _run_examples(servable, task.model_spec.signature_name, examples)
+    else:
+        number = entry.DESCRIPTOR.fields_by_name[kind].number if kind else 0
+        raise Unimplemented(f"Unsupported log_type for warmup: {number}")
+
+
+def _run_examples(servable: Servable, signature: str, examples: list[bytes]) -> None:
+    tensor = np.empty(len(examples), dtype=object)
+    tensor[:] = examples
+    servable.run(signature or DEFAULT_SIGNATURE, {"inputs": tensor})
+

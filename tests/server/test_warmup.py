@@ -1,0 +1,82 @@
+"""Warmup replay of assets.extra/tf_serving_warmup_requests (spec 5.5), with real TensorFlow."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mlsrv.errors import DataLoss, InvalidArgument, Unimplemented
+from mlsrv.protocol import tensor_codec
+from mlsrv.server import tf_session
+from mlsrv.server.tf_warmup import WARMUP_FILE
+from tests.conftest import EXAMPLES
+
+pytestmark = pytest.mark.tf
+
+
+def model_with_warmup(tmp_path: Path, records: list[bytes]) -> Path:
+    version = tmp_path / "123"
+    shutil.copytree(EXAMPLES / "half_plus_two" / "00000123", version)
+    (version / "assets.extra").mkdir(exist_ok=True)
+    with tf.io.TFRecordWriter(str(version / WARMUP_FILE)) as writer:
+        for record in records:
+            writer.write(record)
+    return version
+
+
+def predict_record(value: float = 1.0) -> bytes:
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    entry = prediction_log_pb2.PredictionLog()
+    entry.predict_log.request.model_spec.name = "m"
+    tensor_codec.from_ndarray(np.array([[value]], np.float32), entry.predict_log.request.inputs["x"],
+                              as_tensor_content=False)
+    return entry.SerializeToString()
+
+
+def regress_record() -> bytes:
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    entry = prediction_log_pb2.PredictionLog()
+    request = entry.regress_log.request
+    request.model_spec.signature_name = "regress_x_to_y"
+    example = request.input.example_list.examples.add()
+    example.features.feature["x"].float_list.value.append(2.0)
+    return entry.SerializeToString()
+
+
+def test_records_are_replayed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = model_with_warmup(tmp_path, [predict_record(), regress_record(), predict_record(3.0)])
+    with caplog.at_level(logging.INFO, logger="mlsrv.server.tf_warmup"):
+        servable = tf_session.SavedModelLoader(str(path), warmup_iterations=2).load()
+    assert "Number of warmup records read: 3." in caplog.text
+    assert servable.run("serving_default", {"x": np.array([[4.0]], np.float32)})["y"].tolist() == [[4.0]]
+
+
+def test_warmup_can_be_turned_off(tmp_path: Path) -> None:
+    path = model_with_warmup(tmp_path, [b"not a prediction log"])
+    tf_session.SavedModelLoader(str(path), warmup_iterations=None).load()  # the broken file is not read
+
+
+def test_too_many_records_fail_the_load(tmp_path: Path) -> None:
+    path = model_with_warmup(tmp_path, [predict_record()] * 1001)
+    with pytest.raises(InvalidArgument, match=r"Number of warmup records exceeds the maximum \(1000\) at"):
+        tf_session.SavedModelLoader(str(path)).load()
+
+
+def test_unsupported_and_corrupt_records_fail_the_load(tmp_path: Path) -> None:
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    entry = prediction_log_pb2.PredictionLog()
+    entry.session_run_log.SetInParent()
+    with pytest.raises(Unimplemented, match="Unsupported log_type for warmup: 5"):
+        tf_session.SavedModelLoader(str(model_with_warmup(tmp_path / "a", [entry.SerializeToString()]))).load()
+    corrupt = model_with_warmup(tmp_path / "b", [])
+    (corrupt / WARMUP_FILE).write_bytes(b"garbage, not a TFRecord file at all")
+    with pytest.raises(DataLoss, match="Please verify your warmup data is in TFRecord format."):
+        tf_session.SavedModelLoader(str(corrupt)).load()
