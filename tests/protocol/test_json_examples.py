@@ -125,7 +125,7 @@ def test_classify_response() -> None:
     classes[:] = [[b"cat", b"dog"], [b"\xc3\xa9", b"x"]]
     both = ClassifyResponse(ModelSpec("m"), classes, np.array([[0.25, np.nan], [1 / 3, -np.inf]], np.float32))
     body = encode_classify_response(both)
-    assert body == '{"results":[[["cat",0.25],["dog",NaN]],[["é",0.33333334],["x",-Infinity]]]}'.encode()
+    assert body == '{"results":[[["cat",0.25],["dog",NaN]],[["é",0.333333343],["x",-Infinity]]]}'.encode()
     back = decode_classify_response(body, ModelSpec("m"))
     assert back.classes is not None and back.classes.tolist() == classes.tolist()
     assert back.scores is not None

@@ -45,7 +45,7 @@ from mlsrv.protocol.json_model import (
 from mlsrv.protocol.json_parse import loads
 from mlsrv.protocol.json_tensor import fill_exact, fill_fast, fill_tensor, shape_to_string, status_text, to_array
 from mlsrv.protocol.json_value import escape_string, is_b64_object, signature_name_of, value_to_string
-from mlsrv.protocol.json_write import check_writable, dumps, tensor_json, tensor_rows
+from mlsrv.protocol.json_write import check_writable, dumps, tensor_json, tensor_rows, tf_float32_values
 from mlsrv.protocol.types import RequestFormat, SignatureInfo, TensorInfo
 
 __all__ = [
@@ -234,12 +234,13 @@ def _instances_exact(instances: list[Any], inputs: Mapping[str, TensorInfo], nam
 def encode_predict_response(outputs: Mapping[str, np.ndarray], fmt: RequestFormat) -> bytes:
     """TF's ``MakeJsonFromTensors``: ``{"predictions": ...}`` for row requests, ``{"outputs": ...}`` else.
 
-    Strings in outputs whose alias ends in ``_bytes`` are written as ``{"b64": ...}``. Floats are
-    written with the shortest text that reads back as the same float32/float64 (TF pads to 9/17
-    digits; the values are identical), non-finite ones as bare ``NaN``/``Infinity``/``-Infinity``.
+    Strings in outputs whose alias ends in ``_bytes`` are written as ``{"b64": ...}``. Floats carry
+    TF's decimal values (float32 through :func:`tf_float32_values`), non-finite ones as bare
+    ``NaN``/``Infinity``/``-Infinity``.
     """
     if not outputs:
         raise InvalidArgument("Cannot convert empty tensor map to JSON")
+    outputs = {name: _tf_values(arr) for name, arr in outputs.items()}
     if fmt is RequestFormat.ROW:
         return _row_response(outputs)
     for name, arr in outputs.items():
@@ -250,6 +251,10 @@ def encode_predict_response(outputs: Mapping[str, np.ndarray], fmt: RequestForma
     return dumps(
         {"outputs": {name: tensor_json(arr, as_b64=name.endswith(BYTES_SUFFIX)) for name, arr in outputs.items()}}
     )
+
+
+def _tf_values(arr: np.ndarray) -> np.ndarray:
+    return tf_float32_values(arr) if arr.dtype == np.float32 else arr
 
 
 def _row_response(outputs: Mapping[str, np.ndarray]) -> bytes:

@@ -9,6 +9,7 @@ the model: one serialized Example per example, prefixed with the serialized cont
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,7 +28,7 @@ from mlsrv.protocol.json_value import (
     signature_name_of,
     value_to_string,
 )
-from mlsrv.protocol.json_write import dumps
+from mlsrv.protocol.json_write import dumps, tf_float32_values
 from mlsrv.protocol.types import ClassifyResponse, InferenceMethod, ModelSpec, RegressResponse
 
 
@@ -96,13 +97,17 @@ def _add_value(item: Any, name: str, kind: FeatureKind | None, values: list[Any]
     return want
 
 
-def _score(value: float | np.floating[Any]) -> Any:
-    """A float32 score as orjson writes it, or TF's bare token when it is not finite."""
+def _scores(values: np.ndarray) -> list[Any]:
+    """float32 scores or regression values as TF writes them (``WriteDecimal``), non-finite as tokens."""
     with np.errstate(over="ignore"):
-        f = np.float32(value)
-    if np.isfinite(f):
-        return f
-    return orjson.Fragment(b"NaN" if np.isnan(f) else (b"Infinity" if f > 0 else b"-Infinity"))
+        decimals = tf_float32_values(np.asarray(values, dtype=np.float32)).reshape(-1).tolist()
+    return [_token(v) for v in decimals]
+
+
+def _token(value: float) -> Any:
+    if math.isfinite(value):
+        return value
+    return orjson.Fragment(b"NaN" if math.isnan(value) else (b"Infinity" if value > 0 else b"-Infinity"))
 
 
 def _label(value: Any) -> str:
@@ -119,14 +124,9 @@ def encode_classify_response(resp: ClassifyResponse) -> bytes:
     classes = None if resp.classes is None else resp.classes.reshape(n, -1)
     scores = None if resp.scores is None else resp.scores.reshape(n, -1)
     width = (scores if scores is not None else classes).shape[1]  # type: ignore[union-attr]
+    values = _scores(np.zeros((n, width), np.float32) if scores is None else scores)
     results = [
-        [
-            [
-                "" if classes is None else _label(classes[i, j]),
-                _score(0.0 if scores is None else scores[i, j]),
-            ]
-            for j in range(width)
-        ]
+        [["" if classes is None else _label(classes[i, j]), values[i * width + j]] for j in range(width)]
         for i in range(n)
     ]
     return dumps({"results": results})
@@ -134,11 +134,10 @@ def encode_classify_response(resp: ClassifyResponse) -> bytes:
 
 def encode_regress_response(resp: RegressResponse) -> bytes:
     """``{"results": [v, ...]}``, one float per example."""
-    with np.errstate(over="ignore"):
-        values = np.asarray(resp.values, dtype=np.float32).reshape(-1)
+    values = np.asarray(resp.values).reshape(-1)
     if values.size == 0:
         raise InvalidArgument("Cannot convert empty RegressionResults to JSON")
-    return dumps({"results": [_score(v) for v in values]})
+    return dumps({"results": _scores(values)})
 
 
 def _results(body: bytes) -> Any:

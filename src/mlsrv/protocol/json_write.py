@@ -1,8 +1,11 @@
 """numpy tensors -> JSON values as TF Serving writes them (``MakeJsonFromTensors``' value rules).
 
 Tensors go through orjson's numpy support, which writes the shortest text that reads back as the
-same float32/float64 (TF pads to ``%.9g``/``%.17g``; the values are identical) and always keeps a
-``.0`` or exponent on floats. orjson writes NaN/Inf as ``null``, so a float tensor with non-finite
+same float64 and always keeps a ``.0`` or exponent on floats. For float64 that is TF's value too (TF
+writes ``%.6g`` when it round-trips, else ``%.17g``). For float32, TF writes ``%.6g`` or ``%.9g``,
+whose value *as a JSON (double) number* differs from the float32's shortest text (1/3 is
+``0.333333343``, not ``0.33333334``), so the server first maps float32 tensors to those decimal
+values with :func:`tf_float32_values`. orjson writes NaN/Inf as ``null``, so a float tensor with non-finite
 values is serialized alone and those ``null``s are replaced by TF Serving's bare ``NaN``,
 ``Infinity`` and ``-Infinity`` tokens. Strings become text, or ``{"b64": ...}`` when asked.
 """
@@ -11,6 +14,8 @@ from __future__ import annotations
 
 import base64
 import itertools
+import math
+import struct
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -38,6 +43,77 @@ _WRITABLE: Final = frozenset(
 _OPTS: Final = orjson.OPT_SERIALIZE_NUMPY
 _TOKENS: Final = np.array([b"NaN", b"Infinity", b"-Infinity"], dtype=object)
 _chain = itertools.chain.from_iterable
+
+
+_POW10: Final = 10.0 ** np.arange(23)  # exact doubles
+_SMALL: Final = 48  # below this many values a Python loop beats the numpy version's fixed cost
+_F32: Final = struct.Struct("<f")
+_MAX_EXACT_SCALE: Final = 12  # float32 mantissa (24 bits) * 5**12 (28 bits) fits a double's 53 bits
+
+
+def tf_float32_values(arr: np.ndarray) -> np.ndarray:
+    """The float64 values of the decimals TF Serving's ``WriteDecimal`` writes for a float32 tensor.
+
+    TF writes ``%.6g`` if that parses back to the same float32, else ``%.9g``. Vectorised and exact:
+    the rounding to 6/9 significant digits is done on exact products (or exact integers) and rounds
+    half to even like printf; the rare values outside that range are formatted one by one.
+    """
+    if arr.size <= _SMALL:
+        return np.array([_tf_float32(v) for v in arr.ravel().tolist()], dtype=np.float64).reshape(arr.shape)
+    flat = arr.astype(np.float64).ravel()
+    nonzero = np.flatnonzero(np.isfinite(flat) & (flat != 0))
+    if nonzero.size:
+        values = flat[nonzero]
+        decimals = _round_significant(values, 6)
+        retry = np.flatnonzero(decimals.astype(np.float32) != values.astype(np.float32))
+        if retry.size:
+            decimals[retry] = _round_significant(values[retry], 9)
+        flat[nonzero] = decimals
+    return flat.reshape(arr.shape)
+
+
+def _tf_float32(value: float) -> float:
+    """One value of :func:`tf_float32_values` (cheaper than numpy for a few values)."""
+    if not math.isfinite(value) or value == 0:
+        return value
+    decimal = float(f"{value:.6g}")
+    return decimal if _F32.pack(decimal) == _F32.pack(value) else float(f"{value:.9g}")
+
+
+def _round_significant(values: np.ndarray, digits: int) -> np.ndarray:
+    """The doubles nearest to ``"%.<digits>g" % v`` for finite, non-zero float32 values ``v``."""
+    mag = np.abs(values)
+    exp10 = np.floor(np.log10(mag)).astype(np.int64)
+    scale = digits - 1 - exp10
+    if scale.min() >= 0 and scale.max() <= _MAX_EXACT_SCALE:  # the common case: no masks needed
+        scaled = mag * _POW10[scale]  # exact
+        scale -= (scaled >= _POW10[digits]).astype(np.int64) - (scaled < _POW10[digits - 1])
+        if scale.min() >= 0 and scale.max() <= _MAX_EXACT_SCALE:
+            result: np.ndarray = np.copysign(np.rint(mag * _POW10[scale]) / _POW10[scale], values)
+            return result
+        exp10 = digits - 1 - scale
+    exact = mag < 1e18
+    for _ in range(2):  # log10 may be one off next to a power of ten; exact comparisons fix it
+        scale = digits - 1 - exp10
+        low = exact & (scale >= 0) & (scale <= _MAX_EXACT_SCALE)
+        scaled = mag[low] * _POW10[scale[low]]  # exact
+        exp10[low] += (scaled >= _POW10[digits]).astype(np.int64) - (scaled < _POW10[digits - 1])
+        high = exact & (scale < 0)
+        above = mag[high] >= _POW10[exp10[high] + 1]
+        exp10[high] += above.astype(np.int64) - (mag[high] < _POW10[exp10[high]])
+    scale = digits - 1 - exp10
+    low = exact & (scale >= 0) & (scale <= _MAX_EXACT_SCALE)
+    high = exact & (scale < 0)
+    out = np.empty_like(values)
+    out[low] = np.rint(mag[low] * _POW10[scale[low]]) / _POW10[scale[low]]
+    unit = 10 ** -scale[high]
+    quotient, rest = np.divmod(mag[high].astype(np.int64), unit)  # a float32 this large is an integer
+    quotient += (rest > unit // 2) | ((rest == unit // 2) & (quotient % 2 == 1))  # half to even
+    out[high] = quotient * _POW10[-scale[high]]
+    others = ~(low | high)  # tiny or huge: rare, so formatted one by one
+    out[others] = [float(f"{v:.{digits}g}") for v in mag[others].tolist()]
+    signed: np.ndarray = np.copysign(out, values)
+    return signed
 
 
 def check_writable(name: str, arr: np.ndarray) -> None:

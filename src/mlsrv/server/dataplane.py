@@ -119,15 +119,28 @@ class DataPlane:
         examples: list[bytes],
         deadline: float | None = None,
     ) -> list[ClassifyResponse | RegressResponse]:
-        """Several classify/regress signatures of one model version over the same examples."""
+        """Several classify/regress signatures of one model version over the same examples.
+
+        As TF's ``TensorFlowMultiInferenceRunner``, every task is validated before any runs, and all
+        signatures must read the same input tensor (``Input tensor must be the same for all Signatures.``).
+        """
         if not tasks:
             raise InvalidArgument("Found no tasks in the MultiInferenceRequest.")
         async with self._manager.lease(tasks[0][0]) as lease:
             signatures = lease.servable.signatures()
-            results: list[ClassifyResponse | RegressResponse] = []
+            input_tensor: str | None = None
             for spec, method in tasks:
                 if spec.signature_or_default not in signatures:
-                    raise InvalidArgument(f"Requested signature not found in model graph: {spec.signature}")
+                    raise InvalidArgument(f"Requested signature not found in model graph: {spec.signature_or_default}")
+                request = ExamplesRequest(spec, method, examples)
+                check = self._classify_signature if method is InferenceMethod.CLASSIFY else self._regress_signature
+                _, signature = check(signatures, request)
+                tensor = signature.inputs["inputs"].name
+                if input_tensor is not None and tensor != input_tensor:
+                    raise InvalidArgument("Input tensor must be the same for all Signatures.")
+                input_tensor = tensor
+            results: list[ClassifyResponse | RegressResponse] = []
+            for spec, method in tasks:
                 request = ExamplesRequest(spec, method, examples)
                 if method is InferenceMethod.CLASSIFY:
                     results.append(await self._classify(lease, request, deadline))
@@ -136,19 +149,9 @@ class DataPlane:
             return results
 
     async def _classify(self, lease: Lease, request: ExamplesRequest, deadline: float | None) -> ClassifyResponse:
-        name, signature = self._examples_signature(lease.servable.signatures(), request)
-        if self._method_name_check and signature.method_name != CLASSIFY_METHOD:
-            raise InvalidArgument(
-                "Expected classification signature method_name to be tensorflow/serving/classify. "
-                f"Was: {signature.method_name}"
-            )
+        name, signature = self._classify_signature(lease.servable.signatures(), request)
         classes_key = "classes" if "classes" in signature.outputs else None
         scores_key = "scores" if "scores" in signature.outputs else None
-        if classes_key is None and scores_key is None:
-            raise InvalidArgument(
-                'Expected classification signature outputs to contain at least one of "classes" or '
-                f'"scores". Signature was: {_signature_text(signature)}'
-            )
         outputs = await self._run_examples(lease, name, signature, request, deadline)
         n = len(request.examples)
         classes = _batch_output(outputs, classes_key, n, "classes") if classes_key else None
@@ -157,15 +160,25 @@ class DataPlane:
             scores = scores.astype(np.float32, copy=False)
         return ClassifyResponse(_resolved(request.spec, lease.id.version, name), classes, scores)
 
-    async def _regress(self, lease: Lease, request: ExamplesRequest, deadline: float | None) -> RegressResponse:
-        name, signature = self._examples_signature(lease.servable.signatures(), request)
-        if self._method_name_check and signature.method_name != REGRESS_METHOD:
+    def _classify_signature(
+        self, signatures: Mapping[str, SignatureInfo], request: ExamplesRequest
+    ) -> tuple[str, SignatureInfo]:
+        """TF's ``PreProcessClassification`` checks."""
+        name, signature = self._examples_signature(signatures, request)
+        if self._method_name_check and signature.method_name != CLASSIFY_METHOD:
             raise InvalidArgument(
-                "Expected regression signature method_name to be tensorflow/serving/regress. "
+                "Expected classification signature method_name to be tensorflow/serving/classify. "
                 f"Was: {signature.method_name}"
             )
-        if "outputs" not in signature.outputs or len(signature.outputs) != 1:
-            raise InvalidArgument(f"No regression outputs found in SignatureDef: {_signature_text(signature)}")
+        if "classes" not in signature.outputs and "scores" not in signature.outputs:
+            raise InvalidArgument(
+                'Expected classification signature outputs to contain at least one of "classes" or '
+                f'"scores". Signature was: {_signature_text(signature)}'
+            )
+        return name, signature
+
+    async def _regress(self, lease: Lease, request: ExamplesRequest, deadline: float | None) -> RegressResponse:
+        name, signature = self._regress_signature(lease.servable.signatures(), request)
         outputs = await self._run_examples(lease, name, signature, request, deadline)
         values = _batch_output(outputs, "outputs", len(request.examples), "outputs")
         if values.ndim == 2 and values.shape[1] == 1:
@@ -176,6 +189,20 @@ class DataPlane:
                 f"{list(values.shape)}"
             )
         return RegressResponse(_resolved(request.spec, lease.id.version, name), values.astype(np.float32, copy=False))
+
+    def _regress_signature(
+        self, signatures: Mapping[str, SignatureInfo], request: ExamplesRequest
+    ) -> tuple[str, SignatureInfo]:
+        """TF's ``PreProcessRegression`` checks."""
+        name, signature = self._examples_signature(signatures, request)
+        if self._method_name_check and signature.method_name != REGRESS_METHOD:
+            raise InvalidArgument(
+                "Expected regression signature method_name to be tensorflow/serving/regress. "
+                f"Was: {signature.method_name}"
+            )
+        if "outputs" not in signature.outputs or len(signature.outputs) != 1:
+            raise InvalidArgument(f"No regression outputs found in SignatureDef: {_signature_text(signature)}")
+        return name, signature
 
     def _examples_signature(
         self, signatures: Mapping[str, SignatureInfo], request: ExamplesRequest
