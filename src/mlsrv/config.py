@@ -45,6 +45,8 @@ class ModelConfig:
     platform: str = "tensorflow"
     version_policy: VersionPolicy = field(default_factory=Latest)
     version_labels: Mapping[str, int] = field(default_factory=_empty_labels)
+    #: mlsrv.toml only: this model's BatchingParameters fields (plain values).
+    batching: Mapping[str, object] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

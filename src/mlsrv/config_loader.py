@@ -228,11 +228,23 @@ def _toml_models(entries: Any, path: str) -> tuple[ModelConfig, ...]:
                 platform=str(entry.get("platform", "tensorflow")),
                 version_policy=_toml_policy(entry.get("version_policy", "latest"), where),
                 version_labels=MappingProxyType(dict(labels)),
+                batching=_toml_batching(entry.get("batching"), where),
             )
         )
     result = tuple(models)
     validate_models(result)
     return result
+
+
+def _toml_batching(value: Any, where: str) -> Mapping[str, object] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}.batching: expected a table of BatchingParameters fields")
+    from mlsrv.batching_params import BatchingOptions
+
+    BatchingOptions.from_mapping(value, source=f"{where}.batching")  # validate now, at startup
+    return MappingProxyType(dict(value))
 
 
 def _toml_policy(value: Any, where: str) -> VersionPolicy:

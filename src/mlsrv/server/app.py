@@ -18,11 +18,11 @@ from typing import Any
 
 from aiohttp import web
 
-from mlsrv.batching_params import BatchingOptions, load_batching_parameters
 from mlsrv.config import ServerConfig
 from mlsrv.config_loader import parse_model_config_file
 from mlsrv.errors import ConfigError, LoadError, MlsrvError, UnknownError
 from mlsrv.protocol.types import ModelStatus, State
+from mlsrv.server.batching_choice import BatchingChoice, wants_batching
 from mlsrv.server.batching_pool import BatchingPool
 from mlsrv.server.dataplane import DataPlane
 from mlsrv.server.manager import Manager
@@ -54,6 +54,8 @@ class Server:
             load_retry_interval_s=config.lifecycle.load_retry_interval_s,
         )
         self.source = FileSystemSource(config.models, self.manager, config.lifecycle.file_system_poll_wait_s)
+        self._models = config.models
+        self._version_paths: dict[Any, str] = {}
         self.batching = self._batching_pool(config)
         if self.batching is not None:
             self.monitor.subscribe(self.batching.on_state)
@@ -67,25 +69,20 @@ class Server:
         self._runner: web.AppRunner | None = None
         self._grpc: Any = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._models = config.models
         self.rest_port = 0
         self.grpc_port = 0
 
     # -- construction helpers --
 
     def _batching_pool(self, config: ServerConfig) -> BatchingPool | None:
-        """The batchers, when ``--enable_batching`` (or a TOML ``[batching]`` table) asks for them."""
-        if not config.enable_batching:
+        """The batchers, when batching is asked for (flags, ``mlsrv.toml`` or per-model files)."""
+        if not wants_batching(config):
             return None
-        if config.batching_parameters_file:
-            options = load_batching_parameters(config.batching_parameters_file)
-        elif config.batching_toml:
-            options = BatchingOptions.from_mapping(config.batching_toml, source="[batching]")
-        else:
-            options = BatchingOptions()
-        return BatchingPool(self.executor, lambda _servable_id: options)
+        choice = BatchingChoice(config, lambda: {m.name: m for m in self._models}, self._version_paths.get)
+        return BatchingPool(self.executor, choice)
 
     def _make_loader(self, servable_id: Any, path: str) -> Loader:
+        self._version_paths[servable_id] = path
         if self._loader_factory is not None:
             return self._loader_factory(servable_id, path)
         from mlsrv.server import tf_session
