@@ -1,4 +1,4 @@
-"""``RestTransport``: TF Serving's REST API over ``aiohttp``, with the shared ``json_codec`` and ``routes``.
+"""``RestTransport``: TF Serving's REST API over a lean HTTP/1.1 pool (``http1``), with the shared codecs.
 
 REST has no output filter (TF Serving's API has none), so ``PredictRequest.output_filter`` is applied
 on the client after the response arrives. Error bodies ``{"error": msg}`` plus the HTTP status map back
@@ -13,7 +13,9 @@ import ssl
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, Final
+from urllib.parse import urlsplit
 
+from mlsrv.client.http1 import Http1Pool
 from mlsrv.client.transport_base import Call, Op, check_output_filter
 from mlsrv.errors import DeadlineExceeded, MlsrvError, TransportError, code_for_http_status, error_for_code
 from mlsrv.protocol import json_codec, routes
@@ -39,7 +41,7 @@ def _rest_body(call: Call) -> bytes:
 
 
 class RestTransport:
-    """TF Serving's REST API over one ``aiohttp.ClientSession`` (created on first use, in the running loop).
+    """TF Serving's REST API over keep-alive HTTP/1.1 connections (opened on first use, in the running loop).
 
     ``base_url`` is ``http(s)://host:port``. ``ssl_context`` is used for https URLs. Loop-affine: use it
     from one event loop and close it with :meth:`aclose`.
@@ -49,57 +51,42 @@ class RestTransport:
 
     def __init__(self, base_url: str, *, ssl_context: ssl.SSLContext | None = None) -> None:
         self.base_url = base_url.rstrip("/")
-        self._ssl = ssl_context
-        self._session: Any = None
-
-    def _client(self) -> Any:
-        if self._session is None:
-            import aiohttp
-
-            connector = aiohttp.TCPConnector(limit=0, ssl=self._ssl if self._ssl is not None else True)
-            self._session = aiohttp.ClientSession(connector=connector)
-        return self._session
+        parsed = urlsplit(self.base_url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise TransportError(f"not an http(s) URL: {base_url}")
+        if parsed.scheme == "https" and ssl_context is None:
+            ssl_context = ssl.create_default_context()
+        self._pool = Http1Pool(
+            parsed.hostname,
+            parsed.port or (443 if parsed.scheme == "https" else 80),
+            ssl_context=ssl_context if parsed.scheme == "https" else None,
+            label=self.base_url,
+        )
+        self._prefix = parsed.path.rstrip("/")
 
     def prepare(self, call: Call) -> Call:
         return replace(call, payload=_rest_body(call), encoded_by=self.name)
 
     async def send(self, call: Call) -> Any:
-        import aiohttp
-
         spec = call.request.spec if call.op in (Op.PREDICT, Op.CLASSIFY, Op.REGRESS) else call.request
-        url = self.base_url + routes.build(_REST_VERBS[call.op], spec)
+        path = self._prefix + routes.build(_REST_VERBS[call.op], spec)
         body = call.payload if call.encoded_by == self.name else _rest_body(call)
         method = "GET" if call.op in (Op.METADATA, Op.STATUS) else "POST"
-        timeout = aiohttp.ClientTimeout(total=call.timeout_s)
-        headers = {"Content-Type": "application/json"} if method == "POST" else None
         try:
-            async with self._client().request(
-                method, url, data=body if method == "POST" else None, timeout=timeout, headers=headers
-            ) as response:
-                status = response.status
-                payload = await response.read()
-                content_type = response.headers.get("Content-Type", "")
+            response = await asyncio.wait_for(
+                self._pool.request(method, path, body if method == "POST" else None), call.timeout_s
+            )
         except asyncio.TimeoutError:
             raise DeadlineExceeded(f"no response from {self.base_url} within {call.timeout_s:g} s") from None
-        except aiohttp.ClientConnectorError as exc:
-            raise TransportError(f"cannot connect to {self.base_url}: {_reason(exc)}") from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise TransportError(f"{method} {url} failed: {_reason(exc)}") from None
-        if status != 200:
-            raise _rest_error(status, payload, content_type, url)
-        return _rest_result(call, payload)
+        except OSError as exc:
+            raise TransportError(f"{method} {self.base_url}{path} failed: {exc.strerror or exc}") from None
+        if response.status != 200:
+            raise _rest_error(response.status, response.body, response.headers.get("content-type", ""),
+                              self.base_url + path)
+        return _rest_result(call, response.body)
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
-
-
-def _reason(exc: BaseException) -> str:
-    os_error = getattr(exc, "os_error", None)
-    if isinstance(os_error, OSError) and os_error.strerror:
-        return os_error.strerror
-    return str(exc) or type(exc).__name__
+        await self._pool.aclose()
 
 
 def _rest_error(status: int, body: bytes, content_type: str, url: str) -> MlsrvError:

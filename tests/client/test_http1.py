@@ -1,0 +1,70 @@
+"""The lean HTTP/1.1 client: keep-alive reuse, chunked bodies, servers that close, refused connections."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiohttp import web
+
+from mlsrv.client.http1 import Http1Pool, _dechunk
+from mlsrv.errors import TransportError
+from tests.conftest import free_port
+
+
+def test_dechunk_waits_for_the_whole_body() -> None:
+    data = bytearray(b"HEAD\r\n\r\n4\r\nWiki\r\n5\r\npedia\r\n0\r\n\r\nNEXT")
+    assert _dechunk(data, 8) == (b"Wikipedia", len(data) - 4)
+    assert _dechunk(bytearray(b"4\r\nWi"), 0) is None
+
+
+def test_keep_alive_chunked_and_close() -> None:
+    connections: set[object] = set()
+
+    async def plain(request: web.Request) -> web.StreamResponse:
+        connections.add(request.transport)
+        return web.Response(body=await request.read(), content_type="application/json")
+
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for part in (b'{"a":', b" 1}"):
+            await response.write(part)
+        await response.write_eof()
+        return response
+
+    async def closing(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=b"{}", headers={"Connection": "close"}, content_type="application/json")
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_post("/echo", plain)
+        app.router.add_get("/chunked", chunked)
+        app.router.add_get("/close", closing)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        pool = Http1Pool("127.0.0.1", port)
+        try:
+            for index in range(5):
+                reply = await pool.request("POST", "/echo", f'{{"n": {index}}}'.encode())
+                assert (reply.status, reply.body) == (200, f'{{"n": {index}}}'.encode())
+            assert len(connections) == 1  # one keep-alive connection served all five
+            assert (await pool.request("GET", "/chunked")).body == b'{"a": 1}'
+            assert (await pool.request("GET", "/close")).body == b"{}"
+            assert (await pool.request("GET", "/missing")).status == 404
+        finally:
+            await pool.aclose()
+            await runner.cleanup()
+
+    asyncio.run(main())
+
+
+def test_refused_connection_is_a_transport_error() -> None:
+    async def main() -> None:
+        await Http1Pool("127.0.0.1", free_port(), label="http://here").request("GET", "/")
+
+    with pytest.raises(TransportError, match="^cannot connect to http://here: Connection refused"):
+        asyncio.run(main())
