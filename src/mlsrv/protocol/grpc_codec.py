@@ -408,6 +408,8 @@ def signature_def_map_to_pb(signatures: Mapping[str, SignatureInfo]) -> Any:
             _tensor_info_to_pb(info, signature_pb.inputs[alias])
         for alias, info in signature.outputs.items():
             _tensor_info_to_pb(info, signature_pb.outputs[alias])
+        for alias, value in signature.defaults.items():
+            tensor_codec.from_ndarray(value, signature_pb.defaults[alias], as_tensor_content=False)
     return pb
 
 
@@ -417,6 +419,7 @@ def signature_def_map_from_pb(pb: Any) -> dict[str, SignatureInfo]:
             inputs={alias: _tensor_info_from_pb(sd.inputs[alias]) for alias in sorted(sd.inputs)},
             outputs={alias: _tensor_info_from_pb(sd.outputs[alias]) for alias in sorted(sd.outputs)},
             method_name=sd.method_name,
+            defaults={alias: tensor_codec.to_ndarray(sd.defaults[alias]) for alias in sorted(sd.defaults)},
         )
         for name, sd in sorted(pb.signature_def.items())
     }

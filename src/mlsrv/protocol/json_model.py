@@ -85,8 +85,12 @@ def _signature(sig: SignatureInfo) -> dict[str, Any]:
         "inputs": {alias: _tensor_info(info) for alias, info in sig.inputs.items()},
         "outputs": {alias: _tensor_info(info) for alias, info in sig.outputs.items()},
         "method_name": sig.method_name,
+        # NOTE: TF Serving's own expected REST metadata for its TF2 half_plus_two export (whose
+        # serving_default has an input default) shows "defaults": {}, so REST prints none; gRPC
+        # metadata carries the defaults and Predict fills them in.
         "defaults": {},
     }
+
 
 
 def encode_metadata(meta: ModelMetadata) -> bytes:

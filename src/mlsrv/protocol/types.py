@@ -61,9 +61,12 @@ class TensorInfo:
 
 @dataclass(frozen=True, slots=True)
 class SignatureInfo:
+    """A SignatureDef. ``defaults`` holds values for inputs a Predict request may leave out."""
+
     inputs: Mapping[str, TensorInfo]
     outputs: Mapping[str, TensorInfo]
     method_name: str = PREDICT_METHOD
+    defaults: Mapping[str, np.ndarray] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

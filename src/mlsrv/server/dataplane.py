@@ -98,9 +98,9 @@ class DataPlane:
                     "Expected prediction signature method_name to be one of {tensorflow/serving/predict, "
                     f"tensorflow/serving/classify, tensorflow/serving/regress}}. Was: {signature.method_name}"
                 )
-            _check_inputs(request.inputs, signature)
+            inputs = _check_inputs(request.inputs, signature)
             output_filter = _check_output_filter(request.output_filter, signature)
-            outputs = await self._run(lease, name, request.inputs, output_filter, deadline)
+            outputs = await self._run(lease, name, inputs, output_filter, deadline)
             return PredictResponse(_resolved(request.spec, lease.id.version, name), outputs)
 
     # -- classify / regress --
@@ -313,13 +313,15 @@ def _batchable(inputs: Mapping[str, np.ndarray]) -> bool:
     return len(dims) == 1 and None not in dims
 
 
-def _check_inputs(inputs: Mapping[str, np.ndarray], signature: SignatureInfo) -> None:
-    """TF Serving's input checks: count, aliases, then dtypes (``Expects arg[i] to be ...``)."""
+def _check_inputs(inputs: Mapping[str, np.ndarray], signature: SignatureInfo) -> dict[str, np.ndarray]:
+    """TF Serving's input checks (count, aliases, then dtypes); returns the inputs with signature
+    ``defaults`` filled in for the ones the request left out (``VerifyRequestInputsSize``)."""
     expected = signature.inputs
     sent = set(inputs)
-    if len(sent) != len(expected):
+    required = len(expected) - len(signature.defaults)
+    if not required <= len(sent) <= len(expected):
         extra = sorted(sent - set(expected))
-        missing = sorted(set(expected) - sent)
+        missing = sorted(set(expected) - sent - set(signature.defaults))
         raise InvalidArgument(
             f"input size does not match signature: {len(sent)}!={len(expected)} "
             f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(expected))}}}). "
@@ -331,11 +333,21 @@ def _check_inputs(inputs: Mapping[str, np.ndarray], signature: SignatureInfo) ->
                 f"input tensor alias not found in signature: {alias}. "
                 f"Inputs expected to be in the set {{{','.join(sorted(expected))}}}."
             )
-    for index, alias in enumerate(sorted(inputs)):
+    complete = dict(inputs)
+    for alias in sorted(set(expected) - sent):
+        if alias not in signature.defaults:
+            raise InvalidArgument(
+                f"input size does not match signature: {len(sent)}!={len(expected)} "
+                f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(expected))}}}). "
+                f"Sent extra: {{}}. Missing but required: {{{alias}}}."
+            )
+        complete[alias] = signature.defaults[alias]
+    for index, alias in enumerate(sorted(complete)):
         want = dtypes.by_name(expected[alias].dtype)
-        got = dtypes.for_array(inputs[alias])
+        got = dtypes.for_array(complete[alias])
         if want.enum != got.enum:
             raise InvalidArgument(f"Expects arg[{index}] to be {want.short} but {got.short} is provided")
+    return complete
 
 
 def _check_output_filter(output_filter: Sequence[str], signature: SignatureInfo) -> tuple[str, ...]:

@@ -22,7 +22,7 @@ from google.protobuf import message, text_format
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from mlsrv.errors import MlsrvError, UsageError
-from mlsrv.protocol import dtypes
+from mlsrv.protocol import dtypes, tensor_codec
 from mlsrv.protocol.types import SignatureInfo, TensorInfo
 
 log = logging.getLogger(__name__)
@@ -176,6 +176,7 @@ def signature_info(signature: meta_graph_pb2.SignatureDef) -> SignatureInfo:
         inputs={k: _tensor_info(signature.inputs[k]) for k in sorted(signature.inputs)},
         outputs={k: _tensor_info(signature.outputs[k]) for k in sorted(signature.outputs)},
         method_name=signature.method_name,
+        defaults={k: tensor_codec.to_ndarray(signature.defaults[k]) for k in sorted(signature.defaults)},
     )
 
 
