@@ -122,7 +122,7 @@ def mlsrv_bench(target: str, protocol: str, model: str, concurrency: int, durati
         raise RuntimeError(result.stderr)
     report = json.loads(result.stdout)
     return {"rps": report["rps"], "p50_ms": report["latency"]["p50_ms"], "p99_ms": report["latency"]["p99_ms"],
-            "errors": report["requests"]["errors"], "client_cpu": report["client"].get("cpu_percent", 0.0)}
+            "errors": report["requests"]["errors"], "client_cpu": 100 * report["client"]["cpu_fraction"]}
 
 
 def grpc_load(target: str, model: str, input_name: str, shape: str, concurrency: int,
