@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -66,3 +67,36 @@ def test_predict_over_tls(tmp_path: Path) -> None:
 def test_bad_ssl_config(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_ssl_config(text, source="ssl.config")
+
+
+def test_mutual_tls_with_the_cli_client(tmp_path: Path) -> None:
+    """``client_verify`` requires a client certificate; ``mlsrv predict --tls-ca/--tls-cert/--tls-key`` sends one."""
+    import sys
+
+    key, cert = self_signed(tmp_path)
+    quote = lambda text: repr(text).replace("'", '"')  # noqa: E731 - PEM as a text-proto string
+    config = tmp_path / "ssl.config"
+    config.write_text(f"server_key: {quote(key)}\nserver_cert: {quote(cert)}\ncustom_ca: {quote(cert)}\n"
+                      "client_verify: true\n")
+    (tmp_path / "cert.pem").write_text(cert)
+    (tmp_path / "key.pem").write_text(key)
+
+    async def cli(*extra: str) -> tuple[int, str, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "mlsrv.cli", "predict", "-m", "m", "--json", "-d", '{"instances": [[2.0]]}',
+            *extra, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(process.communicate(), 120)
+        return process.returncode or 0, out.decode(), err.decode()
+
+    async def main() -> None:
+        async with running_server(loader_factory=FakeLoaderFactory(), model_name="m",
+                                  model_base_path=str(model_dir(tmp_path, 1)), ssl_config_file=str(config)) as s:
+            target = ["--grpc", s.grpc_target, "--tls-ca", str(tmp_path / "cert.pem")]
+            code, out, err = await cli(*target, "--tls-cert", str(tmp_path / "cert.pem"),
+                                       "--tls-key", str(tmp_path / "key.pem"))
+            assert code == 0, err
+            assert json.loads(out) == {"predictions": [[3.0]]}
+            code, _, err = await cli(*target)  # no client certificate: the handshake is refused
+            assert code != 0 and "Traceback" not in err
+
+    asyncio.run(main())
