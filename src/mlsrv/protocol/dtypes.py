@@ -27,7 +27,8 @@ def _bfloat16() -> np.dtype | None:
         import ml_dtypes
     except ImportError:  # pragma: no cover - ml_dtypes ships with TensorFlow
         return None
-    return np.dtype(ml_dtypes.bfloat16)
+    bfloat16: np.dtype = np.dtype(ml_dtypes.bfloat16)
+    return bfloat16
 
 
 _TABLE: Final[tuple[DType, ...]] = (
