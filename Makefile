@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml
 serve: $(STAMP)
 	$(BIN)/mlsrv serve --model_name=half_plus_two --model_base_path=$(EXAMPLE)
 
-## The whole test suite: lint, types, tests. .ci/run calls exactly this.
+## The whole test suite: lint (ruff), types (mypy --strict on src), tests. .ci/run calls exactly this.
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench examples scripts
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 ## Regenerate completions/ and man/ from the CLI.

@@ -84,7 +84,7 @@ FLAGS: Final[tuple[Flag, ...]] = (
     _f("enable_model_warmup", bool, True, "Replay assets.extra/tf_serving_warmup_requests at load."),
     _f("num_request_iterations_for_warmup", int, 0, "Replay each warmup record N times."),
     # 1.8 monitoring / SSL / misc
-    _f("monitoring_config_file", str, "", "Text-format MonitoringConfig (Prometheus).", implemented=False),
+    _f("monitoring_config_file", str, "", "Text-format MonitoringConfig (Prometheus); served on the REST port."),
     _f("ssl_config_file", str, "", "Text-format SSLConfig for gRPC."),
     _f("use_alts_credentials", bool, False, "Google ALTS credentials for gRPC.", implemented=False),
     _f("version", bool, False, "Print the versions and exit."),

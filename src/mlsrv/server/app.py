@@ -22,13 +22,15 @@ from aiohttp import web
 from mlsrv.config import ServerConfig
 from mlsrv.config_loader import parse_model_config_file
 from mlsrv.errors import ConfigError, LoadError, MlsrvError, UnknownError
+from mlsrv.monitoring_config import load_monitoring_config
 from mlsrv.protocol.types import ModelStatus, State
 from mlsrv.server.batching_choice import BatchingChoice, wants_batching
 from mlsrv.server.batching_pool import BatchingPool
 from mlsrv.server.dataplane import DataPlane
 from mlsrv.server.manager import Manager
+from mlsrv.server.metrics import Metrics
 from mlsrv.server.monitor import StateEvent, StateMonitor
-from mlsrv.server.rest import RestFrontend
+from mlsrv.server.rest import Handler, RestFrontend, prometheus_handler
 from mlsrv.server.servable import Loader
 from mlsrv.server.source import FileSystemSource
 
@@ -45,6 +47,7 @@ class Server:
 
     def __init__(self, config: ServerConfig, *, loader_factory: LoaderFactory | None = None) -> None:
         self.config = config
+        self.metrics, self._metrics_path = _monitoring(config)  # first: a bad file fails before threads exist
         self._loader_factory = loader_factory
         workers = max(2, min(4, os.cpu_count() or 2))
         self.executor = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="mlsrv-run")
@@ -69,6 +72,7 @@ class Server:
             self.executor,
             self.batching,
             method_name_check=config.runtime.method_name_check,
+            metrics=self.metrics,
         )
         self._runner: web.AppRunner | None = None
         self._grpc: Any = None
@@ -84,7 +88,10 @@ class Server:
         if not wants_batching(config):
             return None
         choice = BatchingChoice(config, lambda: {m.name: m for m in self._models}, self._version_paths.get)
-        return BatchingPool(self.executor, choice)
+        metrics = self.metrics
+        if metrics is None:
+            return BatchingPool(self.executor, choice)
+        return BatchingPool(self.executor, choice, on_batch_for=lambda o: metrics.batch_callback(o.thread_pool_name))
 
     def _make_loader(self, servable_id: Any, path: str) -> Loader:
         self._version_paths[servable_id] = path
@@ -145,11 +152,16 @@ class Server:
         rest = self.config.rest
         if rest.port == 0:
             return
+        extra: dict[str, Handler] = {}
+        if self.metrics is not None:
+            extra[self._metrics_path] = prometheus_handler(self.metrics)
         frontend = RestFrontend(
             self.dataplane,
             timeout_s=rest.timeout_s,
             enable_cors=rest.enable_cors,
             model_names=lambda: [m.name for m in self._models],
+            extra_routes=extra,
+            metrics=self.metrics,
         )
         self._runner = web.AppRunner(frontend.application(), handle_signals=False, access_log=None)
         await self._runner.setup()
@@ -166,7 +178,7 @@ class Server:
             from mlsrv.server.grpc import GrpcFrontend
         except ImportError:  # gRPC frontend not built yet
             return
-        self._grpc = GrpcFrontend(self.dataplane, self.config.grpc, server=self)
+        self._grpc = GrpcFrontend(self.dataplane, self.config.grpc, server=self, metrics=self.metrics)
         self.grpc_port = await self._grpc.start()
 
     async def reload_models(self, models: tuple[Any, ...]) -> None:
@@ -293,6 +305,14 @@ class GcTuning:
         if self._unfreeze_on_restore:
             gc.unfreeze()
         self._saved_threshold = None
+
+
+def _monitoring(config: ServerConfig) -> tuple[Metrics | None, str]:
+    """Metrics and the page's path when Prometheus is enabled; TF reads the file only when REST is on."""
+    if not config.monitoring_config_file or config.rest.port == 0:
+        return None, ""
+    settings = load_monitoring_config(config.monitoring_config_file)
+    return (Metrics(), settings.path) if settings.enabled else (None, "")
 
 
 def _available(status: ModelStatus) -> bool:

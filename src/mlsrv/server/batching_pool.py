@@ -16,7 +16,7 @@ from typing import Final
 from mlsrv.batching_params import BatchingOptions
 from mlsrv.protocol.types import State
 from mlsrv.server.batch_tensors import Tensors
-from mlsrv.server.batcher import Batcher, BatcherStats
+from mlsrv.server.batcher import BatchCallback, Batcher, BatcherStats
 from mlsrv.server.ids import ServableId
 from mlsrv.server.monitor import StateEvent
 from mlsrv.server.servable import Servable
@@ -24,15 +24,24 @@ from mlsrv.server.servable import Servable
 log = logging.getLogger(__name__)
 
 OptionsFor = Callable[[ServableId], BatchingOptions | None]
+#: Builds a new batcher's ``on_batch`` hook from its options (metrics); None for no hook.
+BatchHookFor = Callable[[BatchingOptions], BatchCallback | None]
 _STOP_TIMEOUT_S: Final = 30.0
 
 
 class BatchingPool:
     """Owns the batchers of one Server. Loop-affine."""
 
-    def __init__(self, executor: concurrent.futures.Executor, options_for: OptionsFor) -> None:
+    def __init__(
+        self,
+        executor: concurrent.futures.Executor,
+        options_for: OptionsFor,
+        *,
+        on_batch_for: BatchHookFor | None = None,
+    ) -> None:
         self._executor = executor
         self._options_for = options_for
+        self._on_batch_for = on_batch_for
         self._batchers: dict[tuple[ServableId, str], Batcher] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
@@ -49,7 +58,8 @@ class BatchingPool:
         def run(inputs: Tensors) -> Tensors:
             return servable.run(signature, inputs)
 
-        batcher = Batcher(run, self._executor, options, name=f"{servable_id}/{signature}")
+        on_batch = self._on_batch_for(options) if self._on_batch_for is not None else None
+        batcher = Batcher(run, self._executor, options, name=f"{servable_id}/{signature}", on_batch=on_batch)
         self._batchers[key] = batcher
         await batcher.start()
         return batcher

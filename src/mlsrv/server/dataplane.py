@@ -43,6 +43,7 @@ from mlsrv.protocol.types import (
 from mlsrv.server.batching_pool import BatchingPool
 from mlsrv.server.inline_policy import InlinePolicy
 from mlsrv.server.manager import Lease, Manager
+from mlsrv.server.metrics import Metrics
 from mlsrv.server.monitor import StateMonitor
 
 
@@ -65,7 +66,9 @@ class DataPlane:
         batching: BatchingPool | None = None,
         *,
         method_name_check: bool = False,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._manager = manager
         self._monitor = monitor
         self._executor = executor
@@ -100,7 +103,10 @@ class DataPlane:
                 )
             inputs = _check_inputs(request.inputs, signature)
             output_filter = _check_output_filter(request.output_filter, signature)
+            started = time.perf_counter_ns()
             outputs = await self._run(lease, name, inputs, output_filter, deadline)
+            if self._metrics is not None:
+                self._metrics.record_runtime(request.spec.name, "Predict", (time.perf_counter_ns() - started) // 1000)
             return PredictResponse(_resolved(request.spec, lease.id.version, name), outputs)
 
     # -- classify / regress --
@@ -143,16 +149,20 @@ class DataPlane:
             for spec, method in tasks:
                 request = ExamplesRequest(spec, method, examples)
                 if method is InferenceMethod.CLASSIFY:
-                    results.append(await self._classify(lease, request, deadline))
+                    results.append(await self._classify(lease, request, deadline, record=False))
                 else:
-                    results.append(await self._regress(lease, request, deadline))
+                    results.append(await self._regress(lease, request, deadline, record=False))
+            if self._metrics is not None:  # TF counts a MultiInference's examples once, and no runtime
+                self._metrics.record_examples(tasks[0][0].name, len(examples))
             return results
 
-    async def _classify(self, lease: Lease, request: ExamplesRequest, deadline: float | None) -> ClassifyResponse:
+    async def _classify(
+        self, lease: Lease, request: ExamplesRequest, deadline: float | None, *, record: bool = True
+    ) -> ClassifyResponse:
         name, signature = self._classify_signature(lease.servable.signatures(), request)
         classes_key = "classes" if "classes" in signature.outputs else None
         scores_key = "scores" if "scores" in signature.outputs else None
-        outputs = await self._run_examples(lease, name, signature, request, deadline)
+        outputs = await self._run_examples(lease, name, signature, request, deadline, record)
         n = len(request.examples)
         classes = _batch_output(outputs, classes_key, n, "classes") if classes_key else None
         scores = _batch_output(outputs, scores_key, n, "scores") if scores_key else None
@@ -177,9 +187,11 @@ class DataPlane:
             )
         return name, signature
 
-    async def _regress(self, lease: Lease, request: ExamplesRequest, deadline: float | None) -> RegressResponse:
+    async def _regress(
+        self, lease: Lease, request: ExamplesRequest, deadline: float | None, *, record: bool = True
+    ) -> RegressResponse:
         name, signature = self._regress_signature(lease.servable.signatures(), request)
-        outputs = await self._run_examples(lease, name, signature, request, deadline)
+        outputs = await self._run_examples(lease, name, signature, request, deadline, record)
         values = _batch_output(outputs, "outputs", len(request.examples), "outputs")
         if values.ndim == 2 and values.shape[1] == 1:
             values = values[:, 0]
@@ -225,12 +237,20 @@ class DataPlane:
         signature: SignatureInfo,
         request: ExamplesRequest,
         deadline: float | None,
+        record: bool,
     ) -> dict[str, np.ndarray]:
+        """Run the examples; ``record``: runtime latency and example count (TF's classifier/regressor)."""
         if not request.examples:
             raise InvalidArgument("Input is empty.")
         tensor = np.empty(len(request.examples), dtype=object)
         tensor[:] = request.examples
-        return await self._run(lease, name, {"inputs": tensor}, tuple(signature.outputs), deadline)
+        started = time.perf_counter_ns()
+        outputs = await self._run(lease, name, {"inputs": tensor}, tuple(signature.outputs), deadline)
+        if record and self._metrics is not None:
+            api = "Classify" if request.method is InferenceMethod.CLASSIFY else "Regress"
+            self._metrics.record_runtime(request.spec.name, api, (time.perf_counter_ns() - started) // 1000)
+            self._metrics.record_examples(request.spec.name, len(request.examples))
+        return outputs
 
     # -- metadata / status --
 
@@ -272,6 +292,8 @@ class DataPlane:
         if self._batching is not None:
             batcher = await self._batching.batcher_for(lease.id, signature, servable)
             if batcher is not None and _batchable(inputs):
+                if self._metrics is not None:
+                    self._metrics.record_batch_input(inputs)
                 outputs = await batcher.submit(inputs, deadline)
                 return {key: outputs[key] for key in output_filter} if output_filter else outputs
         key = (lease.id, signature)

@@ -1,6 +1,7 @@
 """The gRPC frontend: TF Serving's PredictionService and ModelService on ``grpc.aio``, plus health
 and reflection. Each RPC is a thin codec call around one DataPlane method; every handler is wrapped
 by the same error adapter, so codes come only from ``errors`` (``grpc.StatusCode[code.name]``).
+With metrics on, Predict, Classify and Regress are counted as TF's ``PredictionServiceImpl`` does.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -17,6 +19,7 @@ from mlsrv.config import GrpcConfig
 from mlsrv.errors import ConfigError, InvalidArgument, MlsrvError, UnknownError
 from mlsrv.protocol import grpc_codec
 from mlsrv.server.dataplane import DataPlane
+from mlsrv.server.metrics import Metrics
 
 if TYPE_CHECKING:
     from mlsrv.server.app import Server
@@ -33,7 +36,7 @@ Method = Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:
-    remaining = context.time_remaining()
+    remaining: float | None = context.time_remaining()
     if remaining is None:
         return None
     return asyncio.get_running_loop().time() + remaining
@@ -60,24 +63,64 @@ def error_adapter(method: Method[Req, Resp]) -> Method[Req, Resp]:
     return wrapped
 
 
+def counted(api: str) -> Callable[[Method[Req, Resp]], Method[Req, Resp]]:
+    """Record ``request_count{model_name,status}`` and, on OK, ``request_latency{..., entrypoint="GRPC"}``.
+
+    Applied inside :func:`error_adapter`, so it sees the ``MlsrvError`` before it becomes an abort.
+    The servicer's ``_metrics`` is None when monitoring is off; then this adds one attribute read.
+    """
+
+    def decorate(method: Method[Req, Resp]) -> Method[Req, Resp]:
+        @functools.wraps(method)
+        async def wrapped(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
+            metrics: Metrics | None = self._metrics
+            if metrics is None:
+                return await method(self, request, context)
+            started = time.perf_counter_ns()
+            name = _model_name(request)
+            try:
+                response = await method(self, request, context)
+            except MlsrvError as error:
+                metrics.record_request(name, error.code.name, api, "GRPC", 0)
+                raise
+            except Exception:
+                metrics.record_request(name, "INTERNAL", api, "GRPC", 0)
+                raise
+            metrics.record_request(name, "OK", api, "GRPC", (time.perf_counter_ns() - started) // 1000)
+            return response
+
+        return wrapped
+
+    return decorate
+
+
+def _model_name(request: Any) -> str:
+    """The name as sent (TF labels metrics with ``request->model_spec().name()``)."""
+    return str(request.model_spec.name)
+
+
 class PredictionServicer:
     """``tensorflow.serving.PredictionService``."""
 
-    def __init__(self, dataplane: DataPlane, *, tensor_content: bool) -> None:
+    def __init__(self, dataplane: DataPlane, *, tensor_content: bool, metrics: Metrics | None = None) -> None:
         self._dataplane = dataplane
         self._tensor_content = tensor_content
+        self._metrics = metrics
 
     @error_adapter
+    @counted("Predict")
     async def Predict(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
         response = await self._dataplane.predict(grpc_codec.predict_request_from_pb(request), _deadline(context))
         return grpc_codec.predict_response_to_pb(response, as_tensor_content=self._tensor_content)
 
     @error_adapter
+    @counted("Classify")
     async def Classify(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
         response = await self._dataplane.classify(grpc_codec.classify_request_from_pb(request), _deadline(context))
         return grpc_codec.classify_response_to_pb(response)
 
     @error_adapter
+    @counted("Regress")
     async def Regress(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
         response = await self._dataplane.regress(grpc_codec.regress_request_from_pb(request), _deadline(context))
         return grpc_codec.regress_response_to_pb(response)
@@ -141,10 +184,18 @@ class ModelServicer:
 class GrpcFrontend:
     """Owns the ``grpc.aio`` server: services, health, reflection, ports and socket."""
 
-    def __init__(self, dataplane: DataPlane, config: GrpcConfig, *, server: Server | None = None) -> None:
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        config: GrpcConfig,
+        *,
+        server: Server | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._dataplane = dataplane
         self._config = config
         self._owner = server
+        self._metrics = metrics
         self._server: grpc.aio.Server | None = None
         self._health: Any = None
 
@@ -159,7 +210,10 @@ class GrpcFrontend:
         ]
         server = grpc.aio.server(options=options, maximum_concurrent_rpcs=self._config.max_threads or None)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(self._dataplane, tensor_content=self._config.tensor_content_outputs), server
+            PredictionServicer(
+                self._dataplane, tensor_content=self._config.tensor_content_outputs, metrics=self._metrics
+            ),
+            server,
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(self._dataplane, self._owner), server)
         names = list(SERVICE_NAMES)

@@ -1,14 +1,17 @@
 """The REST frontend: aiohttp handlers that decode with ``json_codec``, call the DataPlane, and encode.
 
-One catch-all route dispatches like TF Serving's ``http_server.cc``: ``/v1/...`` goes to the API,
-anything else gets a plain 404 page. One middleware turns every ``MlsrvError`` into
-``{"error": msg}`` with the status from ``errors.HTTP_STATUS``; nothing else maps codes.
+One catch-all route dispatches like TF Serving's ``http_server.cc``: an exact ``extra_routes`` path
+first (the Prometheus page), then ``/v1/...`` to the API, anything else gets a plain 404 page. One
+middleware turns every ``MlsrvError`` into ``{"error": msg}`` with the status from
+``errors.HTTP_STATUS``; nothing else maps codes. With metrics on, every API call is counted by model
+name and status code name, as TF's ``RestApiRequestDispatcher`` does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -18,6 +21,7 @@ from mlsrv.errors import MlsrvError
 from mlsrv.protocol import json_codec, routes
 from mlsrv.protocol.types import ExamplesRequest, InferenceMethod, ModelSpec, PredictRequest, RequestFormat
 from mlsrv.server.dataplane import DataPlane
+from mlsrv.server.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +37,8 @@ _NOT_FOUND_PAGE: Final = (
 )
 #: TF Serving has no request size cap; image requests are megabytes. Bound it anyway.
 MAX_BODY_BYTES: Final = 1 << 31
+#: ``request_latency``'s API label: TF's URL method, empty for status and metadata.
+_API_LABEL: Final = {routes.Verb.PREDICT: "predict", routes.Verb.CLASSIFY: "classify", routes.Verb.REGRESS: "regress"}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -48,12 +54,14 @@ class RestFrontend:
         enable_cors: bool,
         model_names: Callable[[], list[str]],
         extra_routes: dict[str, Handler] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._dataplane = dataplane
         self._timeout_s = timeout_s
         self._enable_cors = enable_cors
         self._model_names = model_names
         self._extra = dict(extra_routes or {})
+        self._metrics = metrics
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._errors])
@@ -87,7 +95,30 @@ class RestFrontend:
             return web.Response(status=200 if ok else 400, content_type=JSON)
         if not routes.is_api_path(path):
             return web.Response(text=_NOT_FOUND_PAGE.format(path=path), status=404, content_type="text/html")
-        route = routes.parse(request.method, path)
+        if self._metrics is None:
+            return await self._api(request, routes.parse(request.method, path))
+        return await self._counted(request, self._metrics)
+
+    async def _counted(self, request: web.Request, metrics: Metrics) -> web.StreamResponse:
+        """:meth:`_api` plus ``request_count`` / ``request_latency``, as TF's REST dispatcher records them."""
+        started = time.perf_counter_ns()
+        name = api = ""
+        try:
+            route = routes.parse(request.method, request.path)
+            name, api = route.spec.name, _API_LABEL.get(route.verb, "")
+            response = await self._api(request, route)
+        except MlsrvError as error:
+            metrics.record_request(name, error.code.name, api, "REST", 0)
+            raise
+        except web.HTTPException:  # aiohttp answered by itself (e.g. body too large): not a served call
+            raise
+        except Exception:
+            metrics.record_request(name, "INTERNAL", api, "REST", 0)
+            raise
+        metrics.record_request(name, "OK", api, "REST", (time.perf_counter_ns() - started) // 1000)
+        return response
+
+    async def _api(self, request: web.Request, route: routes.Route) -> web.StreamResponse:
         if route.verb is routes.Verb.LIST:
             return self._json(
                 json_codec.encode_model_list(
@@ -142,3 +173,12 @@ class RestFrontend:
     @staticmethod
     def _json(body: bytes) -> web.Response:
         return web.Response(body=body, content_type=JSON)
+
+
+def prometheus_handler(metrics: Metrics) -> Handler:
+    """The Prometheus page for ``extra_routes``: any method, ``Content-Type: text/plain`` exactly."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=metrics.render().encode(), headers={"Content-Type": "text/plain"})
+
+    return handle
