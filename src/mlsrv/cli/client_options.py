@@ -8,11 +8,7 @@ commands use in their signatures, and :func:`connection` / :func:`model_spec` tu
 
 from __future__ import annotations
 
-import contextlib
 import enum
-import os
-import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -144,31 +140,11 @@ def prepare_endpoint(endpoint: Endpoint) -> Endpoint:
     start-up lines (CUDA probing and the like) ignore ``TF_CPP_MIN_LOG_LEVEL``, so stderr is muted for
     the import. Python errors still surface; REST endpoints are returned untouched."""
     if endpoint.protocol == "grpc":
-        from mlsrv.cli.show import quiet_tensorflow
+        from mlsrv.cli.show import tensorflow_import_muted
 
-        quiet_tensorflow()
-        with _stderr_muted():
+        with tensorflow_import_muted():
             from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc  # noqa: F401
     return endpoint
-
-
-@contextlib.contextmanager
-def _stderr_muted() -> Iterator[None]:
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # no real stderr (e.g. captured): nothing to mute
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(fd)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, fd)
-        yield
-    finally:
-        os.dup2(saved, fd)
-        os.close(saved)
-        os.close(devnull)
 
 
 def _agree(given: ProtocolName | None, implied: ProtocolName, option: str) -> ProtocolName:

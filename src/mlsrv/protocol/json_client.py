@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from mlsrv.errors import InvalidArgument, TransportError
+from mlsrv.protocol.json_model import response_object
 from mlsrv.protocol.json_parse import loads
 from mlsrv.protocol.json_tensor import flatten_dense
 from mlsrv.protocol.json_value import absl_b64decode, is_b64_object
@@ -107,12 +108,7 @@ def _named(value: Any) -> bool:
 
 def decode_predict_response(body: bytes, output_name: str = "") -> tuple[dict[str, np.ndarray], RequestFormat]:
     """Inverse of ``encode_predict_response``: the output tensors and the format of the body."""
-    try:
-        doc = loads(body)
-    except InvalidArgument as exc:
-        raise TransportError(f"invalid JSON in response: {exc.message}") from None
-    if type(doc) is not dict:
-        raise TransportError("response is not a JSON object")
+    doc = response_object(body)
     if "predictions" in doc:
         rows = doc["predictions"]
         if type(rows) is not list:

@@ -57,7 +57,7 @@ def encode_model_list(statuses: list[ModelStatus]) -> bytes:
 
 def decode_model_list(body: bytes) -> list[ModelStatus]:
     """Inverse of :func:`encode_model_list` (client side)."""
-    doc = _object(body)
+    doc = response_object(body)
     models = doc.get("models")
     if not isinstance(models, list):
         raise TransportError("malformed model list: missing 'models' array")
@@ -108,7 +108,8 @@ def encode_metadata(meta: ModelMetadata) -> bytes:
     )
 
 
-def _object(body: bytes) -> dict[str, Any]:
+def response_object(body: bytes) -> dict[str, Any]:
+    """A server response body that must be a JSON object; anything else is a TransportError."""
     try:
         doc = loads(body)
     except InvalidArgument as exc:
@@ -120,7 +121,7 @@ def _object(body: bytes) -> dict[str, Any]:
 
 def decode_status(body: bytes, name: str = "") -> ModelStatus:
     """Inverse of :func:`encode_status`; ``name`` is not in the body, so the caller supplies it."""
-    doc = _object(body)
+    doc = response_object(body)
     try:
         versions = tuple(
             VersionStatus(
@@ -148,7 +149,7 @@ def _tensor_info_from(doc: Mapping[str, Any]) -> TensorInfo:
 
 def decode_metadata(body: bytes) -> ModelMetadata:
     """Inverse of :func:`encode_metadata`."""
-    doc = _object(body)
+    doc = response_object(body)
     try:
         spec_doc = doc.get("model_spec", {})
         version = spec_doc.get("version")
