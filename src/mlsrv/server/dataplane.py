@@ -23,10 +23,8 @@ from mlsrv.errors import (
     InvalidArgument,
     ModelNotFound,
 )
-from mlsrv.protocol import dtypes
 from mlsrv.protocol.types import (
     CLASSIFY_METHOD,
-    DEFAULT_SIGNATURE,
     PREDICT_METHOD,
     REGRESS_METHOD,
     ClassifyResponse,
@@ -45,6 +43,7 @@ from mlsrv.server.inline_policy import InlinePolicy
 from mlsrv.server.manager import Lease, Manager
 from mlsrv.server.metrics import Metrics
 from mlsrv.server.monitor import StateMonitor
+from mlsrv.server.signature_checks import batch_output, check_inputs, check_output_filter, signature_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +100,8 @@ class DataPlane:
                     "Expected prediction signature method_name to be one of {tensorflow/serving/predict, "
                     f"tensorflow/serving/classify, tensorflow/serving/regress}}. Was: {signature.method_name}"
                 )
-            inputs = _check_inputs(request.inputs, signature)
-            output_filter = _check_output_filter(request.output_filter, signature)
+            inputs = check_inputs(request.inputs, signature)
+            output_filter = check_output_filter(request.output_filter, signature)
             started = time.perf_counter_ns()
             outputs = await self._run(lease, name, inputs, output_filter, deadline)
             if self._metrics is not None:
@@ -164,8 +163,8 @@ class DataPlane:
         scores_key = "scores" if "scores" in signature.outputs else None
         outputs = await self._run_examples(lease, name, signature, request, deadline, record)
         n = len(request.examples)
-        classes = _batch_output(outputs, classes_key, n, "classes") if classes_key else None
-        scores = _batch_output(outputs, scores_key, n, "scores") if scores_key else None
+        classes = batch_output(outputs, classes_key, n, "classes") if classes_key else None
+        scores = batch_output(outputs, scores_key, n, "scores") if scores_key else None
         if scores is not None:
             scores = scores.astype(np.float32, copy=False)
         return ClassifyResponse(_resolved(request.spec, lease.id.version, name), classes, scores)
@@ -183,7 +182,7 @@ class DataPlane:
         if "classes" not in signature.outputs and "scores" not in signature.outputs:
             raise InvalidArgument(
                 'Expected classification signature outputs to contain at least one of "classes" or '
-                f'"scores". Signature was: {_signature_text(signature)}'
+                f'"scores". Signature was: {signature_text(signature)}'
             )
         return name, signature
 
@@ -192,7 +191,7 @@ class DataPlane:
     ) -> RegressResponse:
         name, signature = self._regress_signature(lease.servable.signatures(), request)
         outputs = await self._run_examples(lease, name, signature, request, deadline, record)
-        values = _batch_output(outputs, "outputs", len(request.examples), "outputs")
+        values = batch_output(outputs, "outputs", len(request.examples), "outputs")
         if values.ndim == 2 and values.shape[1] == 1:
             values = values[:, 0]
         if values.ndim != 1:
@@ -213,7 +212,7 @@ class DataPlane:
                 f"Was: {signature.method_name}"
             )
         if "outputs" not in signature.outputs or len(signature.outputs) != 1:
-            raise InvalidArgument(f"No regression outputs found in SignatureDef: {_signature_text(signature)}")
+            raise InvalidArgument(f"No regression outputs found in SignatureDef: {signature_text(signature)}")
         return name, signature
 
     def _examples_signature(
@@ -227,7 +226,7 @@ class DataPlane:
             raise InvalidArgument("Expected one input Tensor.")
         if "inputs" not in signature.inputs:
             kind = "classification" if request.method is InferenceMethod.CLASSIFY else "regression"
-            raise InvalidArgument(f"No {kind} inputs found in SignatureDef: {_signature_text(signature)}")
+            raise InvalidArgument(f"No {kind} inputs found in SignatureDef: {signature_text(signature)}")
         return name, signature
 
     async def _run_examples(
@@ -335,72 +334,4 @@ def _batchable(inputs: Mapping[str, np.ndarray]) -> bool:
     return len(dims) == 1 and None not in dims
 
 
-def _check_inputs(inputs: Mapping[str, np.ndarray], signature: SignatureInfo) -> dict[str, np.ndarray]:
-    """TF Serving's input checks (count, aliases, then dtypes); returns the inputs with signature
-    ``defaults`` filled in for the ones the request left out (``VerifyRequestInputsSize``)."""
-    expected = signature.inputs
-    sent = set(inputs)
-    required = len(expected) - len(signature.defaults)
-    if not required <= len(sent) <= len(expected):
-        extra = sorted(sent - set(expected))
-        missing = sorted(set(expected) - sent - set(signature.defaults))
-        raise InvalidArgument(
-            f"input size does not match signature: {len(sent)}!={len(expected)} "
-            f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(expected))}}}). "
-            f"Sent extra: {{{','.join(extra)}}}. Missing but required: {{{','.join(missing)}}}."
-        )
-    for alias in inputs:
-        if alias not in expected:
-            raise InvalidArgument(
-                f"input tensor alias not found in signature: {alias}. "
-                f"Inputs expected to be in the set {{{','.join(sorted(expected))}}}."
-            )
-    complete = dict(inputs)
-    for alias in sorted(set(expected) - sent):
-        if alias not in signature.defaults:
-            raise InvalidArgument(
-                f"input size does not match signature: {len(sent)}!={len(expected)} "
-                f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(expected))}}}). "
-                f"Sent extra: {{}}. Missing but required: {{{alias}}}."
-            )
-        complete[alias] = signature.defaults[alias]
-    for index, alias in enumerate(sorted(complete)):
-        want = dtypes.by_name(expected[alias].dtype)
-        got = dtypes.for_array(complete[alias])
-        if want.enum != got.enum:
-            raise InvalidArgument(f"Expects arg[{index}] to be {want.short} but {got.short} is provided")
-    return complete
-
-
-def _check_output_filter(output_filter: Sequence[str], signature: SignatureInfo) -> tuple[str, ...]:
-    seen: set[str] = set()
-    for alias in output_filter:
-        if alias not in signature.outputs:
-            raise InvalidArgument(
-                f"output tensor alias not found in signature: {alias} "
-                f"Outputs expected to be in the set {{{','.join(sorted(signature.outputs))}}}."
-            )
-        if alias in seen:
-            raise InvalidArgument(f"duplicate output tensor alias: {alias}")
-        seen.add(alias)
-    return tuple(output_filter)
-
-
-def _batch_output(outputs: Mapping[str, np.ndarray], key: str, examples: int, what: str) -> np.ndarray:
-    array = outputs[key]
-    if array.ndim == 0 or array.shape[0] != examples:
-        raise InvalidArgument(
-            f"Expected {what} output batch size of {examples}, got {array.shape[0] if array.ndim else 0}"
-        )
-    if array.ndim == 1 and what != "outputs":
-        array = array.reshape(examples, 1)
-    return array
-
-
-def _signature_text(signature: SignatureInfo) -> str:
-    inputs = ", ".join(f"{k}: {v.name}" for k, v in signature.inputs.items())
-    outputs = ", ".join(f"{k}: {v.name}" for k, v in signature.outputs.items())
-    return f"inputs {{{inputs}}} outputs {{{outputs}}} method_name: {signature.method_name}"
-
-
-__all__ = ["DEFAULT_SIGNATURE", "DataPlane", "Resolved"]
+__all__ = ["DataPlane", "Resolved"]

@@ -1,0 +1,80 @@
+"""TF Serving's request checks against a SignatureDef (``predict_util.cc``, ``classifier.cc``,
+``regressor.cc``), written once for both frontends. Pure functions; the DataPlane calls them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from mlsrv.errors import InvalidArgument
+from mlsrv.protocol import dtypes
+from mlsrv.protocol.types import SignatureInfo
+
+
+def check_inputs(inputs: Mapping[str, np.ndarray], signature: SignatureInfo) -> dict[str, np.ndarray]:
+    """TF Serving's input checks (count, aliases, then dtypes); returns the inputs with signature
+    ``defaults`` filled in for the ones the request left out (``VerifyRequestInputsSize``)."""
+    expected = signature.inputs
+    sent = set(inputs)
+    required = len(expected) - len(signature.defaults)
+    if not required <= len(sent) <= len(expected):
+        extra = sorted(sent - set(expected))
+        missing = sorted(set(expected) - sent - set(signature.defaults))
+        raise InvalidArgument(
+            f"input size does not match signature: {len(sent)}!={len(expected)} "
+            f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(expected))}}}). "
+            f"Sent extra: {{{','.join(extra)}}}. Missing but required: {{{','.join(missing)}}}."
+        )
+    for alias in inputs:
+        if alias not in expected:
+            raise InvalidArgument(
+                f"input tensor alias not found in signature: {alias}. "
+                f"Inputs expected to be in the set {{{','.join(sorted(expected))}}}."
+            )
+    complete = dict(inputs)
+    for alias in sorted(set(expected) - sent):
+        if alias not in signature.defaults:
+            raise InvalidArgument(
+                f"input size does not match signature: {len(sent)}!={len(expected)} "
+                f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(expected))}}}). "
+                f"Sent extra: {{}}. Missing but required: {{{alias}}}."
+            )
+        complete[alias] = signature.defaults[alias]
+    for index, alias in enumerate(sorted(complete)):
+        want = dtypes.by_name(expected[alias].dtype)
+        got = dtypes.for_array(complete[alias])
+        if want.enum != got.enum:
+            raise InvalidArgument(f"Expects arg[{index}] to be {want.short} but {got.short} is provided")
+    return complete
+
+
+def check_output_filter(output_filter: Sequence[str], signature: SignatureInfo) -> tuple[str, ...]:
+    seen: set[str] = set()
+    for alias in output_filter:
+        if alias not in signature.outputs:
+            raise InvalidArgument(
+                f"output tensor alias not found in signature: {alias} "
+                f"Outputs expected to be in the set {{{','.join(sorted(signature.outputs))}}}."
+            )
+        if alias in seen:
+            raise InvalidArgument(f"duplicate output tensor alias: {alias}")
+        seen.add(alias)
+    return tuple(output_filter)
+
+
+def batch_output(outputs: Mapping[str, np.ndarray], key: str, examples: int, what: str) -> np.ndarray:
+    array = outputs[key]
+    if array.ndim == 0 or array.shape[0] != examples:
+        raise InvalidArgument(
+            f"Expected {what} output batch size of {examples}, got {array.shape[0] if array.ndim else 0}"
+        )
+    if array.ndim == 1 and what != "outputs":
+        array = array.reshape(examples, 1)
+    return array
+
+
+def signature_text(signature: SignatureInfo) -> str:
+    inputs = ", ".join(f"{k}: {v.name}" for k, v in signature.inputs.items())
+    outputs = ", ".join(f"{k}: {v.name}" for k, v in signature.outputs.items())
+    return f"inputs {{{inputs}}} outputs {{{outputs}}} method_name: {signature.method_name}"
