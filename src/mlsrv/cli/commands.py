@@ -23,3 +23,7 @@ def register(app: typer.Typer) -> None:
     app.command("metadata", no_args_is_help=True)(metadata.metadata)
     app.command("status", no_args_is_help=True)(status.status)
     app.command("bench", no_args_is_help=True)(bench.bench)
+
+    from mlsrv.cli import abtest
+
+    app.command("abtest", no_args_is_help=True)(abtest.abtest)
