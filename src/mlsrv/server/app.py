@@ -30,7 +30,7 @@ from mlsrv.server.dataplane import DataPlane
 from mlsrv.server.manager import Manager
 from mlsrv.server.metrics import Metrics
 from mlsrv.server.monitor import StateEvent, StateMonitor
-from mlsrv.server.rest import Handler, RestFrontend, prometheus_handler
+from mlsrv.server.rest import Handler, RestFrontend, health_handlers, prometheus_handler
 from mlsrv.server.servable import Loader
 from mlsrv.server.source import FileSystemSource
 
@@ -148,11 +148,15 @@ class Server:
                 allow_unavailable=self.config.lifecycle.allow_labels_for_unavailable,
             )
 
+    def _models_not_available(self) -> list[str]:
+        """Configured models without an AVAILABLE version (readiness)."""
+        return [m.name for m in self._models if not _available(self.monitor.states(m.name))]
+
     async def _start_rest(self) -> None:
         rest = self.config.rest
         if rest.port == 0:
             return
-        extra: dict[str, Handler] = {}
+        extra: dict[str, Handler] = health_handlers(self._models_not_available)
         if self.metrics is not None:
             extra[self._metrics_path] = prometheus_handler(self.metrics)
         frontend = RestFrontend(

@@ -10,6 +10,7 @@ name and status code name, as TF's ``RestApiRequestDispatcher`` does.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -182,3 +183,23 @@ def prometheus_handler(metrics: Metrics) -> Handler:
         return web.Response(body=metrics.render().encode(), headers={"Content-Type": "text/plain"})
 
     return handle
+
+
+def health_handlers(ready: Callable[[], list[str]]) -> dict[str, Handler]:
+    """mlsrv extras for probes, outside TF Serving's ``/v1`` namespace so no path can collide.
+
+    ``/healthz`` (liveness): 200 while the process serves. ``/readyz`` (readiness): 200 when every
+    configured model has an AVAILABLE version, else 503 listing the models that do not.
+    """
+
+    async def live(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=b'{"status": "ok"}', content_type=JSON)
+
+    async def readiness(request: web.Request) -> web.StreamResponse:
+        waiting = ready()
+        if waiting:
+            body = json.dumps({"status": "not ready", "models_not_available": waiting}).encode()
+            return web.Response(body=body, status=503, content_type=JSON)
+        return web.Response(body=b'{"status": "ready"}', content_type=JSON)
+
+    return {"/healthz": live, "/readyz": readiness}
