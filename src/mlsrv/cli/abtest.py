@@ -20,22 +20,15 @@ from mlsrv.cli import render
 from mlsrv.cli.client_options import (
     MODEL,
     ConnectionArgs,
-    GrpcOpt,
     JsonOpt,
     ModelOpt,
-    ProtocolOpt,
     QuietOpt,
-    RestOpt,
     SignatureOpt,
-    TargetOpt,
     TimeoutOpt,
-    TlsCaOpt,
-    TlsCertOpt,
-    TlsKeyOpt,
-    TlsOpt,
     model_spec,
     prepare_endpoint,
     timeout_seconds,
+    with_connection,
 )
 from mlsrv.cli.runner import run
 from mlsrv.client import inputs as client_inputs
@@ -53,6 +46,7 @@ _DATA_HELP = "Request body in TF Serving's REST format ('{\"instances\": [[1.0]]
 _INPUT_HELP = "One input: NAME=FILE.npy, NAME=@FILE.npz[KEY] or NAME='[[1.0]]' (JSON). Repeatable."
 
 
+@with_connection
 def abtest(
     model: ModelOpt,
     a_version: Annotated[
@@ -85,17 +79,11 @@ def abtest(
     ] = None,
     atol: Annotated[float, typer.Option("--atol", help="Absolute tolerance.", rich_help_panel=CHECK, min=0)] = 1e-6,
     rtol: Annotated[float, typer.Option("--rtol", help="Relative tolerance.", rich_help_panel=CHECK, min=0)] = 1e-6,
-    target: TargetOpt = None,
-    rest: RestOpt = None,
-    grpc: GrpcOpt = None,
-    protocol: ProtocolOpt = None,
     timeout: TimeoutOpt = None,
-    tls: TlsOpt = False,
-    tls_ca: TlsCaOpt = None,
-    tls_cert: TlsCertOpt = None,
-    tls_key: TlsKeyOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
+    *,
+    conn: ConnectionArgs,
 ) -> None:
     """Compare two versions or labels of a model on identical inputs: output differences, latency, errors.
 
@@ -103,7 +91,6 @@ def abtest(
 
     Exit code 1 when an output differs or either side had errors, 0 when A and B agree.
     """
-    conn = ConnectionArgs(target, rest, grpc, protocol, tls, tls_ca, tls_cert, tls_key)
     options = _Options(
         model, (a_version, a_label), (b_version, b_label), signature, requests, concurrency,
         data, tuple(input_ or ()), batch_size, tuple(shape or ()), atol, rtol, timeout, json_, quiet,

@@ -26,23 +26,16 @@ from mlsrv.cli import bench_output, render
 from mlsrv.cli.bench_workload import InputOptions, build_workload, open_send, run_here
 from mlsrv.cli.client_options import (
     ConnectionArgs,
-    GrpcOpt,
     JsonOpt,
     LabelOpt,
-    ProtocolOpt,
     QuietOpt,
-    RestOpt,
     SignatureOpt,
-    TargetOpt,
     TimeoutOpt,
-    TlsCaOpt,
-    TlsCertOpt,
-    TlsKeyOpt,
-    TlsOpt,
     VersionOpt,
     model_spec,
     prepare_endpoint,
     timeout_seconds,
+    with_connection,
 )
 from mlsrv.cli.runner import run
 from mlsrv.client.bench import level_spec
@@ -56,6 +49,7 @@ GATES = "CI gates"
 DEFAULT_DURATION_S: Final = 10.0
 
 
+@with_connection
 def bench(
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model name, as served.")] = None,
     concurrency: Annotated[
@@ -162,17 +156,11 @@ def bench(
     version: VersionOpt = None,
     label: LabelOpt = None,
     signature: SignatureOpt = None,
-    target: TargetOpt = None,
-    rest: RestOpt = None,
-    grpc: GrpcOpt = None,
-    protocol: ProtocolOpt = None,
     timeout: TimeoutOpt = None,
-    tls: TlsOpt = False,
-    tls_ca: TlsCaOpt = None,
-    tls_cert: TlsCertOpt = None,
-    tls_key: TlsKeyOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
+    *,
+    conn: ConnectionArgs,
 ) -> None:
     """Load-test a served model: throughput, latency percentiles and errors (like perf_analyzer / wrk2).
 
@@ -186,7 +174,6 @@ def bench(
         fill=fill, check=check, expected=expected, timeout=timeout,
         as_json=json_, csv=csv, quiet=quiet, max_p99=max_p99, min_rps=min_rps, max_error_rate=max_error_rate,
     )  # fmt: skip
-    conn = ConnectionArgs(target, rest, grpc, protocol, tls, tls_ca, tls_cert, tls_key)
     violations = run(lambda: _main(conn, options, compare))
     if violations:
         err = Console(stderr=True, highlight=False, soft_wrap=True)

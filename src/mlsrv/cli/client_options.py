@@ -9,8 +9,11 @@ commands use in their signatures, and :func:`connection` / :func:`model_spec` tu
 from __future__ import annotations
 
 import enum
+import functools
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any, TypeVar, cast
 
 import typer
 
@@ -133,6 +136,44 @@ class ConnectionArgs:
         if self.grpc is not None:
             return Endpoint.parse(self.grpc, _agree(protocol, "grpc", "--grpc"), tls)
         return Endpoint.parse(self.target, protocol, tls)
+
+
+#: The connection options every client command takes: (parameter, annotation, default).
+_CONNECTION_PARAMETERS: tuple[tuple[str, object, object], ...] = (
+    ("target", TargetOpt, None),
+    ("rest", RestOpt, None),
+    ("grpc", GrpcOpt, None),
+    ("protocol", ProtocolOpt, None),
+    ("tls", TlsOpt, False),
+    ("tls_ca", TlsCaOpt, None),
+    ("tls_cert", TlsCertOpt, None),
+    ("tls_key", TlsKeyOpt, None),
+)
+
+F = TypeVar("F", bound=Callable[..., None])
+
+
+def with_connection(command: F) -> F:
+    """Give a command the shared connection options, handed to it as one ``conn: ConnectionArgs``.
+
+    The options are added to the command's signature (after its own), so Typer, ``--help``, the
+    completions and the man pages see them exactly as if each command had declared them itself.
+    """
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "conn"]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+        for name, annotation, default in _CONNECTION_PARAMETERS
+    ]
+
+    @functools.wraps(command)
+    def wrapper(**values: Any) -> None:
+        conn = ConnectionArgs(**{name: values.pop(name) for name, _, _ in _CONNECTION_PARAMETERS})
+        command(conn=conn, **values)
+
+    annotations = {k: v for k, v in command.__annotations__.items() if k != "conn"}
+    wrapper.__signature__ = inspect.Signature([*own, *added])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {**annotations, **{name: ann for name, ann, _ in _CONNECTION_PARAMETERS}}
+    return cast(F, wrapper)
 
 
 def prepare_endpoint(endpoint: Endpoint) -> Endpoint:

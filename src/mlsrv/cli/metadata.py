@@ -5,24 +5,17 @@ from __future__ import annotations
 from mlsrv.cli import client_render, render
 from mlsrv.cli.client_options import (
     ConnectionArgs,
-    GrpcOpt,
     JsonOpt,
     LabelOpt,
     ModelOpt,
-    ProtocolOpt,
     QuietOpt,
-    RestOpt,
     SignatureOpt,
-    TargetOpt,
     TimeoutOpt,
-    TlsCaOpt,
-    TlsCertOpt,
-    TlsKeyOpt,
-    TlsOpt,
     VersionOpt,
     model_spec,
     prepare_endpoint,
     timeout_seconds,
+    with_connection,
 )
 from mlsrv.cli.runner import run
 from mlsrv.client.api import Client
@@ -31,25 +24,19 @@ from mlsrv.protocol import json_codec
 from mlsrv.protocol.types import ModelMetadata
 
 
+@with_connection
 def metadata(
     model: ModelOpt,
     version: VersionOpt = None,
     label: LabelOpt = None,
     signature: SignatureOpt = None,
-    target: TargetOpt = None,
-    rest: RestOpt = None,
-    grpc: GrpcOpt = None,
-    protocol: ProtocolOpt = None,
     timeout: TimeoutOpt = None,
-    tls: TlsOpt = False,
-    tls_ca: TlsCaOpt = None,
-    tls_cert: TlsCertOpt = None,
-    tls_key: TlsKeyOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
+    *,
+    conn: ConnectionArgs,
 ) -> None:
     """Show a served model's signatures: inputs, outputs, dtypes and shapes (--signature: just one)."""
-    conn = ConnectionArgs(target, rest, grpc, protocol, tls, tls_ca, tls_cert, tls_key)
     run(_main(conn, (model, version, label, signature), timeout, json_, quiet))
 
 

@@ -22,24 +22,17 @@ from rich.console import Console
 from mlsrv.cli import client_render, render
 from mlsrv.cli.client_options import (
     ConnectionArgs,
-    GrpcOpt,
     JsonOpt,
     LabelOpt,
     ModelOpt,
-    ProtocolOpt,
     QuietOpt,
-    RestOpt,
     SignatureOpt,
-    TargetOpt,
     TimeoutOpt,
-    TlsCaOpt,
-    TlsCertOpt,
-    TlsKeyOpt,
-    TlsOpt,
     VersionOpt,
     model_spec,
     prepare_endpoint,
     timeout_seconds,
+    with_connection,
 )
 from mlsrv.cli.runner import run
 from mlsrv.client import inputs as client_inputs
@@ -66,6 +59,7 @@ _INPUT_HELP = "One input: NAME=FILE.npy, NAME=@FILE.npz[KEY] or NAME='[[1.0]]' (
 _EXAMPLES_HELP = "tf.Examples for classify/regress as a JSON list of feature dicts: '[{\"x\": [1.0]}]' (or @FILE, -)."
 
 
+@with_connection
 def predict(
     model: ModelOpt,
     data: Annotated[str | None, typer.Option("--data", "-d", help=_DATA_HELP, rich_help_panel=INPUTS)] = None,
@@ -88,20 +82,13 @@ def predict(
     version: VersionOpt = None,
     label: LabelOpt = None,
     signature: SignatureOpt = None,
-    target: TargetOpt = None,
-    rest: RestOpt = None,
-    grpc: GrpcOpt = None,
-    protocol: ProtocolOpt = None,
     timeout: TimeoutOpt = None,
-    tls: TlsOpt = False,
-    tls_ca: TlsCaOpt = None,
-    tls_cert: TlsCertOpt = None,
-    tls_key: TlsKeyOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
+    *,
+    conn: ConnectionArgs,
 ) -> None:
     """Send one predict, classify or regress request to a TensorFlow Serving-compatible server."""
-    conn = ConnectionArgs(target, rest, grpc, protocol, tls, tls_ca, tls_cert, tls_key)
     options = _Options(method, tuple(output_filter or ()), outdir, overwrite, timeout, json_, quiet)
     run(_main(conn, (model, version, label, signature), (data, list(input_ or ()), examples), options))
 

@@ -16,22 +16,15 @@ import typer
 from mlsrv.cli import client_render, render
 from mlsrv.cli.client_options import (
     ConnectionArgs,
-    GrpcOpt,
     JsonOpt,
     LabelOpt,
     ModelOpt,
-    ProtocolOpt,
     QuietOpt,
-    RestOpt,
-    TargetOpt,
-    TlsCaOpt,
-    TlsCertOpt,
-    TlsKeyOpt,
-    TlsOpt,
     VersionOpt,
     model_spec,
     prepare_endpoint,
     timeout_seconds,
+    with_connection,
 )
 from mlsrv.cli.runner import run
 from mlsrv.client.api import Client
@@ -50,6 +43,7 @@ class WaitState(str, enum.Enum):
 DEFAULT_WAIT_S = 60.0
 
 
+@with_connection
 def status(
     model: ModelOpt,
     wait: Annotated[
@@ -63,10 +57,6 @@ def status(
     ] = None,
     version: VersionOpt = None,
     label: LabelOpt = None,
-    target: TargetOpt = None,
-    rest: RestOpt = None,
-    grpc: GrpcOpt = None,
-    protocol: ProtocolOpt = None,
     timeout: Annotated[
         str | None,
         typer.Option(
@@ -75,15 +65,12 @@ def status(
             rich_help_panel="Connection",
         ),
     ] = None,
-    tls: TlsOpt = False,
-    tls_ca: TlsCaOpt = None,
-    tls_cert: TlsCertOpt = None,
-    tls_key: TlsKeyOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
+    *,
+    conn: ConnectionArgs,
 ) -> None:
     """Show the state of each version of a served model, or wait for one (--wait AVAILABLE)."""
-    conn = ConnectionArgs(target, rest, grpc, protocol, tls, tls_ca, tls_cert, tls_key)
     run(_main(conn, (model, version, label), wait, timeout, json_, quiet))
 
 
