@@ -12,7 +12,11 @@ Sections:
             with bench/grpc_load.py (raw official stubs) and `mlsrv bench`; REST `hey` numbers beside them.
   batching  concurrency 32 on half_plus_two and the MLP example, batching off vs on, REST and gRPC.
   validate  `mlsrv bench` vs `hey` at concurrency 32 on half_plus_two over REST (same server, back to back).
-`hey` comes from Debian (`apt-get install hey`); the script installs it when missing and it can.
+  ceiling   gRPC half_plus_two with a C client (`h2load`, 32 streams on one connection), so the server is the
+            bottleneck: a canned `grpc.aio` servicer (the framework alone), mlsrv without and with batching,
+            and the server's CPU per request. Bounds what batching can gain on gRPC here.
+`hey` and `h2load` come from Debian (`apt-get install hey nghttp2-client`); the script installs them when
+missing and it can.
 """
 
 from __future__ import annotations
@@ -48,8 +52,8 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(name: str, base_path: Path, *extra: str) -> Iterator[tuple[int, int]]:
-    """A `mlsrv serve` subprocess on free loopback ports; yields (rest_port, grpc_port)."""
+def server(name: str, base_path: Path, *extra: str) -> Iterator[tuple[int, int, int]]:
+    """A `mlsrv serve` subprocess on free loopback ports; yields (rest_port, grpc_port, pid)."""
     rest, grpc_port = free_port(), free_port()
     command = [*MLSRV, "serve", "--host=127.0.0.1", f"--port={grpc_port}", f"--rest_api_port={rest}",
                f"--model_name={name}", f"--model_base_path={base_path}", *extra]
@@ -67,7 +71,7 @@ def server(name: str, base_path: Path, *extra: str) -> Iterator[tuple[int, int]]
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"server did not start; see {log.name}")
             time.sleep(0.3)
-        yield rest, grpc_port
+        yield rest, grpc_port, process.pid
     finally:
         process.terminate()
         try:
@@ -77,15 +81,19 @@ def server(name: str, base_path: Path, *extra: str) -> Iterator[tuple[int, int]]
         log.close()
 
 
-def ensure_hey() -> str:
-    found = shutil.which("hey")
+def ensure_tool(command: str, package: str) -> str:
+    found = shutil.which(command)
     if found:
         return found
-    subprocess.run(["apt-get", "install", "-y", "hey"], check=False, capture_output=True)
-    found = shutil.which("hey")
+    subprocess.run(["apt-get", "install", "-y", package], check=False, capture_output=True)
+    found = shutil.which(command)
     if not found:
-        sys.exit("hey is not installed and could not be installed (apt-get install hey)")
+        sys.exit(f"{command} is not installed and could not be installed (apt-get install {package})")
     return found
+
+
+def ensure_hey() -> str:
+    return ensure_tool("hey", "hey")
 
 
 def hey(url: str, body: bytes, concurrency: int, duration: float) -> dict[str, float]:
@@ -165,7 +173,7 @@ def section_rest(duration: float) -> list[str]:
     lines = ["### REST, half_plus_two, no batching (client: hey)", "",
              "| concurrency | requests/s | p50 ms | p99 ms | errors |", "|---|---|---|---|---|"]
     body = b'{"instances": [[1.0]]}'
-    with server("half_plus_two", EXAMPLES / "half_plus_two") as (rest, _):
+    with server("half_plus_two", EXAMPLES / "half_plus_two") as (rest, _, _):
         for c in (1, 32):
             r = hey(f"http://127.0.0.1:{rest}/v1/models/half_plus_two:predict", body, c, duration)
             lines.append(row(c, r["rps"], r["p50_ms"], r["p99_ms"], int(r["errors"])))
@@ -179,7 +187,7 @@ def section_grpc(duration: float, scratch: Path) -> list[str]:
     cases = [("half_plus_two", EXAMPLES / "half_plus_two", "x", "1,1", b'{"instances": [[1.0]]}'),
              ("image", image_model(scratch / "image"), "image", "1,224,224,3", image_body())]
     for name, path, input_name, shape, body in cases:
-        with server(name, path) as (rest, grpc_port):
+        with server(name, path) as (rest, grpc_port, _):
             target = f"127.0.0.1:{grpc_port}"
             for c in (1, 32):
                 r = grpc_load(target, name, input_name, shape, c, duration)
@@ -202,7 +210,7 @@ def section_batching(duration: float, scratch: Path) -> list[str]:
     for name, path, input_name, shape, body in cases:
         for batching in (False, True):
             flags = ["--enable_batching", f"--batching_parameters_file={params}"] if batching else []
-            with server(name, path, *flags) as (rest, grpc_port):
+            with server(name, path, *flags) as (rest, grpc_port, _):
                 r = grpc_load(f"127.0.0.1:{grpc_port}", name, input_name, shape, 32, duration)
                 lines.append(row(name, "gRPC (grpc_load.py)", "on" if batching else "off", r["rps"], r["p50_ms"],
                                  r["p99_ms"], r["errors"]))
@@ -216,7 +224,7 @@ def section_validate(duration: float) -> list[str]:
     lines = ["### `mlsrv bench` vs `hey`, REST, half_plus_two, concurrency 32", "",
              "| client | requests/s | p50 ms | p99 ms | errors |", "|---|---|---|---|---|"]
     body = b'{"instances": [[1.0]]}'
-    with server("half_plus_two", EXAMPLES / "half_plus_two") as (rest, _):
+    with server("half_plus_two", EXAMPLES / "half_plus_two") as (rest, _, _):
         url = f"http://127.0.0.1:{rest}/v1/models/half_plus_two:predict"
         first = hey(url, body, 32, duration)
         ours = mlsrv_bench(f"127.0.0.1:{rest}", "rest", "half_plus_two", 32, duration)
@@ -227,6 +235,111 @@ def section_validate(duration: float) -> list[str]:
     lines.append(row("hey (after)", second["rps"], second["p50_ms"], second["p99_ms"], int(second["errors"])))
     lines += ["", f"mlsrv bench / hey mean: requests/s {ours['rps'] / mean['rps']:.2f}, "
                   f"p50 {ours['p50_ms'] / mean['p50_ms']:.2f}; mlsrv bench client CPU {ours['client_cpu']:.0f}%"]
+    return lines
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def grpc_predict_body(model: str, input_name: str, value: float) -> bytes:
+    """One gRPC message on the wire: a 5-byte frame header and a serialized ``PredictRequest``."""
+    import numpy as np
+    from tensorflow_serving.apis import predict_pb2
+
+    from mlsrv.protocol import tensor_codec
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    tensor_codec.from_ndarray(np.array([[value]], np.float32), request.inputs[input_name], as_tensor_content=True)
+    data = request.SerializeToString()
+    return b"\x00" + len(data).to_bytes(4, "big") + data
+
+
+def h2load_grpc(port: int, body: Path, streams: int, duration: float) -> dict[str, float]:
+    """Unary Predict calls from h2load over one HTTP/2 connection, ``streams`` in flight.
+
+    h2load reads HTTP status only, not the ``grpc-status`` trailer: callers count gRPC errors on the
+    server (its request_count metric). Latencies come from h2load's per-request log.
+    """
+    import numpy as np
+
+    url = f"http://127.0.0.1:{port}/tensorflow.serving.PredictionService/Predict"
+    common = [ensure_tool("h2load", "nghttp2-client"), "-c", "1", "-m", str(streams), "-d", str(body),
+              "-H", "content-type: application/grpc", "-H", "te: trailers"]
+    log = body.with_suffix(".log")
+    log.unlink(missing_ok=True)  # h2load appends to an existing log
+    subprocess.run([*common, "-D", f"{duration:g}", f"--log-file={log}", url], capture_output=True, check=True,
+                   timeout=duration + 60)
+    rows = [line.split("\t") for line in log.read_text().splitlines() if line]
+    ok = [int(r[2]) for r in rows if r[1] == "200"]
+    micros = np.array(ok, dtype=np.float64)
+    return {"requests": len(rows), "http_errors": len(rows) - len(ok), "rps": len(ok) / duration,
+            "p50_ms": float(np.percentile(micros, 50)) / 1000, "p99_ms": float(np.percentile(micros, 99)) / 1000}
+
+
+def ok_predictions(rest_port: int, model: str) -> int:
+    """The server's count of successful requests for ``model`` (TF Serving's request_count metric)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{rest_port}/monitoring/prometheus/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    pattern = rf':tensorflow:serving:request_count{{model_name="{model}",status="OK"}} (\d+)'
+    match = re.search(pattern, text)
+    return int(match.group(1)) if match else 0
+
+
+def section_ceiling(duration: float, scratch: Path) -> list[str]:
+    monitoring = scratch / "monitoring.txt"
+    monitoring.write_text("prometheus_config { enable: true }\n")
+    params = scratch / "batching.txt"
+    params.write_text(BATCHING)
+    body = scratch / "predict.grpc"
+    body.write_bytes(grpc_predict_body("half_plus_two", "x", 1.0))
+    lines = ["### gRPC, server-bound: half_plus_two, 32 streams from h2load (a C client)", "",
+             "| server | requests/s | p50 ms | p99 ms | gRPC errors | server CPU per request |",
+             "|---|---|---|---|---|---|"]
+    port = free_port()
+    canned = subprocess.Popen([PYTHON, str(ROOT / "bench" / "grpc_canned_server.py"), "--port", str(port),
+                               "--seconds", str(duration * 2 + 60)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if canned.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("canned server did not start") from None
+                time.sleep(0.3)
+        h2load_grpc(port, body, 32, 1)  # warm-up, not measured
+        before = cpu_seconds(canned.pid)
+        r = h2load_grpc(port, body, 32, duration)
+        used = cpu_seconds(canned.pid) - before
+        lines.append(row("canned grpc.aio servicer (no decoding, no model)", r["rps"], r["p50_ms"], r["p99_ms"],
+                         "n/a", f"{1e6 * used / max(1, r['requests']):.0f} µs"))
+        ceiling = r["rps"]
+    finally:
+        canned.terminate()
+        canned.wait(30)
+    results = {}
+    for batching in (False, True):
+        flags = [f"--monitoring_config_file={monitoring}"]
+        if batching:
+            flags += ["--enable_batching", f"--batching_parameters_file={params}"]
+        with server("half_plus_two", EXAMPLES / "half_plus_two", *flags) as (rest, grpc_port, pid):
+            h2load_grpc(grpc_port, body, 32, 1)  # warm-up, not measured
+            before, ok_before = cpu_seconds(pid), ok_predictions(rest, "half_plus_two")
+            r = h2load_grpc(grpc_port, body, 32, duration)
+            used = cpu_seconds(pid) - before
+            errors = r["requests"] - (ok_predictions(rest, "half_plus_two") - ok_before) + r["http_errors"]
+            lines.append(row(f"mlsrv, batching {'on' if batching else 'off'}", r["rps"], r["p50_ms"], r["p99_ms"],
+                             max(0, int(errors)), f"{1e6 * used / max(1, r['requests']):.0f} µs"))
+            results[batching] = r["rps"]
+    lines += ["", f"batching on / off: {results[True] / results[False]:.2f}×; "
+                  f"canned framework / mlsrv without batching: {ceiling / results[False]:.2f}× "
+                  "(the most any batching could gain on this path)"]
     return lines
 
 
@@ -243,7 +356,8 @@ def main() -> None:
             lines = {"rest": lambda: section_rest(args.duration),
                      "grpc": lambda: section_grpc(args.duration, scratch),
                      "batching": lambda: section_batching(args.duration, scratch),
-                     "validate": lambda: section_validate(args.duration)}[name]()
+                     "validate": lambda: section_validate(args.duration),
+                     "ceiling": lambda: section_ceiling(args.duration, scratch)}[name]()
             print("\n".join(lines) + "\n", flush=True)
 
 

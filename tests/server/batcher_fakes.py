@@ -17,6 +17,7 @@ import numpy as np
 
 from mlsrv.batching_params import BatchingOptions
 from mlsrv.server.batcher import Batcher
+from mlsrv.server.inline_policy import InlinePolicy
 
 Tensors = dict[str, np.ndarray]
 
@@ -68,13 +69,20 @@ def opts(**kw: Any) -> BatchingOptions:
     return BatchingOptions(**kw)
 
 
-def scenario(body: Callable[[Batcher, FakeModel], Awaitable[None]], fail: Any = None, **kw: Any) -> None:
+def scenario(
+    body: Callable[[Batcher, FakeModel], Awaitable[None]],
+    fail: Any = None,
+    inline_policy: InlinePolicy | None = None,
+    **kw: Any,
+) -> None:
     """Run ``body`` with a started Batcher over a FakeModel on a 1-thread executor."""
 
     async def main() -> None:
         model = FakeModel(fail)
         with ThreadPoolExecutor(1) as executor:
-            batcher = Batcher(model, executor, opts(**kw), name="m/1/serving_default")
+            batcher = Batcher(
+                model, executor, opts(**kw), name="m/1/serving_default", inline_policy=inline_policy
+            )
             await batcher.start()
             try:
                 await asyncio.wait_for(body(batcher, model), 10)

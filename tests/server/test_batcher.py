@@ -13,6 +13,7 @@ import pytest
 from mlsrv.errors import DeadlineExceeded, InternalError, InvalidArgument, Overloaded
 from mlsrv.server.batch_queue import QUEUE_FULL, QUEUE_TIMEOUT
 from mlsrv.server.batcher import Batcher
+from mlsrv.server.inline_policy import WARMUP_CALLS, InlinePolicy
 from tests.server.batcher_fakes import FakeModel, blocked_first, opts, scenario, settle, spawn, x
 
 
@@ -256,3 +257,32 @@ def test_full_queue_message_with_splitting_reports_capacity() -> None:
 
     scenario(body, max_batch_size=4, max_enqueued_batches=2, enable_large_batch_splitting=True,
              max_execution_batch_size=2)  # fmt: skip
+
+
+def test_tiny_batches_move_onto_the_loop_after_warmup_and_errors_still_reach_callers() -> None:
+    def fail(inputs: Mapping[str, np.ndarray]) -> Exception | None:
+        return InvalidArgument("bad row") if float(inputs["x"][0, 0]) == 99.0 else None
+
+    async def body(b: Batcher, model: FakeModel) -> None:
+        loop_thread = threading.get_ident()
+        for i in range(WARMUP_CALLS):
+            assert (await b.submit(x(float(i))))["y"][0, 0] == i * 0.5 + 2
+        assert loop_thread not in model.threads  # measured on the executor first
+        outs = await asyncio.gather(*spawn(b, x(1.0), x(2.0, rows=2)))
+        assert loop_thread in model.threads
+        assert [o["y"][:, 0].tolist() for o in outs] == [[2.5], [3.0, 3.0]]
+        with pytest.raises(InvalidArgument, match="bad row"):
+            await b.submit(x(99.0))
+        assert (await b.submit(x(4.0)))["y"][0, 0] == 4.0
+
+    scenario(body, fail=fail, inline_policy=InlinePolicy(threshold_s=10.0))
+
+
+def test_batches_slower_than_the_threshold_stay_on_the_executor() -> None:
+    async def body(b: Batcher, model: FakeModel) -> None:
+        for i in range(WARMUP_CALLS + 8):
+            await b.submit(x(float(i)))
+        assert threading.get_ident() not in model.threads
+        assert len(model.batches) == WARMUP_CALLS + 8
+
+    scenario(body, inline_policy=InlinePolicy(threshold_s=1e-12))

@@ -18,6 +18,7 @@ from mlsrv.protocol.types import State
 from mlsrv.server.batch_tensors import Tensors
 from mlsrv.server.batcher import BatchCallback, Batcher, BatcherStats
 from mlsrv.server.ids import ServableId
+from mlsrv.server.inline_policy import InlinePolicy
 from mlsrv.server.monitor import StateEvent
 from mlsrv.server.servable import Servable
 
@@ -59,7 +60,14 @@ class BatchingPool:
             return servable.run(signature, inputs)
 
         on_batch = self._on_batch_for(options) if self._on_batch_for is not None else None
-        batcher = Batcher(run, self._executor, options, name=f"{servable_id}/{signature}", on_batch=on_batch)
+        batcher = Batcher(
+            run,
+            self._executor,
+            options,
+            name=f"{servable_id}/{signature}",
+            on_batch=on_batch,
+            inline_policy=InlinePolicy(),
+        )
         self._batchers[key] = batcher
         await batcher.start()
         return batcher
