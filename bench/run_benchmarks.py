@@ -280,10 +280,21 @@ def h2load_grpc(port: int, body: Path, streams: int, duration: float) -> dict[st
             "p50_ms": float(np.percentile(micros, 50)) / 1000, "p99_ms": float(np.percentile(micros, 99)) / 1000}
 
 
+def metrics_page(rest_port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{rest_port}/monitoring/prometheus/metrics", timeout=10) as reply:
+        return str(reply.read().decode())
+
+
+def mean_batch_rows(rest_port: int) -> float:
+    """Mean executed batch size, from TF's padding_size histogram (one count per batch, by batch size)."""
+    counts = re.findall(r'padding_size_count\{execution_batch_size="(\d+)"\} (\d+)', metrics_page(rest_port))
+    batches = sum(int(n) for _, n in counts)
+    return sum(int(size) * int(n) for size, n in counts) / batches if batches else float("nan")
+
+
 def ok_predictions(rest_port: int, model: str) -> int:
     """The server's count of successful requests for ``model`` (TF Serving's request_count metric)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{rest_port}/monitoring/prometheus/metrics", timeout=10) as reply:
-        text = reply.read().decode()
+    text = metrics_page(rest_port)
     pattern = rf':tensorflow:serving:request_count{{model_name="{model}",status="OK"}} (\d+)'
     match = re.search(pattern, text)
     return int(match.group(1)) if match else 0
@@ -324,6 +335,7 @@ def section_ceiling(duration: float, scratch: Path) -> list[str]:
         canned.terminate()
         canned.wait(30)
     results = {}
+    batch_rows = float("nan")
     for batching in (False, True):
         flags = [f"--monitoring_config_file={monitoring}"]
         if batching:
@@ -337,9 +349,11 @@ def section_ceiling(duration: float, scratch: Path) -> list[str]:
             lines.append(row(f"mlsrv, batching {'on' if batching else 'off'}", r["rps"], r["p50_ms"], r["p99_ms"],
                              max(0, int(errors)), f"{1e6 * used / max(1, r['requests']):.0f} µs"))
             results[batching] = r["rps"]
+            if batching:
+                batch_rows = mean_batch_rows(rest)
     lines += ["", f"batching on / off: {results[True] / results[False]:.2f}×; "
                   f"canned framework / mlsrv without batching: {ceiling / results[False]:.2f}× "
-                  "(the most any batching could gain on this path)"]
+                  f"(the most any batching could gain on this path); mean batch size {batch_rows:.1f} rows"]
     return lines
 
 
