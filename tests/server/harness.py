@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from mlsrv import flags
 from mlsrv.config_loader import load_config
@@ -25,10 +26,15 @@ class Running:
     session: aiohttp.ClientSession
 
     async def request(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
-                      headers: dict[str, str] | None = None) -> tuple[int, Any, aiohttp.ClientResponse]:
-        """Send one request; returns (status, parsed JSON or text or None, response)."""
+                      headers: dict[str, str] | None = None,
+                      encoded: bool = False) -> tuple[int, Any, aiohttp.ClientResponse]:
+        """Send one request; returns (status, parsed JSON or text or None, response).
+
+        ``encoded=True`` sends ``path`` byte for byte (its percent-escapes untouched).
+        """
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        async with self.session.request(method, self.rest_url + path, data=data, headers=headers) as response:
+        url = URL(self.rest_url + path, encoded=True) if encoded else self.rest_url + path
+        async with self.session.request(method, url, data=data, headers=headers) as response:
             payload = await response.read()
             parsed: Any = None
             if payload:

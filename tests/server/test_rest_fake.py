@@ -112,3 +112,62 @@ def test_gzip_body_cors_and_plain_404(tmp_path: Path) -> None:
         assert status == 404 and "Not Found" in text
 
     serve(tmp_path, scenario, rest_api_enable_cors_support=True)
+
+
+def test_content_encoding_is_handled_as_tf_serving_does(tmp_path: Path) -> None:
+    """Only a header containing "gzip" gunzips; a body that does not gunzip is empty; others stay raw."""
+    body = json.dumps({"instances": [[1.0]]}).encode()
+    ok = (200, {"predictions": [[2.5]]})
+    empty = (400, {"error": "JSON Parse error: The document is empty"})
+
+    async def scenario(s: Running) -> None:
+        def post(raw: bytes, encoding: str) -> object:
+            return s.post("/v1/models/m:predict", raw=raw, headers={"Content-Encoding": encoding})
+
+        assert await post(gzip.compress(body), "x-gzip") == ok
+        assert await post(b"notgzip", "gzip") == empty
+        assert await post(gzip.compress(body)[:-8], "gzip") == empty  # truncated stream
+        assert await post(body, "br") == ok  # not gzip: the body is taken as it is
+        status, error = await post(gzip.compress(body), "GZIP")  # case-sensitive, as TF
+        assert status == 400 and error["error"].startswith("JSON Parse error: Invalid value")
+        assert await s.post("/v1/models/m:predict", {"instances": [[3.0]]}) == (200, {"predictions": [[3.5]]})
+
+    serve(tmp_path, scenario)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "code", "message"),
+    [
+        ("GET", "/v1/models/modelname%21%23%24%25%26%27%28%29%2A%2B%2C%2F%3A%3B%3D%3F%40%5B%5D", 404,
+         "Could not find any versions of model modelname!#$%&'()*+,/:;=?@[]"),
+        ("GET", "/v1/models/foo%2Fbar", 404, "Could not find any versions of model foo/bar"),
+        ("GET", "/v1/models/m%2Fmetadata", 404, "Could not find any versions of model m/metadata"),
+        ("GET", "/v1/models/%2541", 404, "Could not find any versions of model %41"),
+        ("POST", "/v1/models/m%3Apredict", 400, "Malformed request: POST /v1/models/m%3Apredict"),
+        ("GET", "/v1/foo%20bar", 400, "Malformed request: GET /v1/foo%20bar"),
+    ],
+)
+def test_paths_are_matched_encoded_and_names_decoded_once(
+    tmp_path: Path, method: str, path: str, code: int, message: str
+) -> None:
+    async def scenario(s: Running) -> None:
+        status, body, _ = await s.request(method, path, {"instances": [1.0]} if method == "POST" else None,
+                                          encoded=True)
+        assert (status, body) == (code, {"error": message})
+
+    serve(tmp_path, scenario)
+
+
+def test_long_messages_are_whole_over_rest_and_outside_v1_is_libevents_page(tmp_path: Path) -> None:
+    async def scenario(s: Running) -> None:
+        name = "a" * 1100
+        status, body = await s.post(f"/v1/models/{name}:predict", {"instances": [1.0]})
+        assert (status, body) == (404, {"error": f"Servable not found for request: Latest({name})"})
+        status, text, response = await s.request("GET", "/nothing")
+        assert status == 404
+        assert text == "<HTML><HEAD>\n<TITLE>404 Not Found</TITLE>\n</HEAD><BODY>\n<H1>Not Found</H1>\n</BODY></HTML>\n"
+        assert response.headers["Content-Type"] == "text/html"
+        _, _, response = await s.request("GET", "/v1/models/m")
+        assert "Server" not in response.headers
+
+    serve(tmp_path, scenario)

@@ -167,7 +167,9 @@ class Server:
             extra_routes=extra,
             metrics=self.metrics,
         )
-        self._runner = web.AppRunner(frontend.application(), handle_signals=False, access_log=None)
+        self._runner = web.AppRunner(
+            frontend.application(), handle_signals=False, access_log=None, auto_decompress=False
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, rest.host, rest.port, reuse_address=True)
         try:

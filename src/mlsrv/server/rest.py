@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import time
+import zlib
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -32,12 +33,14 @@ _CORS_HEADERS: Final = {
     "Access-Control-Allow-Methods": "POST, GET",
     "Access-Control-Allow-Headers": "Content-Type",
 }
+#: libevent's ``evhttp_send_error(req, 404, NULL)`` page, which TF Serving sends outside ``/v1``.
 _NOT_FOUND_PAGE: Final = (
-    "<html><head><title>404 Not Found</title></head><body><h1>Not Found</h1>"
-    "<p>The requested URL {path} was not found on this server.</p></body></html>\n"
+    b"<HTML><HEAD>\n<TITLE>404 Not Found</TITLE>\n</HEAD><BODY>\n<H1>Not Found</H1>\n</BODY></HTML>\n"
 )
 #: TF Serving has no request size cap; image requests are megabytes. Bound it anyway.
 MAX_BODY_BYTES: Final = 1 << 31
+#: TF Serving's cap on a gunzipped request body.
+MAX_GUNZIPPED_BYTES: Final = 100 << 20
 #: ``request_latency``'s API label: TF's URL method, empty for status and metadata.
 _API_LABEL: Final = {routes.Verb.PREDICT: "predict", routes.Verb.CLASSIFY: "classify", routes.Verb.REGRESS: "regress"}
 
@@ -65,8 +68,10 @@ class RestFrontend:
         self._metrics = metrics
 
     def application(self) -> web.Application:
+        """The app; serve it with ``auto_decompress=False`` (see :func:`request_body`)."""
         app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._errors])
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        app.on_response_prepare.append(_drop_server_header)
         return app
 
     @web.middleware
@@ -74,7 +79,8 @@ class RestFrontend:
         try:
             response = await handler(request)
         except MlsrvError as error:
-            body = b"" if error.empty_body else json_codec.encode_error(error.wire_message())
+            # REST carries the whole message: TF cuts messages at 1024 characters only for gRPC
+            body = b"" if error.empty_body else json_codec.encode_error(error.message)
             response = web.Response(body=body, status=error.http_status, content_type=JSON)
         except web.HTTPException:
             raise
@@ -86,7 +92,7 @@ class RestFrontend:
         return response
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
-        path = request.path
+        path = raw_path(request)
         extra = self._extra.get(path)
         if extra is not None:
             return await extra(request)
@@ -95,7 +101,7 @@ class RestFrontend:
             ok = origin.startswith(("http://", "https://"))
             return web.Response(status=200 if ok else 400, content_type=JSON)
         if not routes.is_api_path(path):
-            return web.Response(text=_NOT_FOUND_PAGE.format(path=path), status=404, content_type="text/html")
+            return web.Response(body=_NOT_FOUND_PAGE, status=404, headers={"Content-Type": "text/html"})
         if self._metrics is None:
             return await self._api(request, routes.parse(request.method, path))
         return await self._counted(request, self._metrics)
@@ -105,7 +111,7 @@ class RestFrontend:
         started = time.perf_counter_ns()
         name = api = ""
         try:
-            route = routes.parse(request.method, request.path)
+            route = routes.parse(request.method, raw_path(request))
             name, api = route.spec.name, _API_LABEL.get(route.verb, "")
             response = await self._api(request, route)
         except MlsrvError as error:
@@ -130,7 +136,7 @@ class RestFrontend:
             return self._json(json_codec.encode_status(self._dataplane.status(route.spec)))
         if route.verb is routes.Verb.METADATA:
             return self._json(json_codec.encode_metadata(self._dataplane.metadata(route.spec)))
-        body = await request.read()
+        body = request_body(await request.read(), request.headers.get("Content-Encoding", ""))
         deadline = asyncio.get_running_loop().time() + self._timeout_s if self._timeout_s > 0 else None
         if route.verb is routes.Verb.PREDICT:
             return self._json(await self._predict(route.spec, body, deadline))
@@ -174,6 +180,39 @@ class RestFrontend:
     @staticmethod
     def _json(body: bytes) -> web.Response:
         return web.Response(body=body, content_type=JSON)
+
+
+def raw_path(request: web.Request) -> str:
+    """The path as sent, still percent-encoded, without the query (which TF Serving ignores).
+
+    TF matches its URL regexes on the encoded path and decodes only the captured model name and
+    label, so ``%2F`` or ``%3A`` inside a name never split the path.
+    """
+    return request.raw_path.partition("?")[0]
+
+
+def request_body(raw: bytes, content_encoding: str) -> bytes:
+    """The body as TF Serving's ``EvHTTPRequest`` hands it over.
+
+    It gunzips only when ``Content-Encoding`` contains ``gzip`` (case-sensitive) and takes any other
+    encoding as raw bytes. A body that fails to gunzip, or grows past 100 MiB, becomes empty, so the
+    JSON parser reports ``The document is empty``.
+    """
+    if "gzip" not in content_encoding:
+        return raw
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        body = inflater.decompress(raw, MAX_GUNZIPPED_BYTES + 1)
+    except zlib.error:
+        return b""
+    if len(body) > MAX_GUNZIPPED_BYTES or not inflater.eof:
+        return b""
+    return body
+
+
+async def _drop_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    """libevent sends no ``Server`` header; aiohttp's would name our Python and aiohttp versions."""
+    response.headers.pop("Server", None)
 
 
 def prometheus_handler(metrics: Metrics) -> Handler:
