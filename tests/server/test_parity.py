@@ -262,3 +262,17 @@ def test_classify_regress_parity(server: BackgroundServer, model: str, signature
     (result,) = rpc(server, "MultiInference", request).results
     inner = result.classification_result if method == CLASSIFY else result.regression_result
     assert results_of(inner, method) == reference
+
+
+def test_signature_shape_errors_follow_tf_order(server: BackgroundServer) -> None:
+    """Output counts are checked before the ``inputs`` key, with TF's messages, on both protocols."""
+    body = {"signature_name": "classify", "examples": [{"x": [0.1, 0.2, 0.3, 0.4]}]}
+    assert server.rest("POST", "/v1/models/mlp_classifier:regress", body)[:2] == (
+        400, {"error": "Expected one output Tensor."})
+    request = regression_pb2.RegressionRequest()
+    request.model_spec.name, request.model_spec.signature_name = "mlp_classifier", "classify"
+    request.input.example_list.examples.add().ParseFromString(example([0.1, 0.2, 0.3, 0.4]))
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        rpc(server, "Regress", request)
+    assert (raised.value.code(), raised.value.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "Expected one output Tensor.")

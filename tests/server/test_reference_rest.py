@@ -320,6 +320,21 @@ def test_several_inputs_and_output_dtypes(server: BackgroundServer) -> None:
 
 P = f"/v1/models/{M}:predict"
 C = f"/v1/models/{M}:classify"
+
+#: The SignatureDefs as C++ DebugString() prints them (TF quotes them in classify/regress errors).
+_SHAPE_N_1 = ("    tensor_shape {\n      dim {\n        size: -1\n      }\n"
+              "      dim {\n        size: 1\n      }\n    }\n")
+SERVING_DEFAULT = (
+    'inputs {\n  key: "x"\n  value {\n    name: "x:0"\n    dtype: DT_FLOAT\n' + _SHAPE_N_1 + "  }\n}\n"
+    'outputs {\n  key: "y"\n  value {\n    name: "y:0"\n    dtype: DT_FLOAT\n' + _SHAPE_N_1 + "  }\n}\n"
+    'method_name: "tensorflow/serving/predict"\n'
+)
+REGRESS_X_TO_Y = (
+    'inputs {\n  key: "inputs"\n  value {\n    name: "tf_example:0"\n    dtype: DT_STRING\n'
+    "    tensor_shape {\n      unknown_rank: true\n    }\n  }\n}\n"
+    'outputs {\n  key: "outputs"\n  value {\n    name: "y:0"\n    dtype: DT_FLOAT\n' + _SHAPE_N_1 + "  }\n}\n"
+    'method_name: "tensorflow/serving/regress"\n'
+)
 FLOAT_ELEMENT_0 = ("Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: "
                    'JSON Value: "x" Type: String is not of expected type: float')
 
@@ -422,11 +437,12 @@ ERRORS: list[tuple[str, str, Any, int, str]] = [
      "expected and was not found"),
     ("POST", C, {"signature_name": "nope", "examples": [{"x": 1.0}]}, 400,
      "No signature was found with the name: nope"),
-    ("POST", C, {"examples": [{"x": 1.0}]}, 400, "~No classification inputs found in SignatureDef: "),
+    ("POST", C, {"examples": [{"x": 1.0}]}, 400, "No classification inputs found in SignatureDef: " + SERVING_DEFAULT),
     ("POST", f"/v1/models/{M}:regress", {"examples": [{"x": 1.0}]}, 400,
-     "~No regression inputs found in SignatureDef: "),
+     "No regression inputs found in SignatureDef: " + SERVING_DEFAULT),
     ("POST", C, {"signature_name": "regress_x_to_y", "examples": [{"x": 1.0}]}, 400,
-     '~Expected classification signature outputs to contain at least one of "classes" or "scores".'),
+     'Expected classification signature outputs to contain at least one of "classes" or "scores". '
+     "Signature was: " + REGRESS_X_TO_Y),
     # A regress signature whose "inputs" is DT_FLOAT: TF's Session::Run rejects the serialized Examples.
     ("POST", f"/v1/models/{M}:regress", {"signature_name": "regress_x2_to_y3", "examples": [{"x2": 1.0}]}, 400,
      "Expects arg[0] to be float but string is provided"),

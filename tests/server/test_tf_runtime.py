@@ -309,3 +309,24 @@ def test_configure_is_idempotent_and_never_fails_after_start(caplog: pytest.LogC
     assert threading.get_intra_op_parallelism_threads() == current[0]
     with pytest.raises(UsageError, match="gpu_memory_fraction"):
         tf_runtime.configure(*current, gpu_memory_fraction=1.5)
+
+
+def test_signature_text_is_protobufs_text_format_of_every_signature(reference_dir: Path) -> None:
+    """classify/regress errors quote ``SignatureDef::DebugString()``: our rendering must equal protobuf's."""
+    from google.protobuf import text_format
+    from tensorflow.python.saved_model import loader_impl
+
+    from mlsrv.server.signature_checks import signature_text
+
+    examples = Path(__file__).resolve().parents[2] / "examples" / "models"
+    roots = [reference_dir / HALF_PLUS_TWO_TF1, *(v for m in examples.iterdir() for v in m.iterdir() if v.is_dir())]
+    compared = 0
+    for root in roots:
+        for meta_graph in loader_impl.parse_saved_model(str(root)).meta_graphs:
+            for key, definition in meta_graph.signature_def.items():
+                if definition.defaults:  # not rendered (never on classify/regress signatures)
+                    continue
+                expected = text_format.MessageToString(definition)
+                assert signature_text(tf_runtime.signature_info(definition)) == expected, (root, key)
+                compared += 1
+    assert compared >= 8

@@ -174,11 +174,6 @@ class DataPlane:
     ) -> tuple[str, SignatureInfo]:
         """TF's ``PreProcessClassification`` checks."""
         name, signature = self._examples_signature(signatures, request)
-        if self._method_name_check and signature.method_name != CLASSIFY_METHOD:
-            raise InvalidArgument(
-                "Expected classification signature method_name to be tensorflow/serving/classify. "
-                f"Was: {signature.method_name}"
-            )
         if "classes" not in signature.outputs and "scores" not in signature.outputs:
             raise InvalidArgument(
                 'Expected classification signature outputs to contain at least one of "classes" or '
@@ -206,26 +201,33 @@ class DataPlane:
     ) -> tuple[str, SignatureInfo]:
         """TF's ``PreProcessRegression`` checks."""
         name, signature = self._examples_signature(signatures, request)
-        if self._method_name_check and signature.method_name != REGRESS_METHOD:
-            raise InvalidArgument(
-                "Expected regression signature method_name to be tensorflow/serving/regress. "
-                f"Was: {signature.method_name}"
-            )
-        if "outputs" not in signature.outputs or len(signature.outputs) != 1:
+        if "outputs" not in signature.outputs:
             raise InvalidArgument(f"No regression outputs found in SignatureDef: {signature_text(signature)}")
         return name, signature
 
     def _examples_signature(
         self, signatures: Mapping[str, SignatureInfo], request: ExamplesRequest
     ) -> tuple[str, SignatureInfo]:
+        """The checks ``PreProcessClassification`` and ``PreProcessRegression`` share, in TF's order."""
         name = request.spec.signature_or_default
         signature = signatures.get(name)
         if signature is None:
             raise InvalidArgument(f"No signature was found with the name: {name}")
+        classify = request.method is InferenceMethod.CLASSIFY
+        kind = "classification" if classify else "regression"
+        method = CLASSIFY_METHOD if classify else REGRESS_METHOD
+        if self._method_name_check and signature.method_name != method:
+            raise InvalidArgument(
+                f"Expected {kind} signature method_name to be {method}. Was: {signature.method_name}"
+            )
         if len(signature.inputs) != 1:
             raise InvalidArgument("Expected one input Tensor.")
+        outputs = len(signature.outputs)
+        if classify and outputs not in (1, 2):
+            raise InvalidArgument(f"Expected one or two output Tensors, found {outputs}")
+        if not classify and outputs != 1:
+            raise InvalidArgument("Expected one output Tensor.")
         if "inputs" not in signature.inputs:
-            kind = "classification" if request.method is InferenceMethod.CLASSIFY else "regression"
             raise InvalidArgument(f"No {kind} inputs found in SignatureDef: {signature_text(signature)}")
         return name, signature
 

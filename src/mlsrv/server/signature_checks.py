@@ -75,6 +75,50 @@ def batch_output(outputs: Mapping[str, np.ndarray], key: str, examples: int, wha
 
 
 def signature_text(signature: SignatureInfo) -> str:
-    inputs = ", ".join(f"{k}: {v.name}" for k, v in signature.inputs.items())
-    outputs = ", ".join(f"{k}: {v.name}" for k, v in signature.outputs.items())
-    return f"inputs {{{inputs}}} outputs {{{outputs}}} method_name: {signature.method_name}"
+    """The SignatureDef as C++ ``DebugString()`` prints it, which TF quotes in classify/regress errors.
+
+    Protobuf text format: fields in number order, map entries sorted by key, two-space indent, and
+    proto3 defaults (empty name, ``DT_INVALID``, a dim of size 0) left out. ``defaults`` and sparse
+    or composite tensor encodings are not rendered.
+    """
+    lines: list[str] = []
+    for field, tensors in (("inputs", signature.inputs), ("outputs", signature.outputs)):
+        for key in sorted(tensors):
+            info = tensors[key]
+            lines += [f"{field} {{", f"  key: {_quoted(key)}", "  value {"]
+            if info.name:
+                lines.append(f"    name: {_quoted(info.name)}")
+            if info.dtype != "DT_INVALID":
+                lines.append(f"    dtype: {info.dtype}")
+            if info.has_shape:
+                lines.append("    tensor_shape {")
+                if info.shape is None:
+                    lines.append("      unknown_rank: true")
+                else:
+                    for size in info.shape:
+                        lines += ["      dim {", *([f"        size: {size}"] if size else []), "      }"]
+                lines.append("    }")
+            lines += ["  }", "}"]
+    if signature.method_name:
+        lines.append(f"method_name: {_quoted(signature.method_name)}")
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def _quoted(text: str) -> str:
+    """A text-format string literal (C-style escapes, as protobuf's ``CEscape``)."""
+    escaped = []
+    for byte in text.encode("utf-8"):
+        char = chr(byte)
+        if char in "\"'\\":
+            escaped.append("\\" + char)
+        elif char == "\n":
+            escaped.append("\\n")
+        elif char == "\r":
+            escaped.append("\\r")
+        elif char == "\t":
+            escaped.append("\\t")
+        elif 0x20 <= byte < 0x7F:
+            escaped.append(char)
+        else:
+            escaped.append(f"\\{byte:03o}")
+    return '"' + "".join(escaped) + '"'
