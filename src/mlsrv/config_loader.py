@@ -126,16 +126,20 @@ def _models(
     raise ConfigError("Both server_options.model_base_path and server_options.model_config_file are empty!")
 
 
-def parse_model_config_file(path: str) -> tuple[ModelConfig, ...]:
-    """Read a text-format ``ModelServerConfig`` file (TF-free protos) into validated model configs."""
+def parse_model_config_file(path: str, *, check_platforms: bool = True) -> tuple[ModelConfig, ...]:
+    """Read a text-format ``ModelServerConfig`` file (TF-free protos) into validated model configs.
+
+    ``check_platforms=False`` leaves the platform checks to a reload, which must first compare
+    platforms with the running config (TF's order: see :meth:`Server.reload_models`).
+    """
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"Failed to read ModelServerConfig file {path}: {error}") from None
-    return parse_model_config_text(text, source=path)
+    return parse_model_config_text(text, source=path, check_platforms=check_platforms)
 
 
-def parse_model_config_text(text: str, *, source: str) -> tuple[ModelConfig, ...]:
+def parse_model_config_text(text: str, *, source: str, check_platforms: bool = True) -> tuple[ModelConfig, ...]:
     """Parse and validate ModelServerConfig text, with TF Serving's messages."""
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
@@ -147,13 +151,13 @@ def parse_model_config_text(text: str, *, source: str) -> tuple[ModelConfig, ...
         raise ConfigError(f"{source}: Error parsing text-format {_PROTO_TYPE}: {error}") from None
     if message.WhichOneof("config") == "custom_model_config":
         raise ConfigError(f"{source}: ModelServer does not yet support custom model config.")
-    return models_from_proto(message)
+    return models_from_proto(message, check_platforms=check_platforms)
 
 
-def models_from_proto(message: Any) -> tuple[ModelConfig, ...]:
+def models_from_proto(message: Any, *, check_platforms: bool = True) -> tuple[ModelConfig, ...]:
     """Validated model configs from a ``ModelServerConfig`` message (file or HandleReloadConfigRequest)."""
     models = tuple(_model_from_proto(proto) for proto in message.model_config_list.config)
-    validate_models(models)
+    validate_models(models, check_platforms=check_platforms)
     return models
 
 
@@ -188,19 +192,39 @@ def _model_from_proto(proto: Any) -> ModelConfig:
     )
 
 
-def validate_models(models: tuple[ModelConfig, ...]) -> None:
-    """TF Serving's ModelConfigList checks: unique names, absolute paths, known platform."""
+def validate_models(models: tuple[ModelConfig, ...], *, check_platforms: bool = True) -> None:
+    """TF Serving's ModelConfigList checks, each over the whole list in TF's order: unique names,
+    absolute paths (``ValidateModelConfigList``), then known platforms (when creating routes)."""
     seen: set[str] = set()
     for model in models:
         if model.name in seen:
             raise ConfigError(f"Illegal to list model {model.name} multiple times in config list")
         seen.add(model.name)
+    for model in models:
         if not (os.path.isabs(model.base_path) or "://" in model.base_path):
             raise ConfigError(
                 f"Expected model {model.name} to have an absolute path or URI; got base_path()={model.base_path}"
             )
+    if check_platforms:
+        check_platforms_supported(models)
+
+
+def check_platforms_supported(models: tuple[ModelConfig, ...]) -> None:
+    for model in models:
         if model.platform != "tensorflow":
             raise ConfigError(f"Model {model.name} requests unsupported platform {model.platform}")
+
+
+def check_no_platform_changes(previous: tuple[ModelConfig, ...], models: tuple[ModelConfig, ...]) -> None:
+    """TF's ``ValidateNoModelsChangePlatforms`` across a reload."""
+    before = {model.name: model.platform for model in previous}
+    for model in models:
+        old = before.get(model.name)
+        if old is not None and old != model.platform:
+            raise ConfigError(
+                f"Illegal to change a model's platform. For model {model.name} platform was {old} and new "
+                f"platform requested is {model.platform}"
+            )
 
 
 def _toml_models(entries: Any, path: str) -> tuple[ModelConfig, ...]:

@@ -200,3 +200,83 @@ def test_reload_config_swaps_models(tmp_path: Path) -> None:
                            "Only ModelConfigList is currently supported")
 
     serve(tmp_path, scenario)
+
+
+def _reload_request(*models: tuple[str, Path, str]) -> Any:
+    """A ReloadConfigRequest; each model is (name, base_path, extra text-proto for its ModelConfig)."""
+    from google.protobuf import text_format
+    from tensorflow_serving.apis import model_management_pb2
+
+    request = model_management_pb2.ReloadConfigRequest()
+    entries = ""
+    for name, path, extra in models:
+        platform = "" if "model_platform" in extra else 'model_platform: "tensorflow"'
+        entries += f'config {{ name: "{name}" base_path: "{path}" {platform} {extra} }} '
+    text_format.Parse(f"config {{ model_config_list {{ {entries} }} }}", request)
+    return request
+
+
+def _versions(root: Path, *versions: int) -> Path:
+    for version in versions:
+        (root / str(version)).mkdir(parents=True, exist_ok=True)
+        (root / str(version) / "saved_model.pb").write_bytes(b"")
+    return root
+
+
+def test_reload_rebuilds_labels_first_and_waits_only_for_new_models(tmp_path: Path) -> None:
+    """TF's ReloadConfig: labels checked (against AVAILABLE) before loading, removed models lose theirs,
+    an unchanged model whose versions never appear does not block the call."""
+    m = tmp_path / "m"
+    two = _versions(tmp_path / "two", 1, 2)
+
+    async def scenario(s: Running, stubs: Any) -> None:
+        predict, model, _ = stubs
+        labelled = 'model_version_policy { all {} } version_labels { key: "stable" value: 1 }'
+        await expect_error(model.HandleReloadConfigRequest(_reload_request(("m", m, ""), ("two", two, labelled))),
+                           grpc.StatusCode.FAILED_PRECONDITION,
+                           "Request to assign label to version 1 of model two, which is not currently available "
+                           "for inference")
+        await expect_error(predict.Predict(predict_request("two")), grpc.StatusCode.NOT_FOUND, "Servable not found")
+        unlabelled = "model_version_policy { all {} }"
+        await model.HandleReloadConfigRequest(_reload_request(("m", m, ""), ("two", two, unlabelled)))
+        await model.HandleReloadConfigRequest(_reload_request(("m", m, ""), ("two", two, labelled)))
+        assert (await predict.Predict(predict_request("two", label="stable"))).model_spec.version.value == 1
+        # m now asks for a version that does not exist: TF waits only for new models, so this returns
+        await asyncio.wait_for(model.HandleReloadConfigRequest(
+            _reload_request(("m", m, "model_version_policy { specific { versions: 99 } }"))), 10)
+        await expect_error(predict.Predict(predict_request("two", label="stable")), grpc.StatusCode.INVALID_ARGUMENT,
+                           "Unrecognized servable version label: stable")
+
+    serve(tmp_path, scenario)
+
+
+def test_reload_validation_order_empty_config_and_metric_names(tmp_path: Path) -> None:
+    from tensorflow_serving.apis import model_management_pb2
+
+    m = tmp_path / "m"
+
+    async def scenario(s: Running, stubs: Any) -> None:
+        _, model, _ = stubs
+        cases = [
+            ([("a", Path("rel"), ""), ("a", m, "")], "Illegal to list model a multiple times in config list"),
+            ([("a", m, 'model_platform: "foo"'), ("b", Path("rel"), "")],
+             "Expected model b to have an absolute path or URI; got base_path()=rel"),
+            ([("m", m, 'model_platform: "foo"')],
+             "Illegal to change a model's platform. For model m platform was tensorflow and new platform "
+             "requested is foo"),
+            ([("n", m, 'model_platform: "foo"')], "Model n requests unsupported platform foo"),
+        ]
+        for models, message in cases:
+            request = _reload_request(*models)
+            await expect_error(model.HandleReloadConfigRequest(request), grpc.StatusCode.INVALID_ARGUMENT, message)
+        await expect_error(model.HandleReloadConfigRequest(model_management_pb2.ReloadConfigRequest()),
+                           grpc.StatusCode.INVALID_ARGUMENT,
+                           "ServerModelConfig type not supported by HandleReloadConfigRequest. "
+                           "Only ModelConfigList is currently supported")
+        request = _reload_request(("m", m, ""))
+        request.metric_names.extend([":no:such:metric", "/tensorflow/serving/request_count"])
+        response = await model.HandleReloadConfigRequest(request)
+        assert [(x.name, x.int64_value_increase) for x in response.metric] == [
+            (":no:such:metric", 0), ("/tensorflow/serving/request_count", 0)]
+
+    serve(tmp_path, scenario)

@@ -112,15 +112,26 @@ def test_config_file_polling_adds_and_removes_models_and_labels(tmp_path: Path) 
         async with running_server(loader_factory=offset_per_version(), model_config_file=str(config),
                                   model_config_file_poll_wait_seconds=0.2) as s:
             assert await served_version(s, "a") == 1
-            write_config(config, {"b": (b, 'model_version_policy { all {} } '
-                                           'version_labels { key: "stable" value: 5 }')})
+            labelled = 'model_version_policy { all {} } version_labels { key: "stable" value: 5 }'
+            # TF rebuilds the label map before loading: a label on a version not yet AVAILABLE fails
+            # the whole reload, so b is not added and a stays.
+            write_config(config, {"b": (b, labelled)})
+            await asyncio.sleep(0.8)
+            assert await served_version(s, "a") == 1 and await served_version(s, "b") is None
+            # The documented procedure: add the versions first, then the label.
+            write_config(config, {"b": (b, "model_version_policy { all {} }")})
 
             async def swapped() -> bool:
                 return await served_version(s, "b") == 6 and await served_version(s, "a") is None
 
             await eventually(swapped, timeout=15)
-            code, body = await s.post("/v1/models/b/labels/stable:predict", {"instances": [[0.0]]})
-            assert (code, body) == (200, {"predictions": [[5.0]]})
+            write_config(config, {"b": (b, labelled)})
+
+            async def labelled_five() -> bool:
+                code, body = await s.post("/v1/models/b/labels/stable:predict", {"instances": [[0.0]]})
+                return (code, body) == (200, {"predictions": [[5.0]]})
+
+            await eventually(labelled_five, timeout=15)
             config.write_text("this is not a model config")  # a broken file is logged and ignored
             await asyncio.sleep(0.6)
             assert await served_version(s, "b") == 6
@@ -179,3 +190,29 @@ def test_in_flight_requests_finish_before_unload(tmp_path: Path) -> None:
             assert await slow == (200, {"predictions": [[1.0]]})
 
     asyncio.run(main())
+
+
+def test_labels_in_the_first_config_need_the_allow_flag(tmp_path: Path) -> None:
+    """TF builds the label map before the first load, so nothing is AVAILABLE yet (spec 4.2, issue #1608)."""
+    from mlsrv.errors import FailedPrecondition
+
+    m = tmp_path / "m"
+    version(m, 1)
+    config = write_config(tmp_path / "models.config",
+                          {"m": (m, 'version_labels { key: "stable" value: 1 }')})
+
+    async def refused() -> None:
+        async with running_server(loader_factory=FakeLoaderFactory(), model_config_file=config):
+            raise AssertionError("started")
+
+    with pytest.raises(FailedPrecondition, match="Request to assign label to version 1 of model m, which is not "
+                                                 "currently available for inference"):
+        asyncio.run(refused())
+
+    async def allowed() -> None:
+        async with running_server(loader_factory=FakeLoaderFactory(), model_config_file=config,
+                                  allow_version_labels_for_unavailable_models=True) as s:
+            code, body = await s.post("/v1/models/m/labels/stable:predict", {"instances": [[0.0]]})
+            assert (code, body) == (200, {"predictions": [[2.0]]})
+
+    asyncio.run(allowed())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import gc
 import logging
 import os
@@ -20,7 +21,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from mlsrv.config import ServerConfig
-from mlsrv.config_loader import parse_model_config_file
+from mlsrv.config_loader import check_no_platform_changes, check_platforms_supported, parse_model_config_file
 from mlsrv.errors import ConfigError, LoadError, MlsrvError, UnknownError
 from mlsrv.monitoring_config import load_monitoring_config
 from mlsrv.protocol.types import ModelStatus, State
@@ -120,9 +121,9 @@ class Server:
 
             runtime = self.config.runtime
             tf_runtime.configure(runtime.intra_op, runtime.inter_op, runtime.gpu_memory_fraction)
+        self._apply_labels(self._models)  # before loading, as TF: only the allow flag lets them through
         await self.source.start()
         await self._wait_for_initial_load()
-        self._apply_labels(self._models)
         await self._start_rest()
         await self._start_grpc()
         self.gc_tuning.apply()
@@ -141,12 +142,11 @@ class Server:
         raise LoadError(report.message())
 
     def _apply_labels(self, models: tuple[Any, ...]) -> None:
-        for model in models:
-            self.manager.set_labels(
-                model.name,
-                dict(model.version_labels),
-                allow_unavailable=self.config.lifecycle.allow_labels_for_unavailable,
-            )
+        """Rebuild the label map from ``models`` against what is AVAILABLE now (FailedPrecondition if not)."""
+        self.manager.replace_labels(
+            {model.name: dict(model.version_labels) for model in models},
+            allow_unavailable=self.config.lifecycle.allow_labels_for_unavailable,
+        )
 
     def _models_not_available(self) -> list[str]:
         """Configured models without an AVAILABLE version (readiness)."""
@@ -188,19 +188,19 @@ class Server:
         self.grpc_port = await self._grpc.start()
 
     async def reload_models(self, models: tuple[Any, ...]) -> None:
-        """Replace the model list (config reload), blocking until new models settle (TF's ReloadConfig).
+        """Replace the model list (config reload) as TF's ``ServerCore::ReloadConfig`` does.
 
-        Labels are checked first, against what is AVAILABLE now, so a bad label map changes nothing.
+        Checks in TF's order (platform changes, then the label map, rebuilt against what is AVAILABLE
+        now, then unsupported platforms), so a bad config changes nothing; then models are added and
+        removed, and the call blocks until the *newly added* models settle.
         """
-        allow = self.config.lifecycle.allow_labels_for_unavailable
-        known = set(self.manager.model_names())
-        for model in models:
-            if model.name in known:
-                self.manager.validate_labels(model.name, dict(model.version_labels), allow_unavailable=allow)
+        check_no_platform_changes(self._models, models)
+        self._apply_labels(models)
+        check_platforms_supported(models)
+        previous = {model.name for model in self._models}
         self._models = models
         await self.source.set_models(models)
-        report = await self.manager.wait_until_settled([m.name for m in models], None)
-        self._apply_labels(models)
+        report = await self.manager.wait_until_settled([m.name for m in models if m.name not in previous], None)
         if report.failed:
             raise UnknownError(report.message("model"))
 
@@ -209,7 +209,9 @@ class Server:
         while True:
             await asyncio.sleep(period)
             try:
-                models = await asyncio.to_thread(parse_model_config_file, self.config.model_config_file)
+                models = await asyncio.to_thread(
+                    functools.partial(parse_model_config_file, check_platforms=False), self.config.model_config_file
+                )
                 if models != self._models:
                     await self.reload_models(models)
             except ConfigError as error:

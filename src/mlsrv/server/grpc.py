@@ -156,29 +156,35 @@ class ModelServicer:
         from tensorflow_serving.apis import model_management_pb2
 
         response = model_management_pb2.ReloadConfigResponse()
+        names = list(dict.fromkeys(request.metric_names))
+        before = {name: self._metric_value(name) for name in names}
         try:
             await self._reload(request)
         except MlsrvError as error:
             response.status.error_code = error.code.value
             response.status.error_message = error.wire_message()
             await context.abort(grpc.StatusCode[error.code.name], error.wire_message())
+        for name in names:  # TF's RecordMetricsIncrease: one entry per requested name, 0 when unknown
+            metric = response.metric.add()
+            metric.name, metric.int64_value_increase = name, self._metric_value(name) - before[name]
         return response
+
+    def _metric_value(self, name: str) -> int:
+        metrics = None if self._server is None else self._server.metrics
+        return 0 if metrics is None else metrics.int64_value(name)
 
     async def _reload(self, request: Any) -> None:
         from mlsrv.config_loader import models_from_proto
 
         kind = request.config.WhichOneof("config")
-        if kind is None:
-            log.info("Taking no action for empty config.")
-            return
-        if kind != "model_config_list":
+        if kind != "model_config_list":  # an empty config too: TF's handler only takes a ModelConfigList
             raise InvalidArgument(
                 "ServerModelConfig type not supported by HandleReloadConfigRequest. "
                 "Only ModelConfigList is currently supported"
             )
         if self._server is None:
             raise UnknownError("config reload is not available on this server")
-        await self._server.reload_models(models_from_proto(request.config))
+        await self._server.reload_models(models_from_proto(request.config, check_platforms=False))
 
 
 class GrpcFrontend:

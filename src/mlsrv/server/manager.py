@@ -304,6 +304,15 @@ class Manager:
                 "which is not currently available for inference"
             )
 
+    def replace_labels(self, label_maps: Mapping[str, Mapping[str, int]], *, allow_unavailable: bool) -> None:
+        """TF's ``UpdateModelVersionLabelMap``: validate every model's labels, then swap the whole map.
+
+        Models absent from ``label_maps`` lose their labels. All or nothing: one bad label changes nothing.
+        """
+        for name, labels in label_maps.items():
+            self.validate_labels(name, labels, allow_unavailable=allow_unavailable)
+        self._labels = {name: dict(labels) for name, labels in label_maps.items() if labels}
+
     def set_labels(self, name: str, labels: Mapping[str, int], *, allow_unavailable: bool) -> None:
         """Validate, then replace the whole label map of ``name`` (all or nothing)."""
         self.validate_labels(name, labels, allow_unavailable=allow_unavailable)

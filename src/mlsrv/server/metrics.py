@@ -202,6 +202,16 @@ class Metrics:
         metrics: list[_Metric] = [value for value in vars(self).values() if isinstance(value, _Metric)]
         self._all = sorted(metrics, key=lambda metric: metric.name)
 
+    def int64_value(self, name: str) -> int:
+        """The first point of counter ``name`` (TF's internal name), 0 when unknown or empty.
+
+        What TF's ``ModelServiceImpl::GetMetrics`` reads for ``ReloadConfigRequest.metric_names``.
+        """
+        for metric in self._all:
+            if metric.name == name and isinstance(metric, Counter) and metric.cells:
+                return next(iter(metric.cells.values()))
+        return 0
+
     # -- recording (hot path) --
 
     def record_request(self, model_name: str, status: str, api: str, entrypoint: str, micros: int) -> None:
