@@ -280,3 +280,68 @@ def test_reload_validation_order_empty_config_and_metric_names(tmp_path: Path) -
             (":no:such:metric", 0), ("/tensorflow/serving/request_count", 0)]
 
     serve(tmp_path, scenario)
+
+
+def test_errors_tf_finds_before_parsing_tensors_come_first(tmp_path: Path) -> None:
+    """TF resolves the model, signature and aliases before it parses a tensor, and checks
+    output_filter before dtypes; an explicitly empty version_label is an unknown label."""
+    from tensorflow_serving.apis import get_model_status_pb2
+
+    def bad_tensor(name: str = "m", alias: str = "x", **spec: Any) -> Any:
+        request = predict_request(name, **spec)
+        request.inputs[alias].CopyFrom(request.inputs["x"])
+        if alias != "x":
+            del request.inputs["x"]
+        request.inputs[alias].tensor_content = b"\x00\x01\x02"  # 3 bytes for 2 floats
+        return request
+
+    async def scenario(s: Running, stubs: Any) -> None:
+        predict, model, _ = stubs
+        await expect_error(predict.Predict(bad_tensor()), grpc.StatusCode.INVALID_ARGUMENT, "tensor parsing error: x")
+        await expect_error(predict.Predict(bad_tensor("nope")), grpc.StatusCode.NOT_FOUND,
+                           "Servable not found for request: Latest(nope)")
+        await expect_error(predict.Predict(bad_tensor(signature="zz")), grpc.StatusCode.FAILED_PRECONDITION,
+                           'Serving signature key "zz" not found.')
+        await expect_error(predict.Predict(bad_tensor(label="zz")), grpc.StatusCode.INVALID_ARGUMENT,
+                           "Unrecognized servable version label: zz")
+        await expect_error(predict.Predict(bad_tensor(alias="z")), grpc.StatusCode.INVALID_ARGUMENT,
+                           "input tensor alias not found in signature: z.")
+        strings = predict_request()
+        strings.inputs["x"].Clear()
+        tensor_codec.from_ndarray(np.array([[b"a"]], dtype=object), strings.inputs["x"], as_tensor_content=False)
+        strings.output_filter.append("q")
+        await expect_error(predict.Predict(strings), grpc.StatusCode.INVALID_ARGUMENT,
+                           "output tensor alias not found in signature: q")
+        strings.output_filter[:] = ["y"]
+        await expect_error(predict.Predict(strings), grpc.StatusCode.INVALID_ARGUMENT,
+                           "Expects arg[0] to be float but string is provided")
+        await expect_error(predict.Predict(predict_request(label="")), grpc.StatusCode.INVALID_ARGUMENT,
+                           "Unrecognized servable version label: ")
+        status = get_model_status_pb2.GetModelStatusRequest()
+        status.model_spec.name, status.model_spec.version.value = "nope", 1
+        await expect_error(model.GetModelStatus(status), grpc.StatusCode.NOT_FOUND,
+                           "Could not find version 1 of model nope")
+
+    serve(tmp_path, scenario)
+
+
+def test_method_name_check_lets_predict_run_classify_and_regress_signatures(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from mlsrv.protocol.types import CLASSIFY_METHOD
+    from tests.fakes import HALF_PLUS_TWO_SIGNATURES, FakeServable
+
+    plain = HALF_PLUS_TWO_SIGNATURES["serving_default"]
+    signatures = {"serving_default": plain, "as_classify": replace(plain, method_name=CLASSIFY_METHOD),
+                  "odd": replace(plain, method_name="custom/method")}
+
+    async def main() -> None:
+        factory = FakeLoaderFactory(servable=FakeServable(signatures=signatures))
+        async with running_server(loader_factory=factory, model_name="m", model_base_path=str(model_dir(tmp_path, 1)),
+                                  enable_signature_method_name_check=True) as s:
+            assert (await s.post("/v1/models/m:predict", {"signature_name": "as_classify", "instances": [[1.0]]}))[
+                0] == 200
+            code, body = await s.post("/v1/models/m:predict", {"signature_name": "odd", "instances": [[1.0]]})
+            assert code == 500 and body["error"].endswith("Was: custom/method")
+
+    asyncio.run(main())

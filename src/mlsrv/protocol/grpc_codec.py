@@ -57,7 +57,7 @@ __all__ = [
     "classify_response_to_pb", "examples_from_input_pb", "examples_to_input_pb", "multi_inference_request_from_pb",
     "multi_inference_request_to_pb", "multi_inference_response_from_pb", "multi_inference_response_to_pb",
     "regress_request_from_pb", "regress_request_to_pb", "regress_response_from_pb", "regress_response_to_pb",
-    "spec_from_pb", "spec_to_pb",
+    "request_spec", "spec_from_pb", "spec_to_pb",
 ]
 
 

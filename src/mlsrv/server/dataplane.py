@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,7 +43,17 @@ from mlsrv.server.inline_policy import InlinePolicy
 from mlsrv.server.manager import Lease, Manager
 from mlsrv.server.metrics import Metrics
 from mlsrv.server.monitor import StateMonitor
-from mlsrv.server.signature_checks import batch_output, check_inputs, check_output_filter, signature_text
+from mlsrv.server.signature_checks import (
+    batch_output,
+    check_input_dtypes,
+    check_input_names,
+    check_inputs,
+    check_output_filter,
+    signature_text,
+)
+
+#: Signature kinds Predict may run when ``--enable_signature_method_name_check`` is on (TF's ``VerifySignature``).
+_PREDICTABLE_METHODS = frozenset({PREDICT_METHOD, CLASSIFY_METHOD, REGRESS_METHOD})
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,24 +99,36 @@ class DataPlane:
     # -- predict --
 
     async def predict(self, request: PredictRequest, deadline: float | None = None) -> PredictResponse:
-        """Validate the request against the signature (as ``RunPredict``) and run it."""
+        """Validate the request against the signature (in ``RunPredict``'s order) and run it."""
         name = request.spec.signature_or_default
         async with self._manager.lease(request.spec) as lease:
-            signature = lease.servable.signatures().get(name)
-            if signature is None:
-                raise FailedPrecondition(f'Serving signature key "{name}" not found.')
-            if self._method_name_check and signature.method_name != PREDICT_METHOD:
-                raise InternalError(
-                    "Expected prediction signature method_name to be one of {tensorflow/serving/predict, "
-                    f"tensorflow/serving/classify, tensorflow/serving/regress}}. Was: {signature.method_name}"
-                )
+            signature = self._predict_signature(lease.servable.signatures(), name)
             inputs = check_inputs(request.inputs, signature)
             output_filter = check_output_filter(request.output_filter, signature)
+            check_input_dtypes(inputs, signature)
             started = time.perf_counter_ns()
             outputs = await self._run(lease, name, inputs, output_filter, deadline)
             if self._metrics is not None:
                 self._metrics.record_runtime(request.spec.name, "Predict", (time.perf_counter_ns() - started) // 1000)
             return PredictResponse(_resolved(request.spec, lease.id.version, name), outputs)
+
+    def check_predict_target(self, spec: ModelSpec, input_names: Iterable[str]) -> None:
+        """The checks TF's Predict makes before it parses any input tensor: model, version or label,
+        signature, and input count and aliases. A frontend that fails to parse a tensor calls this
+        first, so it reports what TF would have reported first."""
+        _, servable = self._manager.peek(spec)
+        check_input_names(input_names, self._predict_signature(servable.signatures(), spec.signature_or_default))
+
+    def _predict_signature(self, signatures: Mapping[str, SignatureInfo], name: str) -> SignatureInfo:
+        signature = signatures.get(name)
+        if signature is None:
+            raise FailedPrecondition(f'Serving signature key "{name}" not found.')
+        if self._method_name_check and signature.method_name not in _PREDICTABLE_METHODS:
+            raise InternalError(
+                "Expected prediction signature method_name to be one of {tensorflow/serving/predict, "
+                f"tensorflow/serving/classify, tensorflow/serving/regress}}. Was: {signature.method_name}"
+            )
+        return signature
 
     # -- classify / regress --
 
@@ -267,14 +289,14 @@ class DataPlane:
     def status(self, spec: ModelSpec) -> ModelStatus:
         """TF Serving's GetModelStatus: all versions (a label is ignored) or one version."""
         status = self._monitor.states(spec.name)
+        if spec.version is not None:  # TF's GetModelStatusImpl takes the version branch first
+            chosen = tuple(v for v in status.versions if v.version == spec.version)
+            if not chosen:
+                raise ModelNotFound(f"Could not find version {spec.version} of model {spec.name}")
+            return ModelStatus(status.name, chosen)
         if not status.versions:
             raise ModelNotFound(f"Could not find any versions of model {spec.name}")
-        if spec.version is None:
-            return status
-        chosen = tuple(v for v in status.versions if v.version == spec.version)
-        if not chosen:
-            raise ModelNotFound(f"Could not find version {spec.version} of model {spec.name}")
-        return ModelStatus(status.name, chosen)
+        return status
 
     # -- running --
 

@@ -110,7 +110,12 @@ class PredictionServicer:
     @error_adapter
     @counted("Predict")
     async def Predict(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
-        response = await self._dataplane.predict(grpc_codec.predict_request_from_pb(request), _deadline(context))
+        try:
+            decoded = grpc_codec.predict_request_from_pb(request)
+        except InvalidArgument:  # TF parses tensors after resolving the model: report those errors first
+            self._dataplane.check_predict_target(grpc_codec.request_spec(request), request.inputs.keys())
+            raise
+        response = await self._dataplane.predict(decoded, _deadline(context))
         return grpc_codec.predict_response_to_pb(response, as_tensor_content=self._tensor_content)
 
     @error_adapter

@@ -241,7 +241,7 @@ class Manager:
         if not spec.name:
             raise InvalidArgument("ModelSpec has no name specified.")
         version = spec.version
-        if version is None and spec.label:
+        if version is None and spec.label is not None:  # an explicitly empty label is unknown too
             labels = self._labels.get(spec.name, {})
             if spec.label not in labels:
                 raise InvalidArgument(f"Unrecognized servable version label: {spec.label}")

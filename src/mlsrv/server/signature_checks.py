@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -12,41 +12,51 @@ from mlsrv.protocol import dtypes
 from mlsrv.protocol.types import SignatureInfo
 
 
-def check_inputs(inputs: Mapping[str, np.ndarray], signature: SignatureInfo) -> dict[str, np.ndarray]:
-    """TF Serving's input checks (count, aliases, then dtypes); returns the inputs with signature
-    ``defaults`` filled in for the ones the request left out (``VerifyRequestInputsSize``)."""
+def check_input_names(sent: Iterable[str], signature: SignatureInfo) -> None:
+    """TF's ``VerifyRequestInputsSize`` and alias checks, which come before any tensor is parsed."""
     expected = signature.inputs
-    sent = set(inputs)
+    names = list(sent)
     required = len(expected) - len(signature.defaults)
-    if not required <= len(sent) <= len(expected):
-        extra = sorted(sent - set(expected))
-        missing = sorted(set(expected) - sent - set(signature.defaults))
+    if not required <= len(names) <= len(expected):
+        extra = sorted(set(names) - set(expected))
+        missing = sorted(set(expected) - set(names) - set(signature.defaults))
         raise InvalidArgument(
-            f"input size does not match signature: {len(sent)}!={len(expected)} "
-            f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(expected))}}}). "
+            f"input size does not match signature: {len(names)}!={len(expected)} "
+            f"len({{{','.join(sorted(names))}}}) != len({{{','.join(sorted(expected))}}}). "
             f"Sent extra: {{{','.join(extra)}}}. Missing but required: {{{','.join(missing)}}}."
         )
-    for alias in inputs:
+    for alias in names:
         if alias not in expected:
             raise InvalidArgument(
                 f"input tensor alias not found in signature: {alias}. "
                 f"Inputs expected to be in the set {{{','.join(sorted(expected))}}}."
             )
-    complete = dict(inputs)
-    for alias in sorted(set(expected) - sent):
+    for alias in sorted(set(expected) - set(names)):
         if alias not in signature.defaults:
             raise InvalidArgument(
-                f"input size does not match signature: {len(sent)}!={len(expected)} "
-                f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(expected))}}}). "
+                f"input size does not match signature: {len(names)}!={len(expected)} "
+                f"len({{{','.join(sorted(names))}}}) != len({{{','.join(sorted(expected))}}}). "
                 f"Sent extra: {{}}. Missing but required: {{{alias}}}."
             )
-        complete[alias] = signature.defaults[alias]
-    for index, alias in enumerate(sorted(complete)):
-        want = dtypes.by_name(expected[alias].dtype)
-        got = dtypes.for_array(complete[alias])
+
+
+def check_inputs(inputs: Mapping[str, np.ndarray], signature: SignatureInfo) -> dict[str, np.ndarray]:
+    """:func:`check_input_names`, then the inputs with signature ``defaults`` filled in for the ones
+    the request left out. Dtypes are checked later (:func:`check_input_dtypes`), as TF's Session does."""
+    check_input_names(inputs, signature)
+    complete = dict(inputs)
+    for alias in signature.defaults:
+        complete.setdefault(alias, signature.defaults[alias])
+    return complete
+
+
+def check_input_dtypes(inputs: Mapping[str, np.ndarray], signature: SignatureInfo) -> None:
+    """The Session's ``Expects arg[i] to be <dtype> but <dtype> is provided`` (args in sorted alias order)."""
+    for index, alias in enumerate(sorted(inputs)):
+        want = dtypes.by_name(signature.inputs[alias].dtype)
+        got = dtypes.for_array(inputs[alias])
         if want.enum != got.enum:
             raise InvalidArgument(f"Expects arg[{index}] to be {want.short} but {got.short} is provided")
-    return complete
 
 
 def check_output_filter(output_filter: Sequence[str], signature: SignatureInfo) -> tuple[str, ...]:
