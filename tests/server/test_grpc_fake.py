@@ -345,3 +345,37 @@ def test_method_name_check_lets_predict_run_classify_and_regress_signatures(tmp_
             assert code == 500 and body["error"].endswith("Was: custom/method")
 
     asyncio.run(main())
+
+
+def test_multi_inference_checks_tasks_after_resolving_the_first_in_tf_order(tmp_path: Path) -> None:
+    from tensorflow_serving.apis import inference_pb2
+
+    regress, classify = "tensorflow/serving/regress", "tensorflow/serving/classify"
+
+    def request(*tasks: tuple[str, str, str]) -> Any:
+        pb = inference_pb2.MultiInferenceRequest()
+        for name, signature, method in tasks:
+            task = pb.tasks.add()
+            task.model_spec.name, task.model_spec.signature_name, task.method_name = name, signature, method
+        pb.input.example_list.examples.add()
+        return pb
+
+    cases = [
+        ([("nope", "", regress), ("m", "", regress)], grpc.StatusCode.NOT_FOUND,
+         "Servable not found for request: Latest(nope)"),
+        ([("m", "zz", "foo")], grpc.StatusCode.INVALID_ARGUMENT, "Requested signature not found in model graph: zz"),
+        ([("m", "", "foo")], grpc.StatusCode.UNIMPLEMENTED, "Unsupported signature method_name: foo"),
+        ([("m", "", classify), ("", "", regress)], grpc.StatusCode.INVALID_ARGUMENT,
+         "No classification inputs found in SignatureDef: "),
+        ([("m", "zz", regress), ("", "", regress)], grpc.StatusCode.INVALID_ARGUMENT,
+         "Requested signature not found in model graph: zz"),
+        ([("m", "zz", "foo"), ("n", "", regress)], grpc.StatusCode.INVALID_ARGUMENT,
+         "Requested signature not found in model graph: zz"),
+    ]
+
+    async def scenario(s: Running, stubs: Any) -> None:
+        predict, _, _ = stubs
+        for tasks, code, message in cases:
+            await expect_error(predict.MultiInference(request(*tasks)), code, message)
+
+    serve(tmp_path, scenario)

@@ -330,3 +330,16 @@ def test_signature_text_is_protobufs_text_format_of_every_signature(reference_di
                 assert signature_text(tf_runtime.signature_info(definition)) == expected, (root, key)
                 compared += 1
     assert compared >= 8
+
+
+def test_loader_gives_tf_servings_verdict_on_what_is_not_a_savedmodel(tmp_path: Path, reference_dir: Path) -> None:
+    from mlsrv.errors import ModelNotFound, Unimplemented
+
+    with pytest.raises(Unimplemented, match=r"^Session Bundle is deprecated and removed\.$"):
+        tf_session.SavedModelLoader(str(reference_dir / "bad_half_plus_two" / "00000123")).load()
+    with pytest.raises(ModelNotFound) as raised:
+        tf_session.SavedModelLoader(str(tmp_path)).load()
+    assert raised.value.message == (
+        "Specified file path does not appear to contain a SavedModel bundle (should have a file called "
+        f"`saved_model.pb`)\nSpecified file path: {tmp_path}"
+    )

@@ -9,7 +9,7 @@ from typing import Any, Final
 import numpy as np
 from google.protobuf.message import DecodeError
 
-from mlsrv.errors import InvalidArgument, Unimplemented
+from mlsrv.errors import InvalidArgument
 from mlsrv.protocol.grpc_spec import request_spec, spec_of, spec_to_pb
 from mlsrv.protocol.types import (
     CLASSIFY_METHOD,
@@ -18,6 +18,7 @@ from mlsrv.protocol.types import (
     ExamplesRequest,
     InferenceMethod,
     ModelSpec,
+    MultiInferenceTask,
     RegressResponse,
 )
 
@@ -167,30 +168,17 @@ def _regressions_from_pb(spec: ModelSpec, result: Any) -> RegressResponse:
     return RegressResponse(spec, np.array([r.value for r in result.regressions], dtype=np.float32))
 
 
-def multi_inference_request_from_pb(
-    pb: Any,
-) -> tuple[list[tuple[ModelSpec, InferenceMethod]], list[bytes]]:
-    """Tasks and examples, with TF Serving's task checks in its order. The servable is resolved from the
-    first task's spec (TF's ``GetModelSpecFromRequest``), hence its error for a missing first name."""
+def multi_inference_request_from_pb(pb: Any) -> tuple[list[MultiInferenceTask], list[bytes]]:
+    """Tasks and examples. The servable is resolved from the first task's spec (TF's
+    ``GetModelSpecFromRequest``), hence its error for a missing first name; the per-task checks
+    come after that resolution, in the DataPlane. An unknown method name is kept as None."""
     tasks = pb.tasks
     if not tasks or not tasks[0].model_spec.name:
         raise InvalidArgument("ModelSpec has no name specified.")
-    model = tasks[0].model_spec.name
-    decoded: list[tuple[ModelSpec, InferenceMethod]] = []
-    signatures: set[str] = set()
-    for task in tasks:
-        spec = spec_of(task.model_spec)
-        if not spec.name:
-            raise InvalidArgument("Found ModelSpec with an empty model name.")
-        if spec.name != model:
-            raise InvalidArgument("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
-        if spec.signature_or_default in signatures:
-            raise InvalidArgument(f"Duplicate evaluation of signature: {spec.signature_or_default}")
-        signatures.add(spec.signature_or_default)
-        method = _METHODS.get(task.method_name)
-        if method is None:
-            raise Unimplemented(f"Unsupported signature method_name: {task.method_name}")
-        decoded.append((spec, method))
+    decoded = [
+        MultiInferenceTask(spec_of(task.model_spec), _METHODS.get(task.method_name), task.method_name)
+        for task in tasks
+    ]
     return decoded, _examples(pb.input)
 
 

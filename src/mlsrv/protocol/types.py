@@ -105,6 +105,15 @@ class InferenceMethod(enum.Enum):
     REGRESS = "regress"
 
 
+@dataclass(frozen=True, slots=True)
+class MultiInferenceTask:
+    """One MultiInference task; ``method`` is None for a method name TF does not support."""
+
+    spec: ModelSpec
+    method: InferenceMethod | None
+    method_name: str
+
+
 @dataclass(slots=True)
 class ExamplesRequest:
     """Classify or regress input: tf.Examples already serialized (context merged into each one).

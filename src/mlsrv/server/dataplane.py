@@ -22,6 +22,7 @@ from mlsrv.errors import (
     InternalError,
     InvalidArgument,
     ModelNotFound,
+    Unimplemented,
 )
 from mlsrv.protocol.types import (
     CLASSIFY_METHOD,
@@ -33,6 +34,7 @@ from mlsrv.protocol.types import (
     ModelMetadata,
     ModelSpec,
     ModelStatus,
+    MultiInferenceTask,
     PredictRequest,
     PredictResponse,
     RegressResponse,
@@ -142,39 +144,51 @@ class DataPlane:
 
     async def multi_inference(
         self,
-        tasks: Sequence[tuple[ModelSpec, InferenceMethod]],
+        tasks: Sequence[MultiInferenceTask],
         examples: list[bytes],
         deadline: float | None = None,
     ) -> list[ClassifyResponse | RegressResponse]:
         """Several classify/regress signatures of one model version over the same examples.
 
-        As TF's ``TensorFlowMultiInferenceRunner``, every task is validated before any runs, and all
-        signatures must read the same input tensor (``Input tensor must be the same for all Signatures.``).
+        As TF's ``TensorFlowMultiInferenceRunner``: the first task's spec picks the servable, then each
+        task is checked in turn (name, same model, duplicate, signature, method, signature shape, same
+        input tensor) before any runs.
         """
         if not tasks:
             raise InvalidArgument("Found no tasks in the MultiInferenceRequest.")
-        async with self._manager.lease(tasks[0][0]) as lease:
+        async with self._manager.lease(tasks[0].spec) as lease:
             signatures = lease.servable.signatures()
             input_tensor: str | None = None
-            for spec, method in tasks:
+            seen: set[str] = set()
+            for task in tasks:
+                spec = task.spec
+                if not spec.name:
+                    raise InvalidArgument("Found ModelSpec with an empty model name.")
+                if spec.name != tasks[0].spec.name:
+                    raise InvalidArgument("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
+                if spec.signature_or_default in seen:
+                    raise InvalidArgument(f"Duplicate evaluation of signature: {spec.signature_or_default}")
+                seen.add(spec.signature_or_default)
                 if spec.signature_or_default not in signatures:
                     raise InvalidArgument(f"Requested signature not found in model graph: {spec.signature_or_default}")
-                request = ExamplesRequest(spec, method, examples)
-                check = self._classify_signature if method is InferenceMethod.CLASSIFY else self._regress_signature
+                if task.method is None:
+                    raise Unimplemented(f"Unsupported signature method_name: {task.method_name}")
+                request = ExamplesRequest(spec, task.method, examples)
+                check = self._classify_signature if task.method is InferenceMethod.CLASSIFY else self._regress_signature
                 _, signature = check(signatures, request)
                 tensor = signature.inputs["inputs"].name
                 if input_tensor is not None and tensor != input_tensor:
                     raise InvalidArgument("Input tensor must be the same for all Signatures.")
                 input_tensor = tensor
             results: list[ClassifyResponse | RegressResponse] = []
-            for spec, method in tasks:
-                request = ExamplesRequest(spec, method, examples)
-                if method is InferenceMethod.CLASSIFY:
+            for task in tasks:
+                request = ExamplesRequest(task.spec, task.method or InferenceMethod.CLASSIFY, examples)
+                if task.method is InferenceMethod.CLASSIFY:
                     results.append(await self._classify(lease, request, deadline, record=False))
                 else:
                     results.append(await self._regress(lease, request, deadline, record=False))
             if self._metrics is not None:  # TF counts a MultiInference's examples once, and no runtime
-                self._metrics.record_examples(tasks[0][0].name, len(examples))
+                self._metrics.record_examples(tasks[0].spec.name, len(examples))
             return results
 
     async def _classify(

@@ -15,13 +15,24 @@ import gc
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2
 
-from mlsrv.errors import Code, InternalError, InvalidArgument, LoadError, MlsrvError, UsageError, error_for_code
+from mlsrv.errors import (
+    Code,
+    InternalError,
+    InvalidArgument,
+    LoadError,
+    MlsrvError,
+    ModelNotFound,
+    Unimplemented,
+    UsageError,
+    error_for_code,
+)
 from mlsrv.protocol import dtypes
 from mlsrv.protocol.types import INIT_OP_SIGNATURE, SignatureInfo
 from mlsrv.server import tf_runtime, tf_warmup
@@ -59,6 +70,7 @@ class SavedModelLoader:
         self._servable: TfServable | None = None
 
     def load(self) -> TfServable:
+        _check_bundle_kind(self.path)
         try:
             meta_graph = tf_runtime.inspect_saved_model(self.path).meta_graph(self.tags)
         except UsageError as error:
@@ -176,6 +188,18 @@ class TfServable:
             if self._session is not None:
                 self._session.close()
                 self._session = None
+
+
+def _check_bundle_kind(path: str) -> None:
+    """TF Serving's ``LoadSessionBundleOrSavedModelBundle`` verdicts, with its codes and messages."""
+    folder = Path(path)
+    if (folder / "export.meta").exists():
+        raise Unimplemented("Session Bundle is deprecated and removed.")
+    if not any((folder / name).exists() for name in ("saved_model.pb", "saved_model.pbtxt")):
+        raise ModelNotFound(
+            "Specified file path does not appear to contain a SavedModel bundle (should have a file called "
+            f"`saved_model.pb`)\nSpecified file path: {path}"
+        )
 
 
 def _make_callable(session: Any, feeds: list[str], fetches: list[str]) -> RunCallable:
