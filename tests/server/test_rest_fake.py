@@ -110,6 +110,8 @@ def test_gzip_body_cors_and_plain_404(tmp_path: Path) -> None:
         assert status == 400
         status, text, response = await s.request("GET", "/nope")
         assert status == 404 and "Not Found" in text
+        status, text, _ = await s.request("OPTIONS", "/nope", headers={"Origin": "https://a.b"})
+        assert status == 404 and "Not Found" in text  # preflight handling is for /v1 paths only
 
     serve(tmp_path, scenario, rest_api_enable_cors_support=True)
 

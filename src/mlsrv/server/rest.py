@@ -96,12 +96,12 @@ class RestFrontend:
         extra = self._extra.get(path)
         if extra is not None:
             return await extra(request)
-        if request.method == "OPTIONS":
+        if not routes.is_api_path(path):
+            return web.Response(body=_NOT_FOUND_PAGE, status=404, headers={"Content-Type": "text/html"})
+        if request.method == "OPTIONS":  # CORS preflight on /v1: answered before the API handler
             origin = request.headers.get("Origin", "")
             ok = origin.startswith(("http://", "https://"))
             return web.Response(status=200 if ok else 400, content_type=JSON)
-        if not routes.is_api_path(path):
-            return web.Response(body=_NOT_FOUND_PAGE, status=404, headers={"Content-Type": "text/html"})
         if self._metrics is None:
             return await self._api(request, routes.parse(request.method, path))
         return await self._counted(request, self._metrics)
