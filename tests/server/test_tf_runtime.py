@@ -343,3 +343,14 @@ def test_loader_gives_tf_servings_verdict_on_what_is_not_a_savedmodel(tmp_path: 
         "Specified file path does not appear to contain a SavedModel bundle (should have a file called "
         f"`saved_model.pb`)\nSpecified file path: {tmp_path}"
     )
+
+
+def test_reference_dtypes_keep_their_names(reference_dir: Path) -> None:
+    """TF1 variables' ``*_REF`` dtypes (saved_model_counter) are named as TF names them, not DT_INVALID."""
+    from mlsrv.protocol import dtypes
+
+    meta = tf_runtime.inspect_saved_model(str(reference_dir / "saved_model_counter" / "00000123")).meta_graph("serve")
+    found = {key: s.outputs["output"].dtype for key, s in meta.signatures.items() if "output" in s.outputs}
+    assert found == dict.fromkeys(("get_counter", "incr_counter", "incr_counter_by", "reset_counter"), "DT_FLOAT_REF")
+    assert dtypes.by_name("DT_FLOAT_REF").enum == tf.float32._as_ref.as_datatype_enum
+    assert dtypes.for_array(np.zeros(1, np.float32)).name == "DT_FLOAT"  # arrays never map to a ref type

@@ -58,8 +58,15 @@ _TABLE: Final[tuple[DType, ...]] = (
     DType(23, "DT_UINT64", "uint64", np.dtype(np.uint64)),
 )
 
-BY_NAME: Final[dict[str, DType]] = {d.name: d for d in _TABLE}
-BY_ENUM: Final[dict[int, DType]] = {d.enum: d for d in _TABLE}
+#: TF1 variables' reference types (``DT_FLOAT_REF`` = 101 ...): they appear in old graphs' signatures and
+#: read as their base type, but no numpy dtype maps back to them.
+_REF_OFFSET: Final = 100
+_REFS: Final[tuple[DType, ...]] = tuple(
+    DType(d.enum + _REF_OFFSET, f"{d.name}_REF", f"{d.short}_ref", d.numpy) for d in _TABLE if d.enum
+)
+
+BY_NAME: Final[dict[str, DType]] = {d.name: d for d in (*_TABLE, *_REFS)}
+BY_ENUM: Final[dict[int, DType]] = {d.enum: d for d in (*_TABLE, *_REFS)}
 _BY_NUMPY: Final[dict[np.dtype, DType]] = {d.numpy: d for d in _TABLE if d.numpy is not None}
 
 
