@@ -161,12 +161,22 @@ def test_compare_reads_saved_reports(monkeypatch: pytest.MonkeyPatch, tmp_path: 
         (["--shape", "z:1"], "--shape z: no such input"),
         (["--json", "--csv"], "give --json or --csv"),
         (["--duration", "forever"], "invalid duration"),
+        (["-b", "0"], "--batch-size must be >= 1, got 0"),
+        (["-b", "-3"], "--batch-size must be >= 1, got -3"),
+        (["-c", "1,,4"], "invalid level list '1,,4'"),
+        (["-c", "1,4,"], "invalid level list"),
+        (["-r", "10,,20"], "invalid --rate '10,,20'"),
+        (["-r", "inf"], "rates must be positive numbers"),
+        (["--min-rps", "-1"], "--min-rps must be a number >= 0, got -1"),
+        (["--min-rps", "nan"], "--min-rps must be a number >= 0"),
+        (["--workers", "0"], "--workers must be >= 1, got 0"),
     ],
 )
 def test_usage_errors_exit_2(monkeypatch: pytest.MonkeyPatch, args: list[str], message: str) -> None:
     use_mock(monkeypatch)
     result = invoke("bench", "-m", "m", "-n", "2", *args)
     assert result.exit_code == 2 and message in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and result.stdout == ""
 
 
 def test_model_is_required_unless_comparing() -> None:

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from mlsrv.cli.app import app
 from mlsrv.cli.input_exprs import (
+    MAX_BYTES,
     MAX_ELEMENTS,
     FileInput,
     evaluate,
@@ -174,3 +175,73 @@ def test_limits() -> None:
         evaluate(f"np.zeros({MAX_ELEMENTS + 1}, dtype=np.int8)")
     with pytest.raises(UsageError, match="expression longer than"):
         evaluate("1" * 100_001)
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "np.arange(0, stop=10000000000)",  # keywords count like positional arguments
+        "np.arange(start=0, stop=10000000000)",
+        "np.arange(stop=10000000000)",
+        "np.arange(0, 10000000000, step=1)",
+        "np.arange(np.array(10000000000))",  # a 0-d array is a number to numpy
+        "np.ones(shape=np.array([100000, 100000]))",  # and an array is a shape
+        "np.zeros(np.array([100000, 100000]), dtype=np.int8)",
+        "np.eye(np.array(100000))",
+        "np.eye(2, M=100000000)",
+        "np.full(shape=(100000, 100000), fill_value=1)",
+        "np.linspace(0, 1, num=100000000)",
+        "np.random.randint(0, 5, size=np.array([100000, 100000]))",
+        "np.random.randint(low=0, high=5, size=(100000, 100000))",
+    ],
+)
+def test_element_cap_counts_keyword_and_array_arguments(expression: str) -> None:
+    with pytest.raises(UsageError, match=f"arrays over {MAX_ELEMENTS} elements are not allowed"):
+        evaluate(expression, "--input_exprs x")
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        'np.ones((1000, 1000), dtype="U100000")',  # 10**6 elements, but 400 kB each
+        'np.zeros(10000, dtype=[("a", "U100000")])',
+        "np.full((10000, 1000), '" + "x" * 1000 + "')",  # fill_value sets the item size
+        'np.array(np.zeros(3000), dtype="U100000")',
+        "[np.zeros(40000000), np.zeros(40000000)]",  # the cap covers the whole expression (zeros: calloc, cheap)
+    ],
+)
+def test_byte_cap_counts_item_sizes(expression: str) -> None:
+    with pytest.raises(UsageError, match=f"arrays over {MAX_BYTES >> 20} MiB in all are not allowed"):
+        evaluate(expression, "--input_exprs x")
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("np.arange(1j)", "stop must be a real number"),
+        ("np.arange(1e400)", "stop must be finite"),
+        ("np.arange(0, 10, step=0)", "step must not be 0"),
+        ("np.arange(0, 10, 0)", "step must not be 0"),
+        ("np.ones((2, 'a'))", "a shape must be an integer"),
+        ("np.eye('3')", "N must be an integer"),
+    ],
+)
+def test_arguments_the_cap_cannot_account_for_are_refused(expression: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message) as raised:
+        evaluate(expression, "--input_exprs x")
+    assert raised.value.message.startswith("--input_exprs x: ")
+
+
+def test_keyword_forms_numpy_accepts_still_work() -> None:
+    assert evaluate("np.arange(start=0, stop=3)").tolist() == [0, 1, 2]
+    assert evaluate("np.arange(stop=3)").tolist() == [0, 1, 2]
+    assert evaluate("np.arange(2, stop=5)").tolist() == [2, 3, 4]
+    assert evaluate("np.arange(1, 2, step=0.25)").tolist() == [1.0, 1.25, 1.5, 1.75]
+    assert evaluate("np.arange(10, 0, -3)").tolist() == [10, 7, 4, 1]
+    assert evaluate("np.ones(shape=np.array([2, 3]))").shape == (2, 3)
+    assert evaluate("np.eye(N=2, M=3)").shape == (2, 3)
+    assert evaluate("np.random.randint(low=0, high=5, size=(4,))").shape == (4,)
+    assert evaluate('np.array(["abc", "de"], dtype="U8")').dtype == np.dtype("U8")
+    assert evaluate('np.full((2,), "ab", dtype=np.str_)').dtype.kind == "U"
+    with pytest.raises(UsageError, match="requires stop"):
+        evaluate("np.arange(start=3)")

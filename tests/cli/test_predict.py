@@ -95,6 +95,13 @@ def test_examples_pick_classify_or_regress(monkeypatch: pytest.MonkeyPatch) -> N
         (["-d", ROW, "--rest", "http://h:1", "-p", "grpc"], "--rest is a rest address but --protocol is grpc"),
         (["-d", ROW, "--tls-cert", "c.pem"], "--tls-cert and --tls-key must be given together"),
         (["--examples", "[1", "-s", "classify_x_to_y"], "--examples: JSON Parse error"),
+        (["-d", ROW, "-t", "http://127.0.0.1:99999"], "invalid port '99999' in target"),
+        (["-d", ROW, "-t", "grpc://127.0.0.1:99999"], "invalid port '99999' in target"),
+        (["-d", ROW, "-t", "127.0.0.1:abc"], "invalid port 'abc' in target"),
+        (["-d", ROW, "-t", "http://[::1"], "invalid IPv6 address in target 'http://[::1'"),
+        (["-d", ROW, "-t", ":8501"], "invalid target ':8501': no host name"),
+        (["-d", ROW, "--rest", "http://127.0.0.1:99999"], "invalid port '99999' in target"),
+        (["-d", ROW, "--grpc", "127.0.0.1:99999"], "invalid port '99999' in target"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(monkeypatch: pytest.MonkeyPatch, args: list[str], message: str) -> None:
@@ -182,3 +189,35 @@ def test_grpc_output_filter_and_outdir(served: Served, tmp_path: Path) -> None:
     )
     assert result.exit_code == 0 and "REST API" not in result.stderr
     assert np.load(tmp_path / "y.npy").tolist() == [[2.5], [3.0]]
+
+
+@pytest.mark.parametrize("key", ["../../evil", "a/b"])
+def test_outdir_refuses_output_keys_that_are_not_file_names(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, key: str
+) -> None:
+    from mlsrv.client.transports import Call, Op
+    from mlsrv.protocol.types import PredictResponse
+    from tests.cli.client_cli import half_plus_two
+
+    def odd_keys(call: Call) -> object:
+        if call.op is Op.PREDICT:
+            y = np.array([[2.5]], np.float32)
+            return PredictResponse(call.request.spec, {"y": y, key: y})
+        return half_plus_two(call)
+
+    use_mock(monkeypatch, odd_keys)
+    out = tmp_path / "a" / "out"
+    result = invoke("predict", "-m", "m", "-d", '{"instances": [[1.0]]}', "--outdir", str(out))
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr == (
+        f"UsageError: output key {key!r} is not a plain file name, so it cannot be saved to --outdir (use --json)\n"
+    )
+    assert sorted(p.name for p in tmp_path.rglob("*.npy")) == []  # nothing written, not even y.npy
+
+
+def test_outdir_with_a_folder_where_the_file_goes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    use_mock(monkeypatch)
+    (tmp_path / "y.npy").mkdir()
+    result = invoke("predict", "-m", "m", "-d", ROW, "--outdir", str(tmp_path), "--overwrite")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert f"cannot save to {tmp_path / 'y.npy'}: it exists and is not a file" in result.stderr

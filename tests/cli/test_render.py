@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import io
+import json
 import math
+from pathlib import Path
 
 import numpy as np
+import pytest
+import typer
 from rich.console import Console
+from typer.testing import CliRunner
 
 from mlsrv.cli import render
+from mlsrv.cli.app import app
+from mlsrv.cli.runner import fail
+from mlsrv.errors import UsageError
 from mlsrv.protocol.types import SignatureInfo, TensorInfo
 
 SIGNATURES = {
@@ -96,11 +104,80 @@ def test_tensor_json() -> None:
 
 def test_print_json_is_plain_even_on_a_terminal() -> None:
     out, buffer = console(terminal=True)
-    render.print_json(out, {"a": [1, float("inf")], "b": "[red]x[/]"})
-    assert buffer.getvalue() == '{\n  "a": [\n    1,\n    Infinity\n  ],\n  "b": "[red]x[/]"\n}\n'
+    render.print_json(out, {"a": [1, 2.5], "b": "[red]x[/]"})
+    assert buffer.getvalue() == '{\n  "a": [\n    1,\n    2.5\n  ],\n  "b": "[red]x[/]"\n}\n'
+
+
+def test_print_json_is_strict_json() -> None:
+    out, buffer = console(terminal=False)
+    nested = {"x": [[float("nan"), float("inf")], (float("-inf"), 1.0)], "s": "NaN", "i": 3}
+    render.print_json(out, nested)
+
+    def refuse(token: str) -> None:
+        raise AssertionError(f"bare {token}")
+
+    assert json.loads(buffer.getvalue(), parse_constant=refuse) == {
+        "x": [["NaN", "Infinity"], ["-Infinity", 1.0]],
+        "s": "NaN",
+        "i": 3,
+    }
+    array = render.tensor_to_json(np.array([np.nan, -np.inf, 0.5], np.float32))
+    assert render.strict_json(array)["value"] == ["NaN", "-Infinity", 0.5]
 
 
 def test_tensors_and_markup_escaping() -> None:
     out, buffer = console(terminal=False)
     render.render_tensors(out, {"[bold]y": np.array([[2.5], [4.5]], np.float32)})
     assert buffer.getvalue() == "Result for output key [bold]y:\n[[2.5]\n [4.5]]\n"
+
+
+def test_user_and_server_text_is_never_markup_or_emoji(capsys: pytest.CaptureFixture[str]) -> None:
+    render.render_tensors(render.make_console(), {":smile: [b]y[/b]": np.array([1.0])})
+    assert capsys.readouterr().out == "Result for output key :smile: [b]y[/b]:\n[1.]\n"
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "--inputs x: two.npz holds 2 arrays (a, b); pick one with x=two.npz[name]",
+        "a closing tag [/] and [/red] and [bold]",
+        "an :abc: and :smile: code",
+        "ends with a backslash \\",
+    ],
+)
+def test_fail_prints_the_message_literally(capsys: pytest.CaptureFixture[str], message: str) -> None:
+    with pytest.raises(typer.Exit) as raised:
+        fail(UsageError(message))
+    assert raised.value.exit_code == 2
+    assert capsys.readouterr().err == f"UsageError: {message}\n"
+
+
+def test_cli_error_with_brackets_keeps_them(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["run", "--dir", str(tmp_path / "[x]"), "--input_exprs", "x=[[1.0]]"])
+    assert result.exit_code == 2
+    assert result.stderr == f"UsageError: SavedModel directory does not exist: {tmp_path / '[x]'}\n"
+
+
+def test_output_files_refuses_path_like_keys(tmp_path: Path) -> None:
+    assert render.output_files(tmp_path, ["y", "..", ".hidden"], False) == {
+        "..": tmp_path / "...npy",
+        ".hidden": tmp_path / ".hidden.npy",
+        "y": tmp_path / "y.npy",
+    }
+    for key in ("../x", "a/b", "a\\b", "", "nul\0"):
+        with pytest.raises(UsageError, match="is not a plain file name"):
+            render.output_files(tmp_path, ["y", key], True)
+
+
+def test_keys_print_literally_in_every_layout(capsys: pytest.CaptureFixture[str]) -> None:
+    out = render.make_console()
+    render.render_signature_keys(out, ["a\\", ":smile:", "[b]c"])
+    render.render_ops(out, ["serve", ":x:"], ["[Op]"])
+    assert capsys.readouterr().out == (
+        "The given SavedModel MetaGraphDef contains SignatureDefs with the following keys:\n"
+        'SignatureDef key: ":smile:"\nSignatureDef key: "[b]c"\nSignatureDef key: "a\\"\n'
+        "The MetaGraph with tag set ['serve', ':x:'] contains the following ops: {'[Op]'}\n"
+    )
+    terminal, buffer = console(terminal=True)
+    terminal.print(render.signature_table("k\\", SIGNATURES["serving_default"]))
+    assert "signature_def['k\\\\']" in buffer.getvalue() and "[b]" in buffer.getvalue()

@@ -152,3 +152,81 @@ def test_model_errors_are_one_line_with_exit_code_1(half_plus_two: str) -> None:
     result = run(*args)
     assert_one_line_error(result, 1, "InvalidArgument: Name: <unknown>, Feature: x (data type: float) is required")
     assert "{{node ParseExample/ParseExampleV2}}]]" in result.stderr  # TF's two lines, joined
+
+
+def build_tf1_model(folder: Path, output_keys: list[str]) -> str:
+    """A tiny TF1 SavedModel (tags serve) whose serving_default outputs ``x + 1`` under each of ``output_keys``."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    with tf.Graph().as_default() as graph, v1.Session(graph=graph) as session:
+        x = v1.placeholder(tf.float32, [None, 1], name="x")
+        y = tf.add(x, 1.0, name="y")
+        signature = v1.saved_model.signature_def_utils.predict_signature_def({"x": x}, dict.fromkeys(output_keys, y))
+        builder = v1.saved_model.Builder(str(folder))
+        builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={"serving_default": signature})
+        builder.save()
+    return str(folder)
+
+
+@pytest.mark.parametrize("key", ["../../evil", "a/b", "back\\slash"])
+def test_outdir_refuses_output_keys_that_are_not_file_names(tmp_path: Path, key: str) -> None:
+    model = build_tf1_model(tmp_path / "model", ["ok", key])
+    out = tmp_path / "deep" / "er" / "out"
+    result = run("--dir", model, "--input_exprs", "x=[[1.0]]", "--outdir", str(out))
+    assert_one_line_error(result, 2, f"output key {key!r} is not a plain file name")
+    assert not (tmp_path / "evil.npy").exists() and not (tmp_path / "deep" / "evil.npy").exists()
+    assert not out.exists()  # refused before anything was written (or created)
+    document = json.loads(run("--dir", model, "--input_exprs", "x=[[1.0]]", "--json").stdout)
+    assert document["outputs"][key]["value"] == [[2.0]]  # --json still works for such models
+
+
+def test_outdir_with_a_folder_where_the_file_goes(half_plus_two: str, tmp_path: Path) -> None:
+    (tmp_path / "y.npy").mkdir()
+    args = ["--dir", half_plus_two, "--input_exprs", "x=[[1.0]]", "--outdir", str(tmp_path)]
+    assert_one_line_error(run(*args, "--overwrite"), 2, f"cannot save to {tmp_path / 'y.npy'}: it exists and is not")
+
+
+def test_outdir_write_errors_are_one_line(half_plus_two: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full_disk(*args: Any, **kwargs: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "save", full_disk)
+    result = run("--dir", half_plus_two, "--input_exprs", "x=[[1.0]]", "--outdir", str(tmp_path))
+    assert_one_line_error(result, 2, f"cannot write {tmp_path / 'y.npy'}: No space left on device")
+
+
+def test_json_is_strict_for_non_finite_values(half_plus_two: str) -> None:
+    result = run("--dir", half_plus_two, "--input_exprs", "x=[[1e400], [1.0], [-1e400]]", "--json")
+    assert result.exit_code == 0, result.output
+    assert "Infinity" in result.stdout
+
+    def refuse(token: str) -> None:
+        raise AssertionError(f"bare {token} in --json output")
+
+    document = json.loads(result.stdout, parse_constant=refuse)
+    assert document["outputs"]["y"]["value"] == [["Infinity"], [2.5], ["-Infinity"]]
+
+
+def test_absl_boolean_spellings(half_plus_two: str, tmp_path: Path) -> None:
+    args = ["--dir", half_plus_two, "--input_exprs", "x=[[1.0]]", "--outdir", str(tmp_path)]
+    assert run(*args).exit_code == 0
+    assert_one_line_error(run(*args, "--overwrite=false"), 2, "add --overwrite")
+    assert_one_line_error(run(*args, "--overwrite", "--nooverwrite"), 2, "add --overwrite")
+    assert run(*args, "--overwrite=true").exit_code == 0
+    assert run(*args, "--nooverwrite", "--overwrite").exit_code == 0
+    assert_one_line_error(run(*args, "--overwrite=perhaps"), 2, "Illegal value 'perhaps' specified for bool flag")
+
+
+def test_no_tensorflow_log_lines_on_stderr(half_plus_two: str) -> None:
+    """TF logs ``E0000 ... failed call to cuInit`` on machines without a GPU; ``mlsrv run`` keeps it quiet."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    code = "from mlsrv.cli.app import main; main()"
+    command = [sys.executable, "-c", code, "run", "--dir", half_plus_two, "--input_exprs", "x=[[1.0]]"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout == "Result for output key y:\n[[2.5]]\n"
+    assert result.stderr == ""

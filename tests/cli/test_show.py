@@ -191,3 +191,100 @@ def test_base_path_lists_versions_and_picks_newest(tmp_path: Path, examples_dir:
     assert_one_line_error(show("--dir", str(tmp_path), "--version", "4"), 2, "version 4 not found")
     result = show("--dir", str(tmp_path / "3"), "--version", "3")
     assert_one_line_error(result, 2, "--version needs a model base path")
+
+
+# ------------------------------------------------------------------------------------------- concrete functions
+
+
+def saved_model_cli_show_all(model: Path) -> str:
+    """What ``saved_model_cli show --dir MODEL --all`` prints (run in this process), its op sets sorted."""
+    import contextlib
+    import io
+    import re
+
+    from tensorflow.python.tools import saved_model_cli
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        saved_model_cli._show_all(str(model))
+
+    def sort_ops(match: re.Match[str]) -> str:  # a Python set, printed in hash order; mlsrv sorts it
+        return match.group(1) + "{" + ", ".join(sorted(match.group(2).split(", "))) + "}"
+
+    return re.sub(r"(contains the following ops: )\{(.*)\}", sort_ops, buffer.getvalue())
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("name", ["half_plus_two", "mlp_classifier", "string_input", "multi_io", "slow"])
+def test_all_matches_saved_model_cli_byte_for_byte(examples_dir: Path, name: str) -> None:
+    model = max((examples_dir / name).iterdir())
+    result = show("--dir", str(model), "--all")
+    assert result.exit_code == 0, result.output
+    expected = saved_model_cli_show_all(model)
+    assert "\nConcrete Functions:\n  Function Name: " in expected
+    assert result.stdout == expected
+
+
+@pytest.mark.tf
+def test_all_on_tf2_reference_model_matches_saved_model_cli(reference_dir: Path) -> None:
+    model = reference_dir / "saved_model_half_plus_two_tf2_cpu" / "00000123"
+    result = show("--dir", str(model), "--all")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == saved_model_cli_show_all(model)
+    assert result.stdout.endswith(
+        "\n  Function Name: 'regress_xy2'\n    Option #1\n      Callable with:\n        Argument #1\n"
+        "          inputs: TensorSpec(shape=(None,), dtype=tf.string, name='inputs')\n"
+    )
+
+
+@pytest.mark.tf
+def test_tf1_models_have_no_concrete_functions(reference_dir: Path) -> None:
+    model = reference_dir / REFERENCE_MODEL
+    assert "Concrete Functions" not in show("--dir", str(model), "--all").stdout
+    document = json.loads(show("--dir", str(model), "--all", "--json").stdout)
+    assert document["concrete_functions"] is None and document["concrete_functions_error"] is None
+
+
+@pytest.mark.tf
+def test_json_all_lists_concrete_functions(examples_dir: Path) -> None:
+    document = json.loads(show("--dir", str(examples_dir / "multi_io"), "--all", "--json").stdout)
+    assert document["concrete_functions_error"] is None
+    assert document["concrete_functions"] == [
+        {
+            "name": "predict",
+            "options": [
+                {
+                    "arguments": [
+                        {"kind": "TensorSpec", "name": "a", "dtype": "DT_FLOAT", "shape": [-1, 2]},
+                        {"kind": "TensorSpec", "name": "b", "dtype": "DT_INT64", "shape": [-1]},
+                        {"kind": "TensorSpec", "name": "c", "dtype": "DT_STRING", "shape": [-1]},
+                    ],
+                    "named_arguments": {},
+                }
+            ],
+        }
+    ]
+    without_all = json.loads(show("--dir", str(examples_dir / "multi_io"), "--json").stdout)
+    assert "concrete_functions" not in without_all
+
+
+@pytest.mark.tf
+def test_absl_boolean_spellings(reference_dir: Path) -> None:
+    model = str(reference_dir / REFERENCE_MODEL)
+    everything = show("--dir", model, "--all").stdout
+    assert everything.startswith("\nMetaGraphDef with tag-set: 'serve'")
+    for spelling in (["--all=true"], ["--all=1"], ["--noall", "--all"], ["--all=True"]):
+        assert show("--dir", model, *spelling).stdout == everything, spelling
+    tag_sets = "The given SavedModel contains the following tag-sets:\n'serve'\n"
+    for spelling in (["--all=false"], ["--noall"], ["--all", "--noall"], ["--all", "--all=0"]):
+        assert show("--dir", model, *spelling).stdout == tag_sets, spelling
+    with_ops = show("--dir", model, "--tag_set", "serve", "--list_ops=true").stdout
+    assert "contains the following ops" in with_ops
+    assert "contains the following ops" not in show("--dir", model, "--tag_set", "serve", "--nolist_ops").stdout
+    assert "contains the following ops" in show("--dir", model, "--tag_set", "serve", "--list-ops=yes").stdout
+
+
+def test_bad_absl_boolean_is_a_one_line_usage_error(tmp_path: Path) -> None:
+    assert_one_line_error(show("--dir", str(tmp_path), "--all=sometimes"), 2, "Illegal value 'sometimes'")
+    # a value that merely looks like a flag is left alone
+    assert_one_line_error(show("--dir", "--all=true"), 2, "SavedModel directory does not exist: --all=true")

@@ -58,11 +58,49 @@ def test_endpoint_parse(target: str | None, protocol: Any, expected: Endpoint) -
         ("grpc://h:1", "rest", "is a grpc address but --protocol is rest"),
         ("ftp://h", None, "unsupported scheme"),
         ("h:1/path", "grpc", "a gRPC target is host:port"),
+        ("http://127.0.0.1:99999", None, r"invalid port '99999' in target 'http://127.0.0.1:99999'"),
+        ("grpc://127.0.0.1:99999", None, "invalid port '99999'"),
+        ("127.0.0.1:99999", "grpc", "invalid port '99999'"),
+        ("127.0.0.1:abc", None, "invalid port 'abc'"),
+        ("127.0.0.1:", "grpc", "invalid port ''"),
+        ("h:0", None, "invalid port '0'"),
+        ("h:+80", None, r"invalid port '\+80'"),
+        ("h:８０", None, "invalid port"),
+        ("http://[::1", None, "invalid IPv6 address in target 'http://\\[::1'"),
+        ("[::1]x", "grpc", "invalid target"),
+        ("[]:80", None, "invalid IPv6 address"),
+        ("::1", None, "put an IPv6 address in brackets"),
+        ("::1", "grpc", "put an IPv6 address in brackets"),
+        (":8501", None, "no host name"),
+        ("grpc://:8500", None, "no host name"),
+        ("user@h:1", None, "invalid host 'user@h'"),
+        ("h h:1", None, "invalid host"),
     ],
 )
 def test_endpoint_parse_errors(target: str, protocol: Any, message: str) -> None:
-    with pytest.raises(errors.UsageError, match=message):
+    with pytest.raises(errors.UsageError, match=message) as raised:
         Endpoint.parse(target, protocol)
+    assert raised.value.exit_code == errors.EXIT_USAGE
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("http://[fe80::1%eth0]:9", Endpoint("rest", "http://[fe80::1%eth0]:9")),
+        ("[::ffff:127.0.0.1]", Endpoint("rest", "http://[::ffff:127.0.0.1]:8501")),
+        ("my_host.local:65535", Endpoint("rest", "http://my_host.local:65535")),
+        ("h:1/v1/", Endpoint("rest", "http://h:1/v1")),
+    ],
+)
+def test_endpoint_parse_accepts_valid_addresses(target: str, expected: Endpoint) -> None:
+    assert Endpoint.parse(target) == expected
+
+
+def test_rest_transport_refuses_a_bad_url_without_a_traceback() -> None:
+    with pytest.raises(errors.UsageError, match="invalid URL 'http://h:99999'"):
+        RestTransport("http://h:99999")
+    with pytest.raises(errors.UsageError, match="not an http"):
+        RestTransport("ftp://h:1")
 
 
 def test_endpoint_builds_the_matching_transport() -> None:

@@ -386,3 +386,55 @@ def test_grpc_connection_refused_is_a_transport_error() -> None:
     with pytest.raises(errors.TransportError, match=r"^cannot connect to 127\.0\.0\.1:\d+: ") as info:
         asyncio.run(scenario())
     assert "\n" not in info.value.message
+
+
+def test_rest_dns_failure_says_the_host_could_not_be_resolved(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    async def unresolvable(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(asyncio.BaseEventLoop, "create_connection", unresolvable)
+
+    async def scenario() -> None:
+        transport = RestTransport("http://nosuchhost.invalid:8501")
+        try:
+            await transport.send(Call(Op.STATUS, ModelSpec("m")))
+        finally:
+            await transport.aclose()
+
+    with pytest.raises(errors.TransportError) as info:
+        asyncio.run(scenario())
+    assert info.value.message == (
+        "cannot connect to http://nosuchhost.invalid:8501: the host 'nosuchhost.invalid' could not be resolved "
+        "(Name or service not known)"
+    )
+    assert info.value.exit_code == errors.EXIT_TRANSPORT
+
+
+class FakeRpcError:
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+@pytest.mark.parametrize(
+    "details",
+    [
+        "errors resolving nosuchhost.invalid:8500: ",  # gRPC's native resolver
+        "DNS resolution failed for nosuchhost.invalid:8500: C-ares status is not ARES_SUCCESS qtype=A",
+    ],
+)
+def test_grpc_dns_failure_is_a_transport_error(details: str) -> None:
+    from mlsrv.client.grpc_transport import _grpc_error
+
+    error = _grpc_error(FakeRpcError(grpc.StatusCode.UNAVAILABLE, details), "nosuchhost.invalid:8500", 3.0)
+    assert isinstance(error, errors.TransportError) and error.exit_code == errors.EXIT_TRANSPORT
+    assert error.message.startswith("cannot connect to nosuchhost.invalid:8500: the host could not be resolved (")
+    overloaded = _grpc_error(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "too many requests"), "h:1", 3.0)
+    assert type(overloaded) is errors.Overloaded  # a server's own UNAVAILABLE stays what it was

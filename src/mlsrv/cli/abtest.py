@@ -15,6 +15,7 @@ from typing import Annotated, Final
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from mlsrv.cli import render
 from mlsrv.cli.client_options import (
@@ -30,7 +31,7 @@ from mlsrv.cli.client_options import (
     timeout_seconds,
     with_connection,
 )
-from mlsrv.cli.runner import run
+from mlsrv.cli.runner import print_error, run
 from mlsrv.client import inputs as client_inputs
 from mlsrv.client.abtest import ABReport, ABSpec, run_abtest
 from mlsrv.client.api import Client
@@ -97,9 +98,8 @@ def abtest(
     )  # fmt: skip
     failures = run(_main(conn, options))
     if failures:
-        err = Console(stderr=True, highlight=False, soft_wrap=True)
         for line in failures:
-            err.print(f"[red]abtest failed[/]: {line}")
+            print_error("abtest failed", line)
         raise typer.Exit(EXIT_REQUEST_ERROR)
 
 
@@ -178,14 +178,14 @@ def _describe(spec: ModelSpec) -> str:
 def _render(console: Console, report: ABReport, options: _Options) -> None:
     failures = report.failures(options.atol, options.rtol)
     if not options.quiet:
-        sides = Table(title=f"{report.a.spec.name}: {report.compared}/{report.requests} request pairs compared")
+        sides = Table(title=Text(f"{report.a.spec.name}: {report.compared}/{report.requests} request pairs compared"))
         for column in ("side", "model", "ok", "errors", "p50 ms", "p99 ms", "mean ms"):
             sides.add_column(column, justify="left" if column in ("side", "model", "errors") else "right")
         for name, side in (("A", report.a), ("B", report.b)):
             p50, p99 = side.latency.percentiles([50.0, 99.0])
             errors = ", ".join(f"{code}: {n}" for code, n in sorted(side.errors.items())) or "0"
             sides.add_row(
-                name, _describe(side.spec), str(side.ok), errors,
+                name, Text(_describe(side.spec)), str(side.ok), Text(errors),
                 f"{p50 * 1e3:.3f}", f"{p99 * 1e3:.3f}", f"{side.latency.mean * 1e3:.3f}",
             )  # fmt: skip
         console.print(sides)
@@ -195,7 +195,7 @@ def _render(console: Console, report: ABReport, options: _Options) -> None:
         for key, diff in sorted(report.outputs.items()):
             ok = not diff.failures(options.atol, options.rtol)
             outputs.add_row(
-                key, f"{diff.max_abs_diff:.6g}", f"{diff.max_rel_diff:.6g}", str(diff.mismatched),
+                Text(key), f"{diff.max_abs_diff:.6g}", f"{diff.max_rel_diff:.6g}", str(diff.mismatched),
                 str(diff.shape_mismatches), "[green]equal[/]" if ok else "[red]differs[/]",
             )  # fmt: skip
         if report.outputs:

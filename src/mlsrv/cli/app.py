@@ -6,6 +6,7 @@ every TAB); commands import heavy modules inside their function bodies.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated, NoReturn
 
@@ -58,9 +59,29 @@ def _root(
     """Inspect, run, serve and measure TensorFlow SavedModels."""
 
 
+#: Help width when stdout is not a terminal and neither COLUMNS nor TERMINAL_WIDTH says otherwise: Rich
+#: would fall back to 80 columns and cut option names and words with '…' (``mlsrv run --help | less``).
+PIPED_HELP_WIDTH = 160
+
+
+def _widen_piped_help() -> None:
+    if os.environ.get("COLUMNS") or os.environ.get("TERMINAL_WIDTH"):
+        return
+    try:
+        if sys.stdout.isatty():
+            return
+    except (AttributeError, ValueError):  # no usable stdout: nothing to size
+        return
+    from typer import rich_utils
+
+    rich_utils.MAX_WIDTH = PIPED_HELP_WIDTH
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
     """Console-script entry point. ``serve`` arguments get TF Serving's bare-boolean syntax normalised."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if any(arg in ("-h", "--help") for arg in args) or len(args) <= 1:
+        _widen_piped_help()  # only help (and no-args help) is laid out by width
     if args and args[0] == "serve":
         args = ["serve", *flags.normalize_argv(args[1:])]
     try:

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import sys
 from dataclasses import dataclass, replace
 from typing import Annotated, Final
 
 import typer
-from rich.console import Console
 
 from mlsrv.cli import bench_output, render
 from mlsrv.cli.bench_workload import InputOptions, build_workload, open_send, run_here
@@ -37,7 +37,7 @@ from mlsrv.cli.client_options import (
     timeout_seconds,
     with_connection,
 )
-from mlsrv.cli.runner import run
+from mlsrv.cli.runner import print_error, run
 from mlsrv.client.bench import level_spec
 from mlsrv.client.bench_spec import Arrival, BenchSpec, parse_duration, parse_latency, parse_levels, parse_rate_percent
 from mlsrv.client.bench_workers import run_bench_workers
@@ -176,9 +176,8 @@ def bench(
     )  # fmt: skip
     violations = run(lambda: _main(conn, options, compare))
     if violations:
-        err = Console(stderr=True, highlight=False, soft_wrap=True)
         for line in violations:
-            err.print(f"[red]gate failed[/]: {line}")
+            print_error("gate failed", line)
         raise typer.Exit(EXIT_REQUEST_ERROR)
 
 
@@ -217,6 +216,8 @@ class _Options:
         )
 
     def gates(self) -> dict[str, float | None]:
+        if self.min_rps is not None and not (self.min_rps >= 0 and math.isfinite(self.min_rps)):
+            raise UsageError(f"--min-rps must be a number >= 0, got {self.min_rps:g}")
         return {
             "max_p99_ms": None if self.max_p99 is None else parse_latency(self.max_p99),
             "min_rps": self.min_rps,
@@ -265,6 +266,10 @@ def _bench_spec(options: _Options) -> tuple[BenchSpec, list[float]]:
         raise UsageError(f"--arrival must be constant or poisson, got {options.arrival!r}")
     if options.fill not in ("random", "zeros"):
         raise UsageError(f"--fill must be random or zeros, got {options.fill!r}")
+    if options.batch_size is not None and options.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {options.batch_size}")
+    if options.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {options.workers}")
     duration = None if options.duration is None else parse_duration(options.duration)
     if duration is None and options.requests is None:
         duration = DEFAULT_DURATION_S
@@ -274,7 +279,7 @@ def _bench_spec(options: _Options) -> tuple[BenchSpec, list[float]]:
         duration_s=duration,
         requests=options.requests,
         warmup_s=parse_duration(options.warmup),
-        batch_size=options.batch_size or 1,
+        batch_size=1 if options.batch_size is None else options.batch_size,
         timeout_s=timeout_seconds(options.timeout),
         max_in_flight=options.max_in_flight,
     )
@@ -287,11 +292,11 @@ def _bench_spec(options: _Options) -> tuple[BenchSpec, list[float]]:
 
 def _parse_rates(text: str) -> list[float]:
     try:
-        rates = [float(part) for part in text.split(",") if part.strip()]
+        rates = [float(part) for part in text.split(",")]
     except ValueError:
         raise UsageError(f"invalid --rate {text!r}: expected requests/s like 100 or a list like 100,200,400") from None
-    if not rates or any(not r > 0 for r in rates):
-        raise UsageError(f"invalid --rate {text!r}: rates must be positive")
+    if any(not (r > 0 and math.isfinite(r)) for r in rates):
+        raise UsageError(f"invalid --rate {text!r}: rates must be positive numbers")
     return rates
 
 

@@ -145,10 +145,9 @@ def request_pool(signature: SignatureInfo, options: InputOptions) -> list[client
         shapes = client_inputs.parse_shapes(options.shapes)
         fill: client_inputs.Fill = "zeros" if options.fill == "zeros" else "random"
         count = 1 if fill == "zeros" else POOL_SIZE
+        rows = 1 if options.batch_size is None else options.batch_size
         pool = [
-            client_inputs.generate_request(
-                signature, batch_size=options.batch_size or 1, shapes=shapes, fill=fill, seed=seed
-            )
+            client_inputs.generate_request(signature, batch_size=rows, shapes=shapes, fill=fill, seed=seed)
             for seed in range(count)
         ]
     if options.shapes and (options.input_files or options.inputs):

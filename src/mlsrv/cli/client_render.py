@@ -11,8 +11,8 @@ from collections.abc import Mapping
 
 import numpy as np
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from mlsrv.cli import render
 from mlsrv.protocol import dtypes
@@ -35,10 +35,10 @@ def render_outputs(console: Console, outputs: Mapping[str, np.ndarray]) -> None:
     for key in sorted(outputs):
         array = outputs[key]
         table.add_row(
-            escape(key),
+            Text(key),
             dtypes.for_array(array).name,
             str(tuple(array.shape)),
-            escape(np.array2string(array, threshold=1000)),
+            Text(np.array2string(array, threshold=1000)),
         )
     console.print(table)
 
@@ -64,7 +64,7 @@ def render_classify(console: Console, response: ClassifyResponse) -> None:
             label = "" if classes is None else _label(classes[i, j])
             score = "" if scores is None else f"{float(scores[i, j]):.6g}"
             if table is not None:
-                table.add_row(str(i), escape(label), score)
+                table.add_row(str(i), Text(label), score)
             else:
                 console.print(f"example {i}: class {label!r} score {score}", markup=False)
     if table is not None:
@@ -89,14 +89,15 @@ def render_status(console: Console, status: ModelStatus) -> None:
     """Every version, highest first: state, and the error code and message when there is one."""
     versions = sorted(status.versions, key=lambda v: v.version, reverse=True)
     if console.is_terminal:
-        table = Table(title=f"[bold]{escape(status.name)}[/]", title_justify="left", show_edge=False, pad_edge=False)
+        title = Text(status.name, style="bold")
+        table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
         for column in ("version", "state", "error"):
             table.add_column(column)
         for v in versions:
             failed = v.error_code.name != "OK" or v.error_message
             error = f"{v.error_code.name}: {v.error_message}" if failed else ""
             style = "green" if v.state.name == "AVAILABLE" else ("red" if error else None)
-            table.add_row(str(v.version), f"[{style}]{v.state.name}[/]" if style else v.state.name, escape(error))
+            table.add_row(str(v.version), Text(v.state.name, style=style or ""), Text(error))
         console.print(table)
         return
     for v in versions:

@@ -13,9 +13,11 @@ def register(app: typer.Typer) -> None:
 
     from mlsrv.cli import run as run_cmd
     from mlsrv.cli import show
+    from mlsrv.cli.absl_bools import AbslBoolCommand
 
-    app.command("show", no_args_is_help=True)(show.show)
-    app.command("run", no_args_is_help=True)(run_cmd.run_command)
+    # saved_model_cli's commands: their booleans also take absl's --flag=true|false and --noflag forms
+    app.command("show", no_args_is_help=True, cls=AbslBoolCommand)(show.show)
+    app.command("run", no_args_is_help=True, cls=AbslBoolCommand)(run_cmd.run_command)
 
     from mlsrv.cli import bench, metadata, predict, status
 

@@ -18,6 +18,8 @@ f-strings, starred arguments) is refused with a :class:`~mlsrv.errors.UsageError
 from __future__ import annotations
 
 import ast
+import math
+import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +32,8 @@ from mlsrv.errors import UsageError
 MAX_EXPRESSION_CHARS: Final = 100_000
 #: Largest array a constructor may build (elements); bigger inputs belong in a .npy file (--inputs).
 MAX_ELEMENTS: Final = 1 << 26
+#: Largest total an expression's numpy calls may allocate (bytes; a string dtype like U100000 counts in full).
+MAX_BYTES: Final = 1 << 30
 
 #: Numpy constructors an expression may call, by their name after ``np.``.
 FUNCTIONS: Final[frozenset[str]] = frozenset(
@@ -155,39 +159,136 @@ def evaluate(expression: str, where: str = "expression") -> Any:
         raise
     except RecursionError:
         raise UsageError(f"{where}: expression nested too deeply") from None
-    except (TypeError, ValueError, MemoryError, OverflowError) as error:
+    except (TypeError, ValueError, MemoryError, ArithmeticError) as error:
         raise UsageError(f"{where}: {type(error).__name__}: {error}") from None
 
 
+#: Where each constructor takes ``dtype`` positionally (it may also come as a keyword).
+_DTYPE_POSITION: Final[dict[str, int]] = {
+    "array": 1, "asarray": 1, "ones": 1, "zeros": 1, "full": 2, "arange": 3, "linspace": 5, "eye": 3,
+    "random.randint": 3,
+}  # fmt: skip
+
+
+class _Refused(Exception):
+    """An argument the allocation estimate cannot account for (the evaluator turns it into a UsageError)."""
+
+
+def _int(value: Any, what: str) -> int:
+    """A dimension or count as an int: Python ints, numpy integers and 0-d integer arrays (what numpy takes)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)  # numpy refuses these itself; counted so the cap never depends on it
+    try:
+        return int(operator.index(value))
+    except TypeError:
+        raise _Refused(f"{what} must be an integer") from None
+
+
+def _real(value: Any, what: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise _Refused(f"{what} must be a real number") from None
+    if not math.isfinite(number):
+        raise _Refused(f"{what} must be finite")
+    return number
+
+
+def _count(shape: Any) -> int:
+    if isinstance(shape, np.ndarray):
+        shape = shape.tolist()
+    dims = shape if isinstance(shape, list | tuple) else [shape]
+    total = 1
+    for dim in dims:
+        total *= max(_int(dim, "a shape"), 0)
+    return total
+
+
+def _leaves(value: Any) -> int:
+    """Elements ``np.array(value)`` holds at most: literal leaves, plus the size of any array inside."""
+    if isinstance(value, np.ndarray):
+        return int(value.size)
+    if isinstance(value, list | tuple):
+        return sum(_leaves(item) for item in value)
+    return 1
+
+
+def _text_size(value: Any) -> int:
+    """Bytes per item a text value needs as a numpy ``U`` array (the longest string or bytes inside, x4)."""
+    if isinstance(value, str | bytes):
+        return 4 * len(value)
+    if isinstance(value, np.ndarray):
+        return int(value.itemsize) if value.dtype.kind in "USV" else 0
+    if isinstance(value, list | tuple):
+        return max((_text_size(item) for item in value), default=0)
+    if isinstance(value, dict):
+        return max((_text_size(item) for item in (*value.keys(), *value.values())), default=0)
+    return 0
+
+
 def _elements(name: str, args: list[Any], kwargs: dict[str, Any]) -> int:
-    """How many elements a whitelisted constructor would allocate, checked before calling it."""
+    """How many elements a whitelisted constructor would allocate, checked before calling it.
+
+    Positional and keyword arguments are read alike (``np.arange(0, stop=10**10)`` counts 10**10).
+    """
 
     def arg(index: int, keyword: str, default: Any = None) -> Any:
         return args[index] if len(args) > index else kwargs.get(keyword, default)
 
-    def count(shape: Any) -> int:
-        dims = shape if isinstance(shape, list | tuple) else [shape]
-        total = 1
-        for dim in dims:
-            total *= max(int(dim), 0) if isinstance(dim, int | float) else 1
-        return total
-
     if name in ("ones", "zeros", "full"):
-        return count(arg(0, "shape", 1))
+        return _count(arg(0, "shape", 1))
     if name == "eye":
-        rows = arg(0, "N", 1)
-        return count([rows, arg(1, "M", None) or rows])
+        rows = _int(arg(0, "N", 1), "N")
+        columns = arg(1, "M", None)
+        return _count([rows, rows if columns is None else _int(columns, "M")])
     if name in ("random.rand", "random.randn"):
-        return count(list(args))
+        return _count(list(args))
     if name == "random.randint":
-        return count(arg(2, "size", 1) or 1)
+        size = arg(2, "size", None)
+        return 1 if size is None else _count(size)
     if name == "linspace":
-        return count(arg(2, "num", 50))
+        return _count(arg(2, "num", 50))
     if name == "arange":
-        numbers = [a for a in args if isinstance(a, int | float) and not isinstance(a, bool)]
-        start, stop, step = (0, *numbers, 1)[:3] if len(numbers) == 1 else (*numbers, 1)[:3]
-        return count(abs((stop - start) / step) + 1) if step else 0
+        return _arange_elements(args, kwargs)
+    if name in ("array", "asarray"):
+        return _leaves(arg(0, "object", None))
     return 0
+
+
+def _arange_elements(args: list[Any], kwargs: dict[str, Any]) -> int:
+    """numpy's reading of ``arange([start,] stop[, step])``, keywords included."""
+    numbers = args[:3]
+    start, stop, step = kwargs.get("start"), kwargs.get("stop"), kwargs.get("step")
+    if len(numbers) == 1:
+        if stop is None:
+            stop = numbers[0]
+        else:
+            start = numbers[0]
+    elif len(numbers) >= 2:
+        start, stop = numbers[0], numbers[1]
+        if len(numbers) == 3:
+            step = numbers[2]
+    if stop is None:  # np.arange(start=3): numpy refuses it; count the one-argument reading
+        start, stop = None, start
+    low, high = _real(0 if start is None else start, "start"), _real(stop, "stop")
+    increment = _real(1 if step is None else step, "step")
+    if increment == 0:
+        raise _Refused("step must not be 0")
+    return max(math.ceil((high - low) / increment), 0)
+
+
+def _itemsize(name: str, args: list[Any], kwargs: dict[str, Any]) -> int:
+    """Bytes per element the call may allocate: the dtype's size, or for text the longest string inside."""
+    position = _DTYPE_POSITION.get(name)
+    dtype = kwargs.get("dtype", args[position] if position is not None and len(args) > position else None)
+    text = max(_text_size(args), _text_size(kwargs.get("fill_value")), _text_size(kwargs.get("object")))
+    if dtype is None:
+        return max(16, text)  # complex128 is numpy's widest default
+    try:
+        size = np.dtype(dtype).itemsize
+    except (TypeError, ValueError):
+        return max(16, text)  # numpy will refuse the dtype itself
+    return size if size else 4 * max(text, 32)  # 'U', 'S', str_: sized by the data (32 covers a number)
 
 
 class _Evaluator:
@@ -195,6 +296,8 @@ class _Evaluator:
 
     def __init__(self, where: str, rng: np.random.RandomState) -> None:
         self.where = where
+        #: Bytes the numpy calls of this expression may have allocated so far (capped by MAX_BYTES).
+        self.allocated = 0
         self.functions: dict[str, Callable[..., Any]] = {
             name: getattr(np, name) for name in FUNCTIONS if not name.startswith("random.")
         }
@@ -249,8 +352,16 @@ class _Evaluator:
             if keyword.arg is None or keyword.arg not in KEYWORDS:
                 raise self.refuse(node, f"keyword {keyword.arg or '**'!r} is not allowed")
             kwargs[keyword.arg] = self.visit(keyword.value)
-        if _elements(name or "", args, kwargs) > MAX_ELEMENTS:
+        try:
+            elements = _elements(name or "", args, kwargs)
+            size = elements * _itemsize(name or "", args, kwargs)
+        except _Refused as error:
+            raise self.refuse(node, str(error)) from None
+        if elements > MAX_ELEMENTS:
             raise self.refuse(node, f"arrays over {MAX_ELEMENTS} elements are not allowed (use --inputs)")
+        self.allocated += size
+        if self.allocated > MAX_BYTES:
+            raise self.refuse(node, f"arrays over {MAX_BYTES >> 20} MiB in all are not allowed (use --inputs)")
         return function(*args, **kwargs)
 
     def visit_dtype(self, node: ast.Attribute) -> Any:

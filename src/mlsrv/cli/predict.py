@@ -223,12 +223,8 @@ def _show_outputs(
 ) -> None:
     saved = {}
     if outdir is not None:
-        saved = {key: outdir / f"{key}.npy" for key in sorted(outputs)}
-        existing = [str(path) for path in saved.values() if path.exists()]
-        if existing and not options.overwrite:
-            raise UsageError(f"output file {existing[0]} already exists; add --overwrite to replace it")
-        for key, path in saved.items():
-            np.save(path, outputs[key])
+        saved = render.output_files(outdir, outputs, options.overwrite)
+        render.save_outputs(saved, outputs)
     if options.as_json:
         client_render.print_wire_json(console, json_codec.encode_predict_response(outputs, request.format))
         return

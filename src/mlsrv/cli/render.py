@@ -10,21 +10,27 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
+from mlsrv.errors import UsageError
 from mlsrv.protocol import dtypes
 from mlsrv.protocol.types import SignatureInfo, TensorInfo
 
 
 def make_console() -> Console:
-    """stdout console: colours and tables on a terminal, plain unwrapped text when piped."""
-    return Console(highlight=False, soft_wrap=True)
+    """stdout console: colours and tables on a terminal, plain unwrapped text when piped.
+
+    ``emoji=False``: model, tensor and server text such as ``:abc:`` must print as it is, never as an emoji.
+    """
+    return Console(highlight=False, soft_wrap=True, emoji=False)
 
 
 def shape_text(info: TensorInfo) -> str:
@@ -37,34 +43,32 @@ def shape_text(info: TensorInfo) -> str:
 def render_tag_sets(console: Console, tag_sets: Iterable[Sequence[str]]) -> None:
     console.print("The given SavedModel contains the following tag-sets:", style="bold")
     for tags in sorted(", ".join(sorted(t)) for t in tag_sets):
-        console.print(escape(repr(tags)), markup=True)
+        console.print(repr(tags), markup=False)
 
 
 def render_signature_keys(console: Console, keys: Iterable[str]) -> None:
     console.print("The given SavedModel MetaGraphDef contains SignatureDefs with the following keys:", style="bold")
     for key in sorted(keys):
-        console.print(f'SignatureDef key: "{escape(key)}"')
+        console.print(f'SignatureDef key: "{key}"', markup=False)
 
 
 def render_ops(console: Console, tags: Sequence[str], ops: Iterable[str]) -> None:
     listed = ", ".join(repr(op) for op in sorted(ops))
-    console.print(
-        f"The MetaGraph with tag set {escape(repr(list(tags)))} contains the following ops: {{{escape(listed)}}}"
-    )
+    console.print(f"The MetaGraph with tag set {list(tags)!r} contains the following ops: {{{listed}}}", markup=False)
 
 
 def render_signatures(console: Console, signatures: Mapping[str, SignatureInfo], *, header: str | None = None) -> None:
     """Every signature: ``signature_def['k']:`` blocks (plain) or one table per signature (terminal)."""
     if header:
         console.print()
-        console.print(escape(header), style="bold")
+        console.print(header, style="bold", markup=False)
     for key in sorted(signatures):
         if console.is_terminal:
             console.print()
             console.print(signature_table(key, signatures[key]))
         else:
             console.print()
-            console.print(f"signature_def['{escape(key)}']:")
+            console.print(f"signature_def['{key}']:", markup=False)
             render_signature(console, signatures[key], indent=1)
 
 
@@ -94,13 +98,13 @@ def _tensor_lines(pad: str, kind: str, tensors: Mapping[str, TensorInfo]) -> lis
 
 def signature_table(key: str, signature: SignatureInfo) -> Table:
     """A terminal table: one row per input and output, with dtype, shape and graph tensor name."""
-    title = f"[bold]signature_def[{escape(repr(key))}][/]  [dim]{escape(signature.method_name or '-')}[/]"
+    title = Text.assemble((f"signature_def[{key!r}]", "bold"), "  ", (signature.method_name or "-", "dim"))
     table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
     for column in ("", "key", "dtype", "shape", "tensor name"):
         table.add_column(column)
     for kind, tensors in (("input", signature.inputs), ("output", signature.outputs)):
         for name, info in sorted(tensors.items()):
-            table.add_row(kind, escape(name), info.dtype, shape_text(info), escape(info.name))
+            table.add_row(kind, Text(name), info.dtype, shape_text(info), Text(info.name))
     return table
 
 
@@ -110,8 +114,43 @@ def signature_table(key: str, signature: SignatureInfo) -> Table:
 def render_tensors(console: Console, tensors: Mapping[str, np.ndarray]) -> None:
     """``Result for output key y:`` followed by numpy's printout, per tensor (sorted by key)."""
     for key in sorted(tensors):
-        console.print(f"Result for output key {escape(key)}:", style="bold" if console.is_terminal else None)
+        console.print(f"Result for output key {key}:", style="bold" if console.is_terminal else None, markup=False)
         console.print(np.array2string(tensors[key], threshold=1000), markup=False)
+
+
+def output_files(outdir: Path, keys: Iterable[str], overwrite: bool) -> dict[str, Path]:
+    """``<outdir>/<key>.npy`` per output key (sorted), checked before anything is written.
+
+    Output keys come from the model (or the server), so each must be a plain file name, without ``/`` or
+    ``\\``: a key such as ``../x`` or ``a/b`` would write outside ``outdir`` or into a folder that does not
+    exist. Existing files need ``overwrite``; an existing non-file (a folder named ``y.npy``) is refused.
+    """
+    paths = {}
+    for key in sorted(keys):
+        if not key or any(c in key for c in "/\\\0"):
+            raise UsageError(
+                f"output key {key!r} is not a plain file name, so it cannot be saved to --outdir (use --json)"
+            )
+        paths[key] = outdir / f"{key}.npy"
+    for path in paths.values():
+        try:
+            exists, is_file = path.exists(), path.is_file()
+        except OSError as error:  # e.g. a name too long for the file system
+            raise UsageError(f"cannot save to {path}: {error.strerror or error}") from None
+        if exists and not is_file:
+            raise UsageError(f"cannot save to {path}: it exists and is not a file")
+        if exists and not overwrite:
+            raise UsageError(f"output file {path} already exists; add --overwrite to replace it")
+    return paths
+
+
+def save_outputs(paths: Mapping[str, Path], outputs: Mapping[str, np.ndarray]) -> None:
+    """``np.save`` each output to its path; an OS error (permissions, disk full) is one UsageError line."""
+    for key, path in paths.items():
+        try:
+            np.save(path, outputs[key])
+        except OSError as error:
+            raise UsageError(f"cannot write {path}: {error.strerror or error}") from None
 
 
 # --------------------------------------------------------------------------------------------- JSON
@@ -163,6 +202,24 @@ def _text(value: Any) -> Any:
     return str(value)
 
 
+def strict_json(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by the string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``.
+
+    JSON has no such numbers (Python's ``json`` writes bare tokens that ``jq`` and most parsers reject);
+    the strings are what protobuf's JSON mapping uses for them.
+    """
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {key: strict_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(item) for item in value]
+    return value
+
+
 def print_json(console: Console, document: Any) -> None:
-    """Indented JSON on stdout, no colours or wrapping (stable for ``jq``); NaN/Infinity as bare tokens."""
-    console.print(json.dumps(document, indent=2), markup=False, highlight=False, soft_wrap=True)
+    """Indented, strict JSON on stdout (non-finite floats as strings), no colours or wrapping: stable for ``jq``."""
+    text = json.dumps(strict_json(document), indent=2, allow_nan=False)
+    console.print(text, markup=False, highlight=False, soft_wrap=True)

@@ -44,7 +44,10 @@ def run_command(
     outdir: Annotated[
         str | None, typer.Option("--outdir", help="Write each output to <outdir>/<output_key>.npy.")
     ] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files in --outdir.")] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite/--nooverwrite", help="Replace existing files in --outdir.", show_default=False),
+    ] = False,
     version: Annotated[
         int | None, typer.Option("--version", help="Version to run when --dir is a base path (default: newest).")
     ] = None,
@@ -60,8 +63,9 @@ def run_command(
 
       mlsrv run --dir models/half_plus_two --signature_def regress_x_to_y --input_examples 'inputs=[{"x":[1.0]}]'
 
-    Inputs are checked against the signature (names, dtype, shape) first. Exit codes: 0 ok, 1 the model
-    failed, 2 bad flags or inputs.
+    Inputs are checked against the signature (names, dtype, shape) first.
+
+    Exit codes: 0 ok, 1 the model failed, 2 bad flags or inputs.
     """
     run(
         lambda: _run(
@@ -105,8 +109,7 @@ def _run(
         outputs = servable.run(signature_key, feeds)
     except MlsrvError as error:  # TF's messages span lines ("\n\t [[{{node ...}}]]"); the CLI prints one
         raise type(error)(" ".join(line.strip() for line in error.message.splitlines())) from None
-    for key, path in targets.items():
-        np.save(path, outputs[key])
+    render.save_outputs(targets, outputs)
     console = render.make_console()
     if as_json:
         document = {
@@ -217,11 +220,7 @@ def _as_numbers(key: str, array: np.ndarray, target: np.dtype, name: str) -> np.
 
 def _output_paths(outdir: Path, signature: SignatureInfo, overwrite: bool) -> dict[str, Path]:
     """``<outdir>/<key>.npy`` per output, checked before running so nothing is half-written."""
-    paths = {key: outdir / f"{key}.npy" for key in sorted(signature.outputs)}
-    if not overwrite:
-        for path in paths.values():
-            if path.exists():
-                raise UsageError(f"output file {path} already exists; add --overwrite to replace it")
+    paths = render.output_files(outdir, signature.outputs, overwrite)
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as error:

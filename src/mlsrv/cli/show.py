@@ -68,8 +68,13 @@ def resolve_model_dir(directory: str, version: int | None = None) -> ModelDir:
 
 
 def quiet_tensorflow() -> None:
-    """Keep TF's INFO/WARNING chatter off the terminal; must run before TensorFlow is first imported."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Keep TF's C++ log lines off the terminal; must run before TensorFlow is first imported.
+
+    Level 3 mutes ERROR lines too: on a machine without a GPU, TF logs ``E0000 ... failed call to cuInit``
+    when the first session starts. A TF failure that matters still reaches the user, as the Python
+    exception mlsrv prints as its one-line error. A TF_CPP_MIN_LOG_LEVEL the user set is kept.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
@@ -108,9 +113,19 @@ def show(
         str | None,
         typer.Option("--signature_def", "--signature-def", help="Signature to detail (needs --tag_set)."),
     ] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Show every tag-set, signature and op.")] = False,
+    all_: Annotated[
+        bool,
+        typer.Option(
+            "--all/--noall",
+            help="Show every tag-set, signature and op, and the concrete functions of a TF2 SavedModel.",
+            show_default=False,
+        ),
+    ] = False,
     list_ops: Annotated[
-        bool, typer.Option("--list_ops", "--list-ops", help="Also list the ops the MetaGraph uses.")
+        bool,
+        typer.Option(
+            "--list_ops/--nolist_ops", "--list-ops", help="Also list the ops the MetaGraph uses.", show_default=False
+        ),
     ] = False,
     version: Annotated[
         int | None, typer.Option("--version", help="Version to show when --dir is a base path (default: newest).")
@@ -119,8 +134,11 @@ def show(
 ) -> None:
     """Show the tag-sets, signatures, tensors and ops of a SavedModel (saved_model_cli show).
 
-    Without --tag_set: the tag-sets. With --tag_set: its signature keys. With --tag_set and --signature_def:
-    that signature's inputs and outputs (dtype, shape, tensor name) and method name. --all: everything.
+    Without --tag_set: the tag-sets. With --tag_set: its signature keys.
+
+    With --tag_set and --signature_def: that signature's inputs and outputs (dtype, shape, tensor name), method name.
+
+    --all: everything, with the concrete functions of TF2 SavedModels.
     """
     run(lambda: _show(dir, tag_set, signature_def, all_, list_ops, version, json_))
 
@@ -142,8 +160,14 @@ def _show(
 
     info = tf_runtime.inspect_saved_model(str(model.path))
     console = render.make_console()
+    # --all ends with the TF2 functions, as saved_model_cli's does (loads the model; None for TF1 exports)
+    functions = tf_runtime.list_concrete_functions(str(model.path)) if all_ else None
     if as_json:
-        render.print_json(console, _document(model, info, tag_set, signature_def, all_, list_ops))
+        document = _document(model, info, tag_set, signature_def, all_, list_ops)
+        if all_:
+            document["concrete_functions"] = None if functions is None else functions["functions"]
+            document["concrete_functions_error"] = None if functions is None else functions["error"]
+        render.print_json(console, document)
         return
     if model.version is not None:
         listed = ", ".join(str(v) for v in model.versions)
@@ -155,6 +179,9 @@ def _show(
             header = f"MetaGraphDef with tag-set: '{', '.join(meta_graph.tags)}' contains the following SignatureDefs:"
             render.render_signatures(console, meta_graph.signatures, header=header)
             render.render_ops(console, meta_graph.tags, meta_graph.ops)
+        if functions is not None:  # written as is: saved_model_cli's text has control characters ("\b\b")
+            console.file.write(functions["text"])
+            console.file.flush()
         return
     if tag_set is None:
         if list_ops:

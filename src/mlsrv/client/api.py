@@ -14,6 +14,7 @@ Loop-affine: create and use a Client inside one running event loop.
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -135,9 +136,8 @@ class Endpoint:
             raise UsageError(f"target {text!r} is a {implied} address but --protocol is {protocol}")
         chosen: ProtocolName = protocol or implied or "rest"
         hostport, _, path = rest.partition("/")
-        hostport = hostport or DEFAULT_HOST
-        if not _has_port(hostport):
-            hostport = f"{hostport}:{DEFAULT_GRPC_PORT if chosen == 'grpc' else DEFAULT_REST_PORT}"
+        host, port = _split_host_port(hostport or DEFAULT_HOST, text)
+        hostport = f"{host}:{port or (DEFAULT_GRPC_PORT if chosen == 'grpc' else DEFAULT_REST_PORT)}"
         tls = replace(tls, enabled=tls.enabled or scheme in ("https", "grpcs"))
         if chosen == "grpc":
             if path.strip("/"):
@@ -157,10 +157,38 @@ class Endpoint:
         return f"{self.protocol}://{self.address.split('://')[-1]}"
 
 
-def _has_port(hostport: str) -> bool:
-    if hostport.startswith("["):  # [ipv6]:port
-        return "]:" in hostport
-    return hostport.count(":") == 1
+_HOST: Final = re.compile(r"[^\s/?#@\[\]:]+")
+_IPV6: Final = re.compile(r"\[[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(%[\w.-]+)?\]")
+
+
+def _split_host_port(hostport: str, target: str) -> tuple[str, int | None]:
+    """``host``, ``host:port``, ``[ipv6]`` or ``[ipv6]:port`` -> (host, port or None); UsageError otherwise.
+
+    The one check of an address for REST and gRPC alike, so a bad target fails here, as a usage error,
+    and never later inside a transport (urllib's ``ValueError``, gRPC's silently wrapped port).
+    """
+    if hostport.startswith("["):
+        end = hostport.find("]")
+        host, rest = (hostport[: end + 1], hostport[end + 1 :]) if end > 0 else (hostport, "")
+        if end < 0 or not _IPV6.fullmatch(host):
+            raise UsageError(f"invalid IPv6 address in target {target!r}: expected [address] or [address]:port")
+        if rest and not rest.startswith(":"):
+            raise UsageError(f"invalid target {target!r}: expected [address]:port")
+        port_text = rest[1:] if rest else None
+    else:
+        host, sep, port_text_or_empty = hostport.partition(":")
+        if ":" in port_text_or_empty:
+            raise UsageError(f"invalid target {target!r}: put an IPv6 address in brackets, e.g. [::1]:8501")
+        port_text = port_text_or_empty if sep else None
+        if not host:
+            raise UsageError(f"invalid target {target!r}: no host name (e.g. localhost{hostport})")
+        if not _HOST.fullmatch(host):
+            raise UsageError(f"invalid host {host!r} in target {target!r}")
+    if port_text is None:
+        return host, None
+    if not port_text.isascii() or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise UsageError(f"invalid port {port_text!r} in target {target!r}: expected a number from 1 to 65535")
+    return host, int(port_text)
 
 
 class Client:

@@ -108,7 +108,7 @@ def parse_rate_percent(text: str) -> float:
 def parse_levels(text: str) -> list[int]:
     """A sweep list ``"1,4,16,64"`` -> ``[1, 4, 16, 64]`` (positive integers, order kept)."""
     try:
-        levels = [int(part) for part in text.split(",") if part.strip()]
+        levels = [int(part) for part in text.split(",")]
     except ValueError:
         raise UsageError(f"invalid level list {text!r}: expected integers like 1,4,16,64") from None
     if not levels or any(level < 1 for level in levels):

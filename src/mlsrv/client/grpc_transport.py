@@ -18,11 +18,16 @@ _CONNECT_FAILURES: Final = (
     "connection refused",
     "dns resolution failed",
     "name resolution",
+    "errors resolving",
+    "dns",
     "connections to all backends failing",
     "socket closed",
     "handshake failed",
     "ssl_error",
 )
+
+#: The subset of connect failures that mean the host name did not resolve (gRPC's wording varies by resolver).
+_RESOLVE_FAILURES: Final = ("dns", "errors resolving", "name resolution")
 
 #: TF Serving allows messages up to INT32_MAX in both directions; so does the client.
 _MAX_MESSAGE: Final = 2**31 - 1
@@ -135,8 +140,11 @@ def _grpc_error(exc: Any, target: str, timeout_s: float | None) -> MlsrvError:
     """gRPC status -> the same exception class as over REST; channel failures -> TransportError."""
     code = code_from_name(exc.code().name)
     details = exc.details() or ""
-    if code is Code.UNAVAILABLE and any(word in details.lower() for word in _CONNECT_FAILURES):
-        first = details.splitlines()[0] if details else "unavailable"
+    lowered = details.lower()
+    if code is Code.UNAVAILABLE and any(word in lowered for word in _CONNECT_FAILURES):
+        first = details.splitlines()[0].strip().rstrip(":") if details else "unavailable"
+        if any(word in lowered for word in _RESOLVE_FAILURES):
+            return TransportError(f"cannot connect to {target}: the host could not be resolved ({first})")
         return TransportError(f"cannot connect to {target}: {first}")
     if code is Code.DEADLINE_EXCEEDED and details == "Deadline Exceeded" and timeout_s is not None:
         return DeadlineExceeded(f"no response from {target} within {timeout_s:g} s")

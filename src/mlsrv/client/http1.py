@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import ssl
 from dataclasses import dataclass
 from typing import Final
@@ -183,6 +184,11 @@ class Http1Pool:
                 _Connection, self._host, self._port, ssl=self._ssl,
                 server_hostname=self._host if self._ssl is not None else None,
             )
+        except socket.gaierror as error:  # its errno is a getaddrinfo code (-2), which os.strerror cannot name
+            reason = error.strerror or str(error)
+            raise TransportError(
+                f"cannot connect to {self._label}: the host {self._host!r} could not be resolved ({reason})"
+            ) from None
         except OSError as error:
             reason = os.strerror(error.errno) if error.errno else (error.strerror or str(error))
             raise TransportError(f"cannot connect to {self._label}: {reason}") from None

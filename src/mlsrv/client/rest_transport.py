@@ -17,7 +17,14 @@ from urllib.parse import urlsplit
 
 from mlsrv.client.http1 import Http1Pool
 from mlsrv.client.transport_base import Call, Op, check_output_filter
-from mlsrv.errors import DeadlineExceeded, MlsrvError, TransportError, code_for_http_status, error_for_code
+from mlsrv.errors import (
+    DeadlineExceeded,
+    MlsrvError,
+    TransportError,
+    UsageError,
+    code_for_http_status,
+    error_for_code,
+)
 from mlsrv.protocol import json_codec, routes
 from mlsrv.protocol.types import PredictRequest, PredictResponse
 
@@ -51,14 +58,18 @@ class RestTransport:
 
     def __init__(self, base_url: str, *, ssl_context: ssl.SSLContext | None = None) -> None:
         self.base_url = base_url.rstrip("/")
-        parsed = urlsplit(self.base_url)
+        try:  # Endpoint.parse validates CLI targets; this guards direct callers (urllib raises ValueError)
+            parsed = urlsplit(self.base_url)
+            port = parsed.port
+        except ValueError as error:
+            raise UsageError(f"invalid URL {base_url!r}: {error}") from None
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise TransportError(f"not an http(s) URL: {base_url}")
+            raise UsageError(f"not an http(s) URL: {base_url}")
         if parsed.scheme == "https" and ssl_context is None:
             ssl_context = ssl.create_default_context()
         self._pool = Http1Pool(
             parsed.hostname,
-            parsed.port or (443 if parsed.scheme == "https" else 80),
+            port or (443 if parsed.scheme == "https" else 80),
             ssl_context=ssl_context if parsed.scheme == "https" else None,
             label=self.base_url,
         )

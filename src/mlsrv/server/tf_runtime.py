@@ -278,3 +278,105 @@ def _feature(name: str, values: Any) -> tf.train.Feature:
         raise UsageError(
             f"feature {name!r}: values must all be float, int, str or bytes like the first, got {values!r}"
         ) from None
+
+
+# --------------------------------------------------------------------------------------------- concrete functions
+
+
+def list_concrete_functions(path: str) -> dict[str, Any] | None:
+    """The "Concrete Functions:" part of ``saved_model_cli show --all`` for the SavedModel in ``path``.
+
+    None when no MetaGraph has an object graph (TF1 exports), where saved_model_cli prints no such block.
+    Otherwise ``{"text": ..., "functions": [...] | None, "error": str | None}``: ``text`` is the block exactly
+    as saved_model_cli prints it (from its leading newline; its ``\\b\\b`` quirk included), built the same way:
+    ``tf.saved_model.load`` in a graph, without the checkpoint. ``functions`` is the same listing as data,
+    ``[{"name": ..., "options": [{"arguments": [...], "named_arguments": {...}}]}]``, with each argument
+    ``{"kind": "TensorSpec", "name", "dtype": "DT_FLOAT", "shape": [-1, 1] | None}`` or, for other values,
+    ``{"kind": <Python type name>, "value": <str>}``. When loading fails, ``functions`` is None and
+    ``error`` the reason saved_model_cli gives ("the existence of custom ops in the SavedModel", ...).
+    """
+    import io
+    from collections import abc
+
+    from tensorflow.core.framework import types_pb2
+    from tensorflow.python.eager import def_function
+    from tensorflow.python.eager import function as defun
+    from tensorflow.python.framework import tensor_spec
+    from tensorflow.python.saved_model import save
+
+    saved_model = _read_saved_model(path, UsageError)
+    if not any(meta_graph.HasField("object_graph_def") for meta_graph in saved_model.meta_graphs):
+        return None
+    out = io.StringIO()
+    out.write("\nConcrete Functions:")
+    try:
+        with tf.Graph().as_default():
+            loaded = tf.saved_model.load(
+                path, options=tf.saved_model.LoadOptions(experimental_skip_checkpoint=True)
+            )
+    except Exception as exc:  # noqa: BLE001 - saved_model_cli reports any failure as N/A, so does mlsrv
+        reason = "the existence of custom ops in the SavedModel" if "Op type not registered" in str(exc) else (
+            "unknown reasons"
+        )
+        out.write(f" N/A (could not be listed due to {reason})\n")
+        return {"text": out.getvalue(), "functions": None, "error": reason}
+
+    def quoted(value: Any) -> str:
+        return f"'{value}'" if isinstance(value, str) else str(value)
+
+    def describe(element: Any) -> dict[str, Any]:
+        if isinstance(element, tensor_spec.TensorSpec):
+            shape = None if element.shape.rank is None else [-1 if d is None else d for d in element.shape.as_list()]
+            dtype = types_pb2.DataType.Name(element.dtype.as_datatype_enum)
+            return {"kind": "TensorSpec", "name": element.name, "dtype": dtype, "shape": shape}
+        return {"kind": type(element).__name__, "value": element if isinstance(element, str) else str(element)}
+
+    def print_args(arguments: Any, argument_type: str = "Argument", indent: int = 0) -> None:
+        # saved_model_cli's _print_args, line for line (the "\b\b" after Value lists is its own)
+        pad = "  " * indent
+        for index, element in enumerate(arguments, 1):
+            if indent == 4:
+                out.write(f"{pad}{argument_type} #{index}\n")
+            if isinstance(element, str):
+                out.write(f"{pad}  {element}\n")
+            elif isinstance(element, tensor_spec.TensorSpec):
+                out.write((indent + 1) * "  " + f"{element.name}: {element!r}\n")
+            elif isinstance(element, abc.Iterable) and not isinstance(element, dict):
+                out.write(f"{pad}  DType: {type(element).__name__}\n{pad}  Value: [")
+                out.write("".join(f"{quoted(value)}, " for value in element) + "\b\b]\n")
+            elif isinstance(element, dict):
+                out.write(f"{pad}  DType: {type(element).__name__}\n{pad}  Value: {{")
+                out.write("".join(f"'{key}': {quoted(value)}, " for key, value in element.items()) + "\b\b}\n")
+            else:
+                out.write(f"{pad}  DType: {type(element).__name__}\n{pad}  Value: {element}\n")
+
+    functions = []
+    children = sorted(save._AugmentedGraphView(loaded).list_children(loaded), key=lambda child: child.name)
+    for name, child in children:
+        if isinstance(child, defun.ConcreteFunction):
+            concrete = [child]
+        elif isinstance(child, def_function.Function):
+            concrete = list(child._list_all_concrete_functions_for_serialization())
+        else:
+            continue
+        out.write(f"\n  Function Name: '{name}'\n")
+        options = []
+        for index, function in enumerate(sorted(concrete, key=lambda f: f.name), 1):
+            args, kwargs = None, None
+            if function.structured_input_signature:
+                args, kwargs = function.structured_input_signature
+            elif function._arg_keywords:
+                args = function._arg_keywords
+            if args:
+                out.write(f"    Option #{index}\n      Callable with:\n")
+                print_args(args, indent=4)
+            if kwargs:
+                print_args(kwargs, "Named Argument", indent=4)
+            options.append(
+                {
+                    "arguments": [describe(arg) for arg in args or ()],
+                    "named_arguments": {str(key): describe(value) for key, value in (kwargs or {}).items()},
+                }
+            )
+        functions.append({"name": name, "options": options})
+    return {"text": out.getvalue(), "functions": functions, "error": None}
