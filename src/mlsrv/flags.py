@@ -103,6 +103,17 @@ _TRUE: Final = frozenset({"true", "1", "yes", "on"})
 _FALSE: Final = frozenset({"false", "0", "no", "off"})
 
 
+#: TF Serving's int64 flags; every other int flag is an int32.
+_INT64_FLAGS: Final = frozenset(
+    {
+        "load_retry_interval_micros",
+        "tensorflow_session_parallelism",
+        "tensorflow_intra_op_parallelism",
+        "tensorflow_inter_op_parallelism",
+    }
+)
+
+
 def parse_value(flag: Flag, text: str) -> FlagValue:
     """Convert a flag's text to its type, with TF's complaint style for bad values."""
     try:
@@ -114,7 +125,11 @@ def parse_value(flag: Flag, text: str) -> FlagValue:
                 return False
             raise ValueError(text)
         if flag.type is int:
-            return int(text, 10)
+            value = int(text, 10)
+            low, high = (-(2**63), 2**63 - 1) if flag.name in _INT64_FLAGS else (-(2**31), 2**31 - 1)
+            if not low <= value <= high:  # TF's parser rejects what does not fit the flag's C++ type
+                raise ValueError(text)
+            return value
         if flag.type is float:
             return float(text)
     except ValueError:

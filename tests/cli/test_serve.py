@@ -36,6 +36,7 @@ def test_bad_model_config_fails_fast_and_clearly(tmp_path: Path) -> None:
     result = mlsrv("serve", f"--model_config_file={config}")
     assert time.monotonic() - started < 30
     assert_one_line_error(result, 2, "Error parsing text-format tensorflow.serving.ModelServerConfig")
+    assert result.stderr.strip().splitlines()[-1].startswith("Failed to start server. Error: INVALID_ARGUMENT: ")
     assert str(config) in result.stderr
 
 
@@ -44,6 +45,8 @@ def test_unknown_flag_and_bad_value_are_errors() -> None:
     assert result.returncode == 2 and "No such option: --not_a_flag" in result.stderr
     assert_one_line_error(mlsrv("serve", "--model_base_path=/x", "--port=abc"), 2,
                           "Illegal value 'abc' specified for int flag 'port'")
+    assert_one_line_error(mlsrv("serve", "--model_base_path=/x", "--port=99999999999"), 2,  # int32, as TF
+                          "Illegal value '99999999999' specified for int flag 'port'")
     assert_one_line_error(mlsrv("serve"), 2,
                           "Both server_options.model_base_path and server_options.model_config_file are empty!")
 
@@ -82,6 +85,26 @@ def test_serve_warns_predicts_and_stops_cleanly_on_sigterm() -> None:
         _, stderr = process.communicate(timeout=60)
         assert process.returncode == 0, stderr
         assert "--prefer_tflite_model is accepted for compatibility but not implemented" in stderr
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def test_sigterm_during_the_initial_load_stops_the_server(tmp_path: Path) -> None:
+    """A base path that never appears keeps start-up waiting (as TF); a signal must still end it."""
+    process = subprocess.Popen(
+        [*MLSRV, "serve", "--host=127.0.0.1", f"--port={free_port()}", f"--rest_api_port={free_port()}",
+         "--model_name=m", f"--model_base_path={tmp_path / 'never'}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        time.sleep(3)
+        assert process.poll() is None
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+        assert process.returncode == 0, stderr
+        assert "Traceback" not in stderr
     finally:
         if process.poll() is None:
             process.kill()

@@ -216,3 +216,16 @@ def test_labels_in_the_first_config_need_the_allow_flag(tmp_path: Path) -> None:
             assert (code, body) == (200, {"predictions": [[2.0]]})
 
     asyncio.run(allowed())
+
+
+def test_an_empty_config_starts_and_serves_nothing(tmp_path: Path) -> None:
+    """TF: 'Taking no action for empty config.' The server runs; models can come by reload."""
+    config = tmp_path / "models.config"
+    config.write_text("")
+
+    async def main() -> None:
+        async with running_server(loader_factory=FakeLoaderFactory(), model_config_file=str(config)) as s:
+            assert await s.get("/v1/models") == (200, {"models": []})
+            assert (await s.post("/v1/models/m:predict", {"instances": [[0.0]]}))[0] == 404
+
+    asyncio.run(main())

@@ -273,7 +273,9 @@ def test_clean_tf_message_keeps_plain_messages() -> None:
 
 
 def test_load_errors(tmp_path: Path, reference_dir: Path) -> None:
-    with pytest.raises(LoadError, match="does not exist"):
+    from mlsrv.errors import ModelNotFound
+
+    with pytest.raises(ModelNotFound, match="does not appear to contain a SavedModel bundle"):  # as TF
         tf_session.SavedModelLoader(str(tmp_path / "missing")).load()
     with pytest.raises(LoadError, match="tag-set 'gpu' could not be found"):
         tf_session.SavedModelLoader(str(reference_dir / HALF_PLUS_TWO_TF1), ("gpu",)).load()

@@ -10,30 +10,46 @@ from collections.abc import Callable, Coroutine
 from typing import Any, NoReturn, TypeVar
 
 import typer
+from rich.console import Console
+from rich.text import Text
 
 from mlsrv.errors import MlsrvError
 
 T = TypeVar("T")
 
 
+def error_console() -> Console:
+    """stderr console for error lines: no wrapping, no highlighting and no ``:emoji:`` codes."""
+    return Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+
+
+def print_error(label: str, message: str) -> None:
+    """``label: message`` on stderr, ``label`` in red; ``message`` (user or server text) is printed literally:
+    never read as Rich markup (``[name]``, ``[/]``) or emoji codes (``:abc:``)."""
+    line = Text()
+    line.append(label, style="red")
+    line.append(": ")
+    line.append(message)
+    error_console().print(line)
+
+
 def fail(error: MlsrvError) -> NoReturn:
     """Print one line for ``error`` on stderr and exit with the code the error table gives it."""
-    from rich.console import Console
-
-    Console(stderr=True, highlight=False, soft_wrap=True).print(
-        f"[red]{type(error).__name__}[/]: {error.message}", markup=True
-    )
+    print_error(type(error).__name__, error.message)
     raise typer.Exit(error.exit_code)
 
 
-def run(action: Callable[[], T] | Coroutine[Any, Any, T]) -> T:
-    """Run a command body (a callable or a coroutine); an ``MlsrvError`` becomes one line and an exit code."""
+def run(action: Callable[[], T] | Coroutine[Any, Any, T], *, reraise: bool = False) -> T:
+    """Run a command body (a callable or a coroutine); an ``MlsrvError`` becomes one line and an exit code,
+    or, with ``reraise``, goes to the caller (which words the line itself)."""
     try:
         if asyncio.iscoroutine(action):
             return asyncio.run(action)
         assert callable(action)
         return action()
     except MlsrvError as error:
+        if reraise:
+            raise
         fail(error)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None

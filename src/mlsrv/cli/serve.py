@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import Annotated, Any
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 from mlsrv import flags
-from mlsrv.cli.runner import run
+from mlsrv.cli.runner import print_error, run
+from mlsrv.errors import MlsrvError
+
+T = TypeVar("T")
 
 
 def serve(**values: str | None) -> None:
@@ -26,12 +30,21 @@ def serve(**values: str | None) -> None:
         return
     from mlsrv.config_loader import load_config
 
-    config = run(lambda: load_config(given))
+    config = _serving(lambda: load_config(given))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from mlsrv.server.app import Server
 
-    server = run(lambda: Server(config))
-    run(server.run())
+    server = _serving(lambda: Server(config))
+    _serving(server.run())
+
+
+def _serving(action: Callable[[], T] | Coroutine[Any, Any, T]) -> T:
+    """:func:`run`, with TF's ``Failed to start server. Error: <CODE>: <message>`` line for a failure."""
+    try:
+        return run(action, reraise=True)
+    except MlsrvError as error:
+        print_error("Failed to start server. Error", f"{error.code.name}: {error.message}")
+        raise typer.Exit(error.exit_code) from None
 
 
 def _print_versions() -> None:

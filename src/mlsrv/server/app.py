@@ -124,8 +124,8 @@ class Server:
         self._apply_labels(self._models)  # before loading, as TF: only the allow flag lets them through
         await self.source.start()
         await self._wait_for_initial_load()
+        await self._start_grpc()  # gRPC first, as TF: a failed gRPC bind never leaves REST briefly open
         await self._start_rest()
-        await self._start_grpc()
         self.gc_tuning.apply()
         self.monitor.subscribe(self.gc_tuning.on_state)
         if self.config.model_config_file and self.config.lifecycle.model_config_poll_wait_s > 0:
@@ -134,6 +134,9 @@ class Server:
     async def _wait_for_initial_load(self) -> None:
         """Block like ServerCore::Create until every model settles; fail only if none is AVAILABLE."""
         names = [model.name for model in self._models]
+        if not names:  # an empty config: TF starts and serves nothing ("Taking no action for empty config.")
+            log.info("Taking no action for empty config.")
+            return
         report = await self.manager.wait_until_settled(names, None)
         if any(_available(self.monitor.states(name)) for name in names):
             for servable_id, error in report.failed:
@@ -174,8 +177,9 @@ class Server:
         site = web.TCPSite(self._runner, rest.host, rest.port, reuse_address=True)
         try:
             await site.start()
-        except OSError as error:
-            raise ConfigError(f"cannot serve REST on {rest.host}:{rest.port}: {error.strerror or error}") from None
+        except (OSError, OverflowError) as error:
+            reason = getattr(error, "strerror", None) or error
+            raise ConfigError(f"cannot serve REST on {rest.host}:{rest.port}: {reason}") from None
         self.rest_port = _bound_port(site)
         log.info("Exporting HTTP/REST API at:%s:%d ...", rest.host, self.rest_port)
 
@@ -248,15 +252,31 @@ class Server:
         await self.stop()
 
     async def run(self) -> None:
-        """Serve until SIGTERM or SIGINT, then shut down cleanly."""
+        """Serve until SIGTERM or SIGINT, then shut down cleanly.
+
+        A signal during start-up (a load that retries for minutes, a base path that never appears)
+        cancels the start, which stops what was started: the process never needs ``kill -9``.
+        """
         loop = asyncio.get_running_loop()
         stopping = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopping.set)
-        async with self:
+        starting = asyncio.ensure_future(self.__aenter__())
+        signalled = asyncio.ensure_future(stopping.wait())
+        await asyncio.wait({starting, signalled}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            log.info("signal received during start-up; stopping")
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+            return
+        signalled.cancel()
+        starting.result()  # a failed start raises here (it has already stopped itself)
+        try:
             log.info("mlsrv serving %s", ", ".join(m.name for m in self._models))
             await stopping.wait()
             log.info("shutting down")
+        finally:
+            await self.__aexit__(None, None, None)
 
 
 class GcTuning:
