@@ -168,8 +168,9 @@ def test_parse_values_and_bad_value() -> None:
 
 
 def test_unimplemented_flags_are_reported(tmp_path: Path) -> None:
-    config = load_config({"model_base_path": str(tmp_path), "prefer_tflite_model": True, "enable_profiler": True})
-    assert config.unimplemented_flags == ("prefer_tflite_model",)
+    config = load_config({"model_base_path": str(tmp_path), "prefer_tflite_model": True, "enable_profiler": True,
+                          "rest_api_num_threads": 8, "num_load_threads": 2})
+    assert sorted(config.unimplemented_flags) == ["num_load_threads", "prefer_tflite_model", "rest_api_num_threads"]
 
 
 def test_channel_arguments(tmp_path: Path) -> None:

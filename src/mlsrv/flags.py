@@ -39,7 +39,7 @@ FLAGS: Final[tuple[Flag, ...]] = (
     _f("port", int, 8500, "gRPC TCP port; 0 disables TCP gRPC (then --grpc_socket_path is required)."),
     _f("grpc_socket_path", str, "", "Also serve gRPC on this UNIX socket."),
     _f("rest_api_port", int, 8501, "HTTP/REST port; 0 disables REST. (TF Serving's binary defaults to 0.)"),
-    _f("rest_api_num_threads", int, 0, "Accepted for compatibility; REST runs on one asyncio loop."),
+    _f("rest_api_num_threads", int, 0, "REST runs on one asyncio loop.", implemented=False),
     _f("rest_api_timeout_in_ms", int, 30000, "Timeout for REST calls; expiry answers 504."),
     _f("rest_api_enable_cors_support", bool, False, "Add CORS headers to every REST response."),
     # 1.2 gRPC
@@ -58,11 +58,11 @@ FLAGS: Final[tuple[Flag, ...]] = (
     _f("saved_model_tags", str, "serve", "Comma-separated MetaGraph tags to load."),
     # 1.4 file-system polling / loading
     _f("file_system_poll_wait_seconds", float, 1, "Poll period for new versions; 0 polls once (fractions allowed)."),
-    _f("num_load_threads", int, 0, "Accepted for compatibility; loads run on the server's executor."),
-    _f("num_unload_threads", int, 0, "Accepted for compatibility; unloads run on the server's executor."),
+    _f("num_load_threads", int, 0, "Loads run on the server's executor.", implemented=False),
+    _f("num_unload_threads", int, 0, "Unloads run on the server's executor.", implemented=False),
     _f("max_num_load_retries", int, 5, "Retries after a failed load; 0 means one attempt."),
     _f("load_retry_interval_micros", int, 60_000_000, "Delay between load retries."),
-    _f("flush_filesystem_caches", bool, True, "Accepted for compatibility (no effect in mlsrv)."),
+    _f("flush_filesystem_caches", bool, True, "No effect in mlsrv.", implemented=False),
     # 1.5 batching
     _f("enable_batching", bool, False, "Batch concurrent requests into one model call."),
     _f("batching_parameters_file", str, "", "Text-format BatchingParameters."),
@@ -78,7 +78,7 @@ FLAGS: Final[tuple[Flag, ...]] = (
     _f("xla_cpu_compilation_enabled", bool, False, "XLA:CPU JIT.", implemented=False),
     _f("xla_gpu_compilation_enabled", bool, False, "XLA GPU JIT.", implemented=False),
     _f("skip_initialize_tpu", bool, False, "TPU builds only.", implemented=False),
-    _f("remove_unused_fields_from_bundle_metagraph", bool, True, "Accepted for compatibility."),
+    _f("remove_unused_fields_from_bundle_metagraph", bool, True, "No effect in mlsrv.", implemented=False),
     _f("enable_signature_method_name_check", bool, False, "Enforce SignatureDef method_name."),
     # 1.7 warmup
     _f("enable_model_warmup", bool, True, "Replay assets.extra/tf_serving_warmup_requests at load."),

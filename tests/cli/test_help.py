@@ -35,3 +35,11 @@ def test_piped_help_is_not_truncated(command: str) -> None:
 
 def test_an_explicit_width_is_respected() -> None:
     assert max(len(line) for line in piped_help("run", COLUMNS="70").splitlines()) <= 70
+
+
+def test_serve_help_shows_tf_servings_defaults() -> None:
+    text = piped_help("serve")
+    port = next(line for line in text.splitlines() if "--port " in line)
+    assert "[default: (8500)]" in port
+    batching = next(line for line in text.splitlines() if "--enable_batching " in line)
+    assert "[default: (false)]" in batching

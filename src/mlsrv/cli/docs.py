@@ -83,7 +83,9 @@ def _page(title: str, command: Any, subcommands: Iterable[str]) -> str:
             names = ", ".join(_escape(opt) for opt in [*param.opts, *param.secondary_opts])
             shown = _escape(param.metavar or param.name.upper())
             metavar = "" if getattr(param, "is_flag", False) else f" \\fI{shown}\\fR"
-            lines += [".TP", f"\\fB{names}\\fR{metavar}", _escape(getattr(param, "help", None) or "")]
+            default = getattr(param, "show_default", None)
+            text = (getattr(param, "help", None) or "") + (f" [default: {default}]" if isinstance(default, str) else "")
+            lines += [".TP", f"\\fB{names}\\fR{metavar}", _escape(text)]
     lines += [".SH EXIT STATUS"]
     for code, meaning in EXIT_STATUS:
         lines += [".TP", f".B {code}", _escape(meaning)]

@@ -60,13 +60,13 @@ def _parameters() -> list[inspect.Parameter]:
     params = []
     for flag in flags.FLAGS:
         metavar = {bool: "BOOL", int: "INT", float: "FLOAT", str: "TEXT"}[flag.type]
-        default = "" if flag.type is str and flag.default == "" else f" [default: {flag.default}]"
+        shown: bool | str = False if flag.type is str and flag.default == "" else _default_text(flag.default)
         note = "" if flag.implemented else " (accepted, not implemented)"
         option = typer.Option(
             f"--{flag.name}",
-            help=f"{flag.help}{note}{default}",
+            help=f"{flag.help}{note}",
             metavar=metavar,
-            show_default=False,
+            show_default=shown,  # shown by Typer itself: inside help text Rich would eat "[default: ...]"
             rich_help_panel="mlsrv extras" if flag.extra else "TensorFlow Serving flags",
         )
         params.append(
@@ -75,6 +75,10 @@ def _parameters() -> list[inspect.Parameter]:
             )
         )
     return params
+
+
+def _default_text(value: flags.FlagValue) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _install_signature() -> None:
