@@ -11,10 +11,11 @@ import sys
 from typing import Annotated, NoReturn
 
 import typer
+from typer._click import exceptions as click_exceptions
 
 from mlsrv import __version__, flags
 from mlsrv.cli import commands
-from mlsrv.cli.runner import fail
+from mlsrv.cli.runner import fail, print_error
 from mlsrv.errors import EXIT_USAGE, MlsrvError
 
 app = typer.Typer(
@@ -85,13 +86,31 @@ def main(argv: list[str] | None = None) -> NoReturn:
     if args and args[0] == "serve":
         args = ["serve", *flags.normalize_argv(args[1:])]
     try:
-        app(args=args, prog_name="mlsrv")
+        code = app(args=args, prog_name="mlsrv", standalone_mode=False)
+    except click_exceptions.NoArgsIsHelpError as error:  # "mlsrv serve" alone etc.: help, as before
+        error.show()
+        sys.exit(error.exit_code)
+    except click_exceptions.UsageError as error:  # unknown option, missing value ...: one line, exit 2
+        print_error("Error", _usage_line(error))
+        sys.exit(EXIT_USAGE)
+    except click_exceptions.ClickException as error:  # pragma: no cover - other click failures
+        print_error("Error", error.format_message())
+        sys.exit(error.exit_code)
+    except typer.Abort:
+        sys.exit(130)
     except MlsrvError as error:  # pragma: no cover - commands use run(); this is the last net
         try:
             fail(error)
         except typer.Exit as exit_:
             sys.exit(exit_.exit_code)
-    sys.exit(EXIT_USAGE)  # pragma: no cover - app() always exits
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_line(error: click_exceptions.UsageError) -> str:
+    """click's message on one line, plus where to look: ``No such option: --x (Possible options: ...)``."""
+    message = " ".join(error.format_message().split())
+    command = error.ctx.command_path if error.ctx is not None else "mlsrv"
+    return f"{message} (see '{command} --help')"
 
 
 commands.register(app)
