@@ -121,6 +121,8 @@ def test_server_metrics_page_order_and_types() -> None:
     metrics = Metrics()
     types = [line for line in metrics.render().splitlines() if line.startswith("# TYPE")]
     assert types == [  # registered at start-up in TF, sorted by TF name; the batch-size ones appear on first use
+        "# TYPE :tensorflow:cc:saved_model:load_attempt_count counter",
+        "# TYPE :tensorflow:cc:saved_model:load_latency counter",
         "# TYPE :tensorflow:serving:batching_session:queuing_latency histogram",
         "# TYPE :tensorflow:serving:batching_session:wrapped_run_count counter",
         "# TYPE :tensorflow:serving:request_count counter",

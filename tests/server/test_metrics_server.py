@@ -243,3 +243,27 @@ def test_not_read_when_rest_is_off(tmp_path: Path) -> None:
         assert s.server.metrics is None
 
     serve(tmp_path, scenario, rest_api_port=0, monitoring_config_file=str(tmp_path / "missing.txt"))
+
+
+def test_load_attempts_are_counted_per_path_and_status(tmp_path: Path) -> None:
+    """TF core's ``load_attempt_count{model_path,status}`` and ``load_latency{model_path}`` (success only)."""
+    base = model_dir(tmp_path, 1)
+    (base / "2").mkdir()
+    (base / "2" / "saved_model.pb").write_bytes(b"")
+    factory = FakeLoaderFactory({("m", 2): {"always_fail": True}})
+
+    async def main() -> None:
+        models = tmp_path / "models.config"
+        models.write_text(f'model_config_list {{ config {{ name: "m" base_path: "{base}" model_platform: "tensorflow" '
+                          "model_version_policy { all {} } } }")
+        async with running_server(loader_factory=factory, model_config_file=str(models),
+                                  monitoring_config_file=config_file(tmp_path, REFERENCE_CONFIG)) as s:
+            await asyncio.sleep(0.2)  # the counts reach the loop with call_soon_threadsafe
+            _, text, _ = await s.request("GET", "/monitoring/prometheus/metrics")
+            attempts = ":tensorflow:cc:saved_model:load_attempt_count"
+            assert f'{attempts}{{model_path="{base / "1"}",status="success"}} 1' in text
+            assert f'{attempts}{{model_path="{base / "2"}",status="fail"}} 1' in text
+            latency = [ln for ln in text.splitlines() if ln.startswith(":tensorflow:cc:saved_model:load_latency{")]
+            assert len(latency) == 1 and f'model_path="{base / "1"}"' in latency[0]
+
+    asyncio.run(main())

@@ -15,6 +15,7 @@ import gc
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -96,6 +97,12 @@ class Server:
 
     def _make_loader(self, servable_id: Any, path: str) -> Loader:
         self._version_paths[servable_id] = path
+        loader = self._new_loader(servable_id, path)
+        if self.metrics is None:
+            return loader
+        return MeteredLoader(loader, path, self.metrics, asyncio.get_running_loop())
+
+    def _new_loader(self, servable_id: Any, path: str) -> Loader:
         if self._loader_factory is not None:
             return self._loader_factory(servable_id, path)
         from mlsrv.server import tf_session
@@ -277,6 +284,36 @@ class Server:
             log.info("shutting down")
         finally:
             await self.__aexit__(None, None, None)
+
+
+class MeteredLoader:
+    """A Loader that reports each load attempt to ``Metrics`` (TF's ``load_attempt_count``/``load_latency``).
+
+    ``load`` runs on an executor thread; the numbers are handed to the loop, which owns ``Metrics``.
+    """
+
+    def __init__(self, inner: Loader, path: str, metrics: Metrics, loop: asyncio.AbstractEventLoop) -> None:
+        self._inner, self._path, self._metrics, self._loop = inner, path, metrics, loop
+
+    def load(self) -> Any:
+        started = time.perf_counter_ns()
+        try:
+            servable = self._inner.load()
+        except BaseException:
+            self._report(ok=False, started=started)
+            raise
+        self._report(ok=True, started=started)
+        return servable
+
+    def unload(self) -> None:
+        self._inner.unload()
+
+    def _report(self, *, ok: bool, started: int) -> None:
+        micros = (time.perf_counter_ns() - started) // 1000
+        try:
+            self._loop.call_soon_threadsafe(self._metrics.record_load, self._path, ok, micros)
+        except RuntimeError:  # the loop closed while this load ran (shutdown): nothing left to report to
+            pass
 
 
 class GcTuning:

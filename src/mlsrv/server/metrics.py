@@ -199,6 +199,9 @@ class Metrics:
             BATCH_SIZE_BUCKETS,
             lazy=True,
         )
+        # TF core's SavedModel loader metrics, which TF Serving's page carries too (status "success"/"fail")
+        self.load_attempt_count = Counter("/tensorflow/cc/saved_model/load_attempt_count", ("model_path", "status"))
+        self.load_latency = Counter("/tensorflow/cc/saved_model/load_latency", ("model_path",))
         metrics: list[_Metric] = [value for value in vars(self).values() if isinstance(value, _Metric)]
         self._all = sorted(metrics, key=lambda metric: metric.name)
 
@@ -219,6 +222,12 @@ class Metrics:
         self.request_count.inc((model_name, status))
         if status == "OK":
             self.request_latency.observe((model_name, api, entrypoint), micros)
+
+    def record_load(self, model_path: str, ok: bool, micros: int) -> None:
+        """One SavedModel load attempt; latency (µs) is summed for successful loads only, as TF does."""
+        self.load_attempt_count.inc((model_path, "success" if ok else "fail"))
+        if ok:
+            self.load_latency.inc((model_path,), micros)
 
     def record_runtime(self, model_name: str, api: str, micros: int) -> None:
         """A successful model run (``runtime="TF1"``: mlsrv runs the Session path, as TF Serving)."""
