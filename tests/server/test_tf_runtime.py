@@ -277,8 +277,11 @@ def test_load_errors(tmp_path: Path, reference_dir: Path) -> None:
 
     with pytest.raises(ModelNotFound, match="does not appear to contain a SavedModel bundle"):  # as TF
         tf_session.SavedModelLoader(str(tmp_path / "missing")).load()
-    with pytest.raises(LoadError, match="tag-set 'gpu' could not be found"):
+    with pytest.raises(ModelNotFound) as missing_tags:
         tf_session.SavedModelLoader(str(reference_dir / HALF_PLUS_TWO_TF1), ("gpu",)).load()
+    assert missing_tags.value.message == (
+        "Could not find meta graph def matching supplied tags: { gpu }. To inspect available tag-sets in the "
+        "SavedModel, please use the SavedModel CLI: `saved_model_cli`")
     broken = tmp_path / "broken"
     shutil.copytree(reference_dir / HALF_PLUS_TWO_TF1, broken)
     for data in (broken / "variables").glob("variables.data*"):

@@ -72,9 +72,16 @@ class SavedModelLoader:
     def load(self) -> TfServable:
         _check_bundle_kind(self.path)
         try:
-            meta_graph = tf_runtime.inspect_saved_model(self.path).meta_graph(self.tags)
+            info = tf_runtime.inspect_saved_model(self.path)
+            wanted = tf_runtime.parse_tags(self.tags)
         except UsageError as error:
             raise LoadError(error.message) from None
+        if not any(set(m.tags) == set(wanted) for m in info.meta_graphs):  # TF's FindMetaGraphDef verdict
+            raise ModelNotFound(
+                f"Could not find meta graph def matching supplied tags: {{ {' '.join(wanted)} }}. To inspect "
+                "available tag-sets in the SavedModel, please use the SavedModel CLI: `saved_model_cli`"
+            )
+        meta_graph = info.meta_graph(wanted)
         graph = tf.Graph()
         session = tf.compat.v1.Session(graph=graph, config=self._config)
         try:
