@@ -125,6 +125,7 @@ def test_server_metrics_page_order_and_types() -> None:
         "# TYPE :tensorflow:cc:saved_model:load_latency counter",
         "# TYPE :tensorflow:serving:batching_session:queuing_latency histogram",
         "# TYPE :tensorflow:serving:batching_session:wrapped_run_count counter",
+        "# TYPE :tensorflow:serving:model_warmup_latency histogram",
         "# TYPE :tensorflow:serving:request_count counter",
         "# TYPE :tensorflow:serving:request_example_count_total counter",
         "# TYPE :tensorflow:serving:request_example_counts histogram",

@@ -80,3 +80,45 @@ def test_unsupported_and_corrupt_records_fail_the_load(tmp_path: Path) -> None:
     (corrupt / WARMUP_FILE).write_bytes(b"garbage, not a TFRecord file at all")
     with pytest.raises(DataLoss, match="Please verify your warmup data is in TFRecord format."):
         tf_session.SavedModelLoader(str(corrupt)).load()
+
+
+def test_a_record_that_is_not_a_prediction_log_is_invalid_argument(tmp_path: Path) -> None:
+    path = model_with_warmup(tmp_path, [b"\xff\xff\xff not a prediction log"])
+    with pytest.raises(InvalidArgument, match=r"^Failed to parse warmup record: .* from .*tf_serving_warmup_requests$"):
+        tf_session.SavedModelLoader(str(path)).load()
+
+
+def test_warmup_latency_is_observed_with_tfs_status(tmp_path: Path) -> None:
+    seen: list[tuple[str, str]] = []
+
+    def observe(path: str, status: str, micros: int) -> None:
+        assert micros >= 0
+        seen.append((path, status))
+
+    good = model_with_warmup(tmp_path / "a", [predict_record()])
+    tf_session.SavedModelLoader(str(good), warmup_observer=observe).load()
+    corrupt = model_with_warmup(tmp_path / "b", [])
+    (corrupt / WARMUP_FILE).write_bytes(b"garbage, not a TFRecord file at all")
+    with pytest.raises(DataLoss):
+        tf_session.SavedModelLoader(str(corrupt), warmup_observer=observe).load()
+    assert seen[0] == (str(good), "OK")
+    assert seen[1][0] == str(corrupt) and seen[1][1].startswith("DATA_LOSS: ")
+
+
+def test_warmup_latency_reaches_the_prometheus_page(tmp_path: Path) -> None:
+    import asyncio
+
+    from tests.server.harness import running_server
+
+    version = model_with_warmup(tmp_path / "m", [predict_record()])
+    monitoring = tmp_path / "monitoring.config"
+    monitoring.write_text("prometheus_config { enable: true }")
+
+    async def main() -> None:
+        async with running_server(model_name="m", model_base_path=str(version.parent),
+                                  monitoring_config_file=str(monitoring)) as s:
+            await asyncio.sleep(0.1)
+            _, text, _ = await s.request("GET", "/monitoring/prometheus/metrics")
+            assert f':tensorflow:serving:model_warmup_latency_count{{model_path="{version}",status="OK"}} 1' in text
+
+    asyncio.run(main())

@@ -115,7 +115,19 @@ class Server:
             inter_op=runtime.inter_op,
             gpu_memory_fraction=runtime.gpu_memory_fraction,
             warmup_iterations=max(1, runtime.warmup_iterations) if runtime.enable_warmup else None,
+            warmup_observer=self._warmup_observer(),
         )
+
+    def _warmup_observer(self) -> Callable[[str, str, int], None] | None:
+        """Hands warmup timings from the loading thread to the loop, which owns ``Metrics``."""
+        metrics, loop = self.metrics, asyncio.get_running_loop()
+        if metrics is None:
+            return None
+
+        def observe(path: str, status: str, micros: int) -> None:
+            loop.call_soon_threadsafe(metrics.record_warmup, path, status, micros)
+
+        return observe
 
     # -- lifecycle --
 

@@ -199,6 +199,9 @@ class Metrics:
             BATCH_SIZE_BUCKETS,
             lazy=True,
         )
+        self.model_warmup_latency = Histogram(
+            "/tensorflow/serving/model_warmup_latency", ("model_path", "status"), LATENCY_BUCKETS
+        )
         # TF core's SavedModel loader metrics, which TF Serving's page carries too (status "success"/"fail")
         self.load_attempt_count = Counter("/tensorflow/cc/saved_model/load_attempt_count", ("model_path", "status"))
         self.load_latency = Counter("/tensorflow/cc/saved_model/load_latency", ("model_path",))
@@ -228,6 +231,10 @@ class Metrics:
         self.load_attempt_count.inc((model_path, "success" if ok else "fail"))
         if ok:
             self.load_latency.inc((model_path,), micros)
+
+    def record_warmup(self, model_path: str, status: str, micros: int) -> None:
+        """A warmup file read to its end ("OK") or that failed to read (TF's status text)."""
+        self.model_warmup_latency.observe((model_path, status), micros)
 
     def record_runtime(self, model_name: str, api: str, micros: int) -> None:
         """A successful model run (``runtime="TF1"``: mlsrv runs the Session path, as TF Serving)."""

@@ -55,10 +55,12 @@ class SavedModelLoader:
         inter_op: int = 0,
         gpu_memory_fraction: float = 0.0,
         warmup_iterations: int | None = 1,
+        warmup_observer: tf_warmup.WarmupObserver | None = None,
     ) -> None:
         """``warmup_iterations`` None turns warmup off (``--enable_model_warmup=false``)."""
         self.path = path
         self._warmup_iterations = warmup_iterations
+        self._warmup_observer = warmup_observer
         self.tags = tf_runtime.parse_tags(tags)
         self._config = config_pb2.ConfigProto(
             intra_op_parallelism_threads=intra_op, inter_op_parallelism_threads=inter_op, allow_soft_placement=True
@@ -93,7 +95,7 @@ class SavedModelLoader:
         servable = TfServable(session, meta_graph_def, meta_graph.signatures, meta_graph.tags)
         if self._warmup_iterations is not None:
             try:
-                tf_warmup.warmup(servable, self.path, self._warmup_iterations)
+                tf_warmup.warmup(servable, self.path, self._warmup_iterations, self._warmup_observer)
             except MlsrvError:
                 servable.close()
                 raise

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 import numpy as np
@@ -26,7 +27,12 @@ WARMUP_FILE: Final = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_RECORDS: Final = 1000
 
 
-def warmup(servable: Servable, version_dir: str, iterations: int = 1) -> int:
+#: ``(model_path, status, microseconds)``: TF's ``model_warmup_latency`` cell, recorded when the file was
+#: read to its end or failed to read ("OK", or the status as ``CODE: message``). Called on the loading thread.
+WarmupObserver = Callable[[str, str, int], None]
+
+
+def warmup(servable: Servable, version_dir: str, iterations: int = 1, observe: WarmupObserver | None = None) -> int:
     """Replay the warmup records (each ``iterations`` times); returns how many records were read.
 
     A missing file is fine (logged). Raises the MlsrvError TF Serving would report.
@@ -47,13 +53,18 @@ def warmup(servable: Servable, version_dir: str, iterations: int = 1) -> int:
             entry = prediction_log_pb2.PredictionLog()
             try:
                 entry.ParseFromString(record)
-            except Exception as error:  # protobuf raises DecodeError (or its C++ twin)
-                raise DataLoss(f"Failed to parse warmup record: {error} from file: {path}") from None
+            except Exception:  # protobuf raises DecodeError (or its C++ twin); TF quotes the record itself
+                text = record.decode("utf-8", "replace")
+                raise InvalidArgument(f"Failed to parse warmup record: {text} from {path}") from None
             for _ in range(max(1, iterations)):
                 _replay(servable, entry)
     except tf.errors.OpError as error:
+        if observe is not None:
+            observe(version_dir, f"DATA_LOSS: {error.message}", int((time.perf_counter() - started) * 1e6))
         raise DataLoss(f"{error.message}. Please verify your warmup data is in TFRecord format.") from None
     elapsed_us = int((time.perf_counter() - started) * 1e6)
+    if observe is not None:
+        observe(version_dir, "OK", elapsed_us)
     log.info("Finished reading warmup data for model at %s. Number of warmup records read: %d. "
              "Elapsed time (microseconds): %d.", path, count, elapsed_us)
     return count
