@@ -379,3 +379,24 @@ def test_multi_inference_checks_tasks_after_resolving_the_first_in_tf_order(tmp_
             await expect_error(predict.MultiInference(request(*tasks)), code, message)
 
     serve(tmp_path, scenario)
+
+
+def test_grpc_max_threads_queues_calls_instead_of_refusing_them(tmp_path: Path) -> None:
+    """TF's --grpc_max_threads bounds handler threads: extra calls wait (grpc.aio's own limit would refuse them)."""
+    from tests.fakes import FakeServable
+
+    async def main() -> None:
+        factory = FakeLoaderFactory(servable=FakeServable(delay=0.2))
+        async with running_server(loader_factory=factory, model_name="m", model_base_path=str(model_dir(tmp_path, 1)),
+                                  grpc_max_threads=1) as s:
+            from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+            async with grpc.aio.insecure_channel(s.grpc_target) as channel:
+                stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+                started = asyncio.get_running_loop().time()
+                replies = await asyncio.gather(*(stub.Predict(predict_request(), timeout=30) for _ in range(4)))
+                elapsed = asyncio.get_running_loop().time() - started
+        assert [r.model_spec.version.value for r in replies] == [1, 1, 1, 1]
+        assert elapsed >= 0.7  # one at a time: 4 x 0.2 s (unbounded, they would overlap in ~0.2 s)
+
+    asyncio.run(main())

@@ -7,10 +7,12 @@ With metrics on, Predict, Classify and Regress are counted as TF's ``PredictionS
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import grpc
@@ -48,7 +50,8 @@ def error_adapter(method: Method[Req, Resp]) -> Method[Req, Resp]:
     @functools.wraps(method)
     async def wrapped(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
         try:
-            return await method(self, request, context)
+            async with self._slots:
+                return await method(self, request, context)
         except MlsrvError as error:
             await context.abort(grpc.StatusCode[error.code.name], error.wire_message())
         except asyncio.CancelledError:
@@ -102,10 +105,18 @@ def _model_name(request: Any) -> str:
 class PredictionServicer:
     """``tensorflow.serving.PredictionService``."""
 
-    def __init__(self, dataplane: DataPlane, *, tensor_content: bool, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        *,
+        tensor_content: bool,
+        metrics: Metrics | None = None,
+        slots: AbstractAsyncContextManager[Any] | None = None,
+    ) -> None:
         self._dataplane = dataplane
         self._tensor_content = tensor_content
         self._metrics = metrics
+        self._slots = slots or contextlib.nullcontext()
 
     @error_adapter
     @counted("Predict")
@@ -145,9 +156,12 @@ class PredictionServicer:
 class ModelServicer:
     """``tensorflow.serving.ModelService``: status, and whole-config reload."""
 
-    def __init__(self, dataplane: DataPlane, server: Server | None) -> None:
+    def __init__(
+        self, dataplane: DataPlane, server: Server | None, slots: AbstractAsyncContextManager[Any] | None = None
+    ) -> None:
         self._dataplane = dataplane
         self._server = server
+        self._slots = slots or contextlib.nullcontext()
 
     @error_adapter
     async def GetModelStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
@@ -219,14 +233,21 @@ class GrpcFrontend:
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             *self._config.channel_arguments,
         ]
-        server = grpc.aio.server(options=options, maximum_concurrent_rpcs=self._config.max_threads or None)
+        server = grpc.aio.server(options=options)
+        # --grpc_max_threads bounds TF's handler threads: further calls wait for one, they are not refused
+        slots = asyncio.Semaphore(self._config.max_threads) if self._config.max_threads > 0 else None
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
             PredictionServicer(
-                self._dataplane, tensor_content=self._config.tensor_content_outputs, metrics=self._metrics
+                self._dataplane,
+                tensor_content=self._config.tensor_content_outputs,
+                metrics=self._metrics,
+                slots=slots,
             ),
             server,
         )
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(self._dataplane, self._owner), server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+            ModelServicer(self._dataplane, self._owner, slots), server
+        )
         names = list(SERVICE_NAMES)
         if self._config.enable_health:
             names.append(self._add_health(server))
