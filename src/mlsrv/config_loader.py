@@ -126,20 +126,20 @@ def _models(
     raise ConfigError("Both server_options.model_base_path and server_options.model_config_file are empty!")
 
 
-def parse_model_config_file(path: str, *, check_platforms: bool = True) -> tuple[ModelConfig, ...]:
+def parse_model_config_file(path: str, *, validate: bool = True) -> tuple[ModelConfig, ...]:
     """Read a text-format ``ModelServerConfig`` file (TF-free protos) into validated model configs.
 
-    ``check_platforms=False`` leaves the platform checks to a reload, which must first compare
-    platforms with the running config (TF's order: see :meth:`Server.reload_models`).
+    ``validate=False`` leaves the list checks to a reload, which runs them in TF's order among its
+    own (see :meth:`Server.reload_models`) and reports them as ``ReloadConfig`` failures.
     """
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"Failed to read ModelServerConfig file {path}: {error}") from None
-    return parse_model_config_text(text, source=path, check_platforms=check_platforms)
+    return parse_model_config_text(text, source=path, validate=validate)
 
 
-def parse_model_config_text(text: str, *, source: str, check_platforms: bool = True) -> tuple[ModelConfig, ...]:
+def parse_model_config_text(text: str, *, source: str, validate: bool = True) -> tuple[ModelConfig, ...]:
     """Parse and validate ModelServerConfig text, with TF Serving's messages."""
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
@@ -151,13 +151,14 @@ def parse_model_config_text(text: str, *, source: str, check_platforms: bool = T
         raise ConfigError(f"{source}: Error parsing text-format {_PROTO_TYPE}: {error}") from None
     if message.WhichOneof("config") == "custom_model_config":
         raise ConfigError(f"{source}: ModelServer does not yet support custom model config.")
-    return models_from_proto(message, check_platforms=check_platforms)
+    return models_from_proto(message, validate=validate)
 
 
-def models_from_proto(message: Any, *, check_platforms: bool = True) -> tuple[ModelConfig, ...]:
+def models_from_proto(message: Any, *, validate: bool = True) -> tuple[ModelConfig, ...]:
     """Validated model configs from a ``ModelServerConfig`` message (file or HandleReloadConfigRequest)."""
     models = tuple(_model_from_proto(proto) for proto in message.model_config_list.config)
-    validate_models(models, check_platforms=check_platforms)
+    if validate:
+        validate_models(models)
     return models
 
 

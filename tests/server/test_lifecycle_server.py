@@ -229,3 +229,24 @@ def test_an_empty_config_starts_and_serves_nothing(tmp_path: Path) -> None:
             assert (await s.post("/v1/models/m:predict", {"instances": [[0.0]]}))[0] == 404
 
     asyncio.run(main())
+
+
+def test_a_polled_config_that_fails_validation_is_a_reload_failure(tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """TF parses the file, then ReloadConfig validates it: the log line says which step failed."""
+    a = tmp_path / "a"
+    version(a, 1)
+    config = tmp_path / "models.config"
+    write_config(config, {"a": (a, "")})
+
+    async def main() -> None:
+        async with running_server(loader_factory=offset_per_version(), model_config_file=str(config),
+                                  model_config_file_poll_wait_seconds=0.2) as s:
+            write_config(config, {"a": (Path("rel"), "")})
+            await asyncio.sleep(0.6)
+            assert await served_version(s, "a") == 1
+
+    with caplog.at_level("ERROR", logger="mlsrv.server.app"):
+        asyncio.run(main())
+    assert ("PollFilesystemAndReloadConfig failed to ReloadConfig: Expected model a to have an absolute path or URI; "
+            "got base_path()=rel") in caplog.text

@@ -22,7 +22,12 @@ from typing import Any, Final
 from aiohttp import web
 
 from mlsrv.config import ServerConfig
-from mlsrv.config_loader import check_no_platform_changes, check_platforms_supported, parse_model_config_file
+from mlsrv.config_loader import (
+    check_no_platform_changes,
+    check_platforms_supported,
+    parse_model_config_file,
+    validate_models,
+)
 from mlsrv.errors import ConfigError, LoadError, MlsrvError, UnknownError
 from mlsrv.monitoring_config import load_monitoring_config
 from mlsrv.protocol.types import ModelStatus, State
@@ -213,10 +218,12 @@ class Server:
     async def reload_models(self, models: tuple[Any, ...]) -> None:
         """Replace the model list (config reload) as TF's ``ServerCore::ReloadConfig`` does.
 
-        Checks in TF's order (platform changes, then the label map, rebuilt against what is AVAILABLE
-        now, then unsupported platforms), so a bad config changes nothing; then models are added and
-        removed, and the call blocks until the *newly added* models settle.
+        Checks in TF's order (unique names, absolute paths, platform changes, then the label map,
+        rebuilt against what is AVAILABLE now, then unsupported platforms), so a bad config changes
+        nothing; then models are added and removed, and the call blocks until the *newly added*
+        models settle.
         """
+        validate_models(models, check_platforms=False)
         check_no_platform_changes(self._models, models)
         self._apply_labels(models)
         check_platforms_supported(models)
@@ -233,12 +240,14 @@ class Server:
             await asyncio.sleep(period)
             try:
                 models = await asyncio.to_thread(
-                    functools.partial(parse_model_config_file, check_platforms=False), self.config.model_config_file
+                    functools.partial(parse_model_config_file, validate=False), self.config.model_config_file
                 )
-                if models != self._models:
-                    await self.reload_models(models)
             except ConfigError as error:
                 log.error("Failed to read ModelServerConfig file: %s", error.message)
+                continue
+            try:
+                if models != self._models:
+                    await self.reload_models(models)
             except MlsrvError as error:
                 log.error("PollFilesystemAndReloadConfig failed to ReloadConfig: %s", error.message)
 

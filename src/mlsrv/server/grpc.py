@@ -203,7 +203,7 @@ class ModelServicer:
             )
         if self._server is None:
             raise UnknownError("config reload is not available on this server")
-        await self._server.reload_models(models_from_proto(request.config, check_platforms=False))
+        await self._server.reload_models(models_from_proto(request.config, validate=False))
 
 
 class GrpcFrontend:
