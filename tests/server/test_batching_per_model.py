@@ -60,3 +60,23 @@ def test_bad_toml_model_batching_fails_at_startup(tmp_path: Path) -> None:
     toml.write_text('[[models]]\nname = "a"\nbase_path = "/a"\nbatching = { max_batch_sise = 8 }\n')
     with pytest.raises(ConfigError, match="unknown batching parameter 'max_batch_sise'"):
         load_config({"config": str(toml)})
+
+
+def test_a_bad_batching_params_pbtxt_fails_that_versions_load(tmp_path: Path) -> None:
+    bad, good = tmp_path / "bad", tmp_path / "good"
+    version(bad, 1)
+    version(good, 1)
+    (bad / "1" / "batching_params.pbtxt").write_text("max_batch_sise { value: 32 }")
+    config = write_config(tmp_path / "models.config", {"bad": (bad, ""), "good": (good, "")})
+
+    async def main() -> None:
+        async with running_server(loader_factory=FakeLoaderFactory(), model_config_file=config, enable_batching=True,
+                                  enable_per_model_batching_parameters=True) as s:
+            code, status = await s.get("/v1/models/bad")
+            (entry,) = status["model_version_status"]
+            assert entry["state"] == "END" and entry["status"]["error_code"] == "INVALID_ARGUMENT"
+            assert "batching_params.pbtxt" in entry["status"]["error_message"]
+            assert (await s.post("/v1/models/bad:predict", {"instances": [[1.0]]}))[0] == 404
+            assert await s.post("/v1/models/good:predict", {"instances": [[1.0]]}) == (200, {"predictions": [[2.5]]})
+
+    asyncio.run(main())

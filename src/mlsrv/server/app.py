@@ -31,7 +31,7 @@ from mlsrv.config_loader import (
 from mlsrv.errors import ConfigError, LoadError, MlsrvError, UnknownError
 from mlsrv.monitoring_config import load_monitoring_config
 from mlsrv.protocol.types import ModelStatus, State
-from mlsrv.server.batching_choice import BatchingChoice, wants_batching
+from mlsrv.server.batching_choice import BatchingChoice, check_per_model_file, wants_batching
 from mlsrv.server.batching_pool import BatchingPool
 from mlsrv.server.dataplane import DataPlane
 from mlsrv.server.manager import Manager
@@ -103,6 +103,8 @@ class Server:
     def _make_loader(self, servable_id: Any, path: str) -> Loader:
         self._version_paths[servable_id] = path
         loader = self._new_loader(servable_id, path)
+        if self.config.per_model_batching:
+            loader = BatchingFileCheckedLoader(loader, path)
         if self.metrics is None:
             return loader
         return MeteredLoader(loader, path, self.metrics, asyncio.get_running_loop())
@@ -305,6 +307,21 @@ class Server:
             log.info("shutting down")
         finally:
             await self.__aexit__(None, None, None)
+
+
+class BatchingFileCheckedLoader:
+    """With ``--enable_per_model_batching_parameters``, a version whose ``batching_params.pbtxt`` does not
+    parse fails to load (TF reads it while loading), instead of being served unbatched."""
+
+    def __init__(self, inner: Loader, path: str) -> None:
+        self._inner, self._path = inner, path
+
+    def load(self) -> Any:
+        check_per_model_file(self._path)
+        return self._inner.load()
+
+    def unload(self) -> None:
+        self._inner.unload()
 
 
 class MeteredLoader:

@@ -5,8 +5,8 @@
 * a ``batching`` table on a ``[[models]]`` entry in ``mlsrv.toml``: that model's options.
 * otherwise ``--enable_batching`` with ``--batching_parameters_file`` (or the TOML ``[batching]``
   table, or TF's defaults) for every model.
-Options are parsed once per model or version and cached; a bad per-model file fails that request's
-batching with a ConfigError logged once, and the version is served unbatched.
+Options are parsed once per model or version and cached. A bad per-model file fails the load of its
+version (:func:`check_per_model_file`, run by the Server's loader), as in TF Serving.
 """
 
 from __future__ import annotations
@@ -77,7 +77,12 @@ class BatchingChoice:
 
     def _from_file(self, servable_id: ServableId) -> BatchingOptions | None:
         path = self._version_path(servable_id)
-        candidate = os.path.join(path, PER_MODEL_FILE) if path else ""
-        if not candidate or not os.path.isfile(candidate):
-            return None
-        return load_batching_parameters(candidate)
+        return check_per_model_file(path) if path else None
+
+
+def check_per_model_file(version_path: str) -> BatchingOptions | None:
+    """The version's ``batching_params.pbtxt`` options, None without the file; ConfigError if it is bad."""
+    candidate = os.path.join(version_path, PER_MODEL_FILE)
+    if not os.path.isfile(candidate):
+        return None
+    return load_batching_parameters(candidate)
