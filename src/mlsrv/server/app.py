@@ -15,7 +15,6 @@ import gc
 import logging
 import os
 import signal
-import time
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -31,9 +30,10 @@ from mlsrv.config_loader import (
 from mlsrv.errors import ConfigError, LoadError, MlsrvError, UnknownError
 from mlsrv.monitoring_config import load_monitoring_config
 from mlsrv.protocol.types import ModelStatus, State
-from mlsrv.server.batching_choice import BatchingChoice, check_per_model_file, wants_batching
+from mlsrv.server.batching_choice import BatchingChoice, wants_batching
 from mlsrv.server.batching_pool import BatchingPool
 from mlsrv.server.dataplane import DataPlane
+from mlsrv.server.loaders import BatchingFileCheckedLoader, MeteredLoader
 from mlsrv.server.manager import Manager
 from mlsrv.server.metrics import Metrics
 from mlsrv.server.monitor import StateEvent, StateMonitor
@@ -307,51 +307,6 @@ class Server:
             log.info("shutting down")
         finally:
             await self.__aexit__(None, None, None)
-
-
-class BatchingFileCheckedLoader:
-    """With ``--enable_per_model_batching_parameters``, a version whose ``batching_params.pbtxt`` does not
-    parse fails to load (TF reads it while loading), instead of being served unbatched."""
-
-    def __init__(self, inner: Loader, path: str) -> None:
-        self._inner, self._path = inner, path
-
-    def load(self) -> Any:
-        check_per_model_file(self._path)
-        return self._inner.load()
-
-    def unload(self) -> None:
-        self._inner.unload()
-
-
-class MeteredLoader:
-    """A Loader that reports each load attempt to ``Metrics`` (TF's ``load_attempt_count``/``load_latency``).
-
-    ``load`` runs on an executor thread; the numbers are handed to the loop, which owns ``Metrics``.
-    """
-
-    def __init__(self, inner: Loader, path: str, metrics: Metrics, loop: asyncio.AbstractEventLoop) -> None:
-        self._inner, self._path, self._metrics, self._loop = inner, path, metrics, loop
-
-    def load(self) -> Any:
-        started = time.perf_counter_ns()
-        try:
-            servable = self._inner.load()
-        except BaseException:
-            self._report(ok=False, started=started)
-            raise
-        self._report(ok=True, started=started)
-        return servable
-
-    def unload(self) -> None:
-        self._inner.unload()
-
-    def _report(self, *, ok: bool, started: int) -> None:
-        micros = (time.perf_counter_ns() - started) // 1000
-        try:
-            self._loop.call_soon_threadsafe(self._metrics.record_load, self._path, ok, micros)
-        except RuntimeError:  # the loop closed while this load ran (shutdown): nothing left to report to
-            pass
 
 
 class GcTuning:
