@@ -30,12 +30,12 @@ async def two_versions() -> tuple[Manager, ThreadPoolExecutor]:
 def test_labels_resolve_to_versions() -> None:
     async def scenario() -> None:
         manager, executor = await two_versions()
-        manager.set_labels("m", {"stable": 1, "canary": 2}, allow_unavailable=False)
+        manager.replace_labels({"m": {"stable": 1, "canary": 2}}, allow_unavailable=False)
         async with manager.lease(ModelSpec("m", label="stable")) as lease:
             assert lease.id.version == 1
         assert manager.peek(ModelSpec("m", label="canary"))[0].version == 2
         assert manager.labels("m") == {"stable": 1, "canary": 2}
-        manager.set_labels("m", {}, allow_unavailable=False)
+        manager.replace_labels({"m": {}}, allow_unavailable=False)
         with pytest.raises(InvalidArgument, match="^Unrecognized servable version label: stable$"):
             manager.peek(ModelSpec("m", label="stable"))
         await manager.stop()
@@ -47,9 +47,9 @@ def test_labels_resolve_to_versions() -> None:
 def test_label_must_point_at_available_version() -> None:
     async def scenario() -> None:
         manager, executor = await two_versions()
-        manager.set_labels("m", {"stable": 1}, allow_unavailable=False)
+        manager.replace_labels({"m": {"stable": 1}}, allow_unavailable=False)
         with pytest.raises(FailedPrecondition, match=unavailable(3)):
-            manager.set_labels("m", {"stable": 1, "canary": 3}, allow_unavailable=False)
+            manager.replace_labels({"m": {"stable": 1, "canary": 3}}, allow_unavailable=False)
         assert manager.labels("m") == {"stable": 1}  # all or nothing
         with pytest.raises(FailedPrecondition, match="version 1 of model other"):
             manager.validate_labels("other", {"x": 1}, allow_unavailable=False)
@@ -62,16 +62,16 @@ def test_label_must_point_at_available_version() -> None:
 def test_allow_unavailable_only_for_new_or_unchanged_labels() -> None:
     async def scenario() -> None:
         manager, executor = await two_versions()
-        manager.set_labels("m", {"stable": 1}, allow_unavailable=False)
-        manager.set_labels("m", {"stable": 1, "next": 3}, allow_unavailable=True)  # new label: allowed
+        manager.replace_labels({"m": {"stable": 1}}, allow_unavailable=False)
+        manager.replace_labels({"m": {"stable": 1, "next": 3}}, allow_unavailable=True)  # new label: allowed
         with pytest.raises(ModelNotFound, match=r"^Servable not found for request: Specific\(m, 3\)$"):
             manager.peek(ModelSpec("m", label="next"))
-        manager.set_labels("m", {"stable": 1, "next": 3}, allow_unavailable=True)  # unchanged: allowed
+        manager.replace_labels({"m": {"stable": 1, "next": 3}}, allow_unavailable=True)  # unchanged: allowed
         with pytest.raises(FailedPrecondition, match=unavailable(3)):  # moving to unavailable: refused
-            manager.set_labels("m", {"stable": 3, "next": 3}, allow_unavailable=True)
+            manager.replace_labels({"m": {"stable": 3, "next": 3}}, allow_unavailable=True)
         with pytest.raises(FailedPrecondition, match=unavailable(3)):  # without the flag nothing goes
-            manager.set_labels("m", {"stable": 1, "next": 3}, allow_unavailable=False)
-        manager.set_labels("m", {"stable": 2, "next": 3}, allow_unavailable=True)  # moving to available
+            manager.replace_labels({"m": {"stable": 1, "next": 3}}, allow_unavailable=False)
+        manager.replace_labels({"m": {"stable": 2, "next": 3}}, allow_unavailable=True)  # moving to available
         assert manager.labels("m") == {"stable": 2, "next": 3}
         await manager.stop()
         executor.shutdown()

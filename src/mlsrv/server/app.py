@@ -33,7 +33,7 @@ from mlsrv.protocol.types import ModelStatus, State
 from mlsrv.server.batching_choice import BatchingChoice, wants_batching
 from mlsrv.server.batching_pool import BatchingPool
 from mlsrv.server.dataplane import DataPlane
-from mlsrv.server.loaders import BatchingFileCheckedLoader, MeteredLoader
+from mlsrv.server.loaders import BatchingFileCheckedLoader, MeteredLoader, on_loop
 from mlsrv.server.manager import Manager
 from mlsrv.server.metrics import Metrics
 from mlsrv.server.monitor import StateEvent, StateMonitor
@@ -107,7 +107,7 @@ class Server:
             loader = BatchingFileCheckedLoader(loader, path)
         if self.metrics is None:
             return loader
-        return MeteredLoader(loader, path, self.metrics, asyncio.get_running_loop())
+        return MeteredLoader(loader, path, on_loop(asyncio.get_running_loop(), self.metrics.record_load))
 
     def _new_loader(self, servable_id: Any, path: str) -> Loader:
         if self._loader_factory is not None:
@@ -127,14 +127,9 @@ class Server:
 
     def _warmup_observer(self) -> Callable[[str, str, int], None] | None:
         """Hands warmup timings from the loading thread to the loop, which owns ``Metrics``."""
-        metrics, loop = self.metrics, asyncio.get_running_loop()
-        if metrics is None:
+        if self.metrics is None:
             return None
-
-        def observe(path: str, status: str, micros: int) -> None:
-            loop.call_soon_threadsafe(metrics.record_warmup, path, status, micros)
-
-        return observe
+        return on_loop(asyncio.get_running_loop(), self.metrics.record_warmup)
 
     # -- lifecycle --
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from mlsrv.server.batching_choice import check_per_model_file
-from mlsrv.server.metrics import Metrics
 from mlsrv.server.servable import Loader
 
 
@@ -31,30 +31,36 @@ class BatchingFileCheckedLoader:
 
 
 class MeteredLoader:
-    """A Loader that reports each load attempt to ``Metrics`` (TF's ``load_attempt_count``/``load_latency``).
+    """A Loader that reports each load attempt (TF's ``load_attempt_count``/``load_latency``).
 
-    ``load`` runs on an executor thread; the numbers are handed to the loop, which owns ``Metrics``.
+    ``record_load(path, ok, micros)`` must be safe to call from the loading thread: see :func:`on_loop`.
     """
 
-    def __init__(self, inner: Loader, path: str, metrics: Metrics, loop: asyncio.AbstractEventLoop) -> None:
-        self._inner, self._path, self._metrics, self._loop = inner, path, metrics, loop
+    def __init__(self, inner: Loader, path: str, record_load: Callable[[str, bool, int], None]) -> None:
+        self._inner, self._path, self._record_load = inner, path, record_load
 
     def load(self) -> Any:
         started = time.perf_counter_ns()
         try:
             servable = self._inner.load()
         except BaseException:
-            self._report(ok=False, started=started)
+            self._record_load(self._path, False, (time.perf_counter_ns() - started) // 1000)
             raise
-        self._report(ok=True, started=started)
+        self._record_load(self._path, True, (time.perf_counter_ns() - started) // 1000)
         return servable
 
     def unload(self) -> None:
         self._inner.unload()
 
-    def _report(self, *, ok: bool, started: int) -> None:
-        micros = (time.perf_counter_ns() - started) // 1000
+
+def on_loop(loop: asyncio.AbstractEventLoop, record: Callable[..., None]) -> Callable[..., None]:
+    """``record`` called on ``loop`` (which owns ``Metrics``) from a loading thread; a no-op once the loop
+    has closed, when a load outlives shutdown and there is nothing left to report to."""
+
+    def call(*args: Any) -> None:
         try:
-            self._loop.call_soon_threadsafe(self._metrics.record_load, self._path, ok, micros)
-        except RuntimeError:  # the loop closed while this load ran (shutdown): nothing left to report to
+            loop.call_soon_threadsafe(record, *args)
+        except RuntimeError:
             pass
+
+    return call

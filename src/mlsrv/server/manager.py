@@ -313,14 +313,6 @@ class Manager:
             self.validate_labels(name, labels, allow_unavailable=allow_unavailable)
         self._labels = {name: dict(labels) for name, labels in label_maps.items() if labels}
 
-    def set_labels(self, name: str, labels: Mapping[str, int], *, allow_unavailable: bool) -> None:
-        """Validate, then replace the whole label map of ``name`` (all or nothing)."""
-        self.validate_labels(name, labels, allow_unavailable=allow_unavailable)
-        if labels:
-            self._labels[name] = dict(labels)
-        else:
-            self._labels.pop(name, None)
-
     # --- waiting and shutdown ---------------------------------------------------------------------
 
     def _settled(self, name: str) -> bool:

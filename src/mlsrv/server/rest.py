@@ -104,14 +104,14 @@ class RestFrontend:
             return web.Response(status=200 if ok else 400, content_type=JSON)
         if self._metrics is None:
             return await self._api(request, routes.parse(request.method, path))
-        return await self._counted(request, self._metrics)
+        return await self._counted(request, path, self._metrics)
 
-    async def _counted(self, request: web.Request, metrics: Metrics) -> web.StreamResponse:
+    async def _counted(self, request: web.Request, path: str, metrics: Metrics) -> web.StreamResponse:
         """:meth:`_api` plus ``request_count`` / ``request_latency``, as TF's REST dispatcher records them."""
         started = time.perf_counter_ns()
         name = api = ""
         try:
-            route = routes.parse(request.method, raw_path(request))
+            route = routes.parse(request.method, path)
             name, api = route.spec.name, _API_LABEL.get(route.verb, "")
             response = await self._api(request, route)
         except MlsrvError as error:

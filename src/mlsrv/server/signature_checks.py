@@ -19,12 +19,7 @@ def check_input_names(sent: Iterable[str], signature: SignatureInfo) -> None:
     required = len(expected) - len(signature.defaults)
     if not required <= len(names) <= len(expected):
         extra = sorted(set(names) - set(expected))
-        missing = sorted(set(expected) - set(names) - set(signature.defaults))
-        raise InvalidArgument(
-            f"input size does not match signature: {len(names)}!={len(expected)} "
-            f"len({{{','.join(sorted(names))}}}) != len({{{','.join(sorted(expected))}}}). "
-            f"Sent extra: {{{','.join(extra)}}}. Missing but required: {{{','.join(missing)}}}."
-        )
+        raise _size_mismatch(names, expected, extra, sorted(set(expected) - set(names) - set(signature.defaults)))
     for alias in names:
         if alias not in expected:
             raise InvalidArgument(
@@ -33,11 +28,17 @@ def check_input_names(sent: Iterable[str], signature: SignatureInfo) -> None:
             )
     for alias in sorted(set(expected) - set(names)):
         if alias not in signature.defaults:
-            raise InvalidArgument(
-                f"input size does not match signature: {len(names)}!={len(expected)} "
-                f"len({{{','.join(sorted(names))}}}) != len({{{','.join(sorted(expected))}}}). "
-                f"Sent extra: {{}}. Missing but required: {{{alias}}}."
-            )
+            raise _size_mismatch(names, expected, [], [alias])
+
+
+def _size_mismatch(
+    names: Sequence[str], expected: Mapping[str, object], extra: Sequence[str], missing: Sequence[str]
+) -> InvalidArgument:
+    return InvalidArgument(
+        f"input size does not match signature: {len(names)}!={len(expected)} "
+        f"len({{{','.join(sorted(names))}}}) != len({{{','.join(sorted(expected))}}}). "
+        f"Sent extra: {{{','.join(extra)}}}. Missing but required: {{{','.join(missing)}}}."
+    )
 
 
 def check_inputs(inputs: Mapping[str, np.ndarray], signature: SignatureInfo) -> dict[str, np.ndarray]:
