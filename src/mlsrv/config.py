@@ -57,6 +57,13 @@ class RestConfig:
     port: int = 8501
     timeout_s: float = 30.0
     enable_cors: bool = False
+    #: Limits TF Serving does not have (docs/differences.md): body size, read timeouts, connections.
+    max_body_bytes: int = 1 << 30
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 60.0
+    idle_timeout_s: float = 75.0
+    #: 0: derived from the process's file-descriptor limit when the server starts.
+    max_connections: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,6 +78,8 @@ class GrpcConfig:
     enable_health: bool = True
     tensor_content_outputs: bool = False
     ssl_config_file: str = ""
+    #: Bytes a request's TensorProtos may fill beyond the values they carry (TF has no such limit).
+    max_fill_bytes: int = 256 << 20
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -141,17 +141,26 @@ def parse_model_config_file(path: str, *, validate: bool = True) -> tuple[ModelC
 
 def parse_model_config_text(text: str, *, source: str, validate: bool = True) -> tuple[ModelConfig, ...]:
     """Parse and validate ModelServerConfig text, with TF Serving's messages."""
+    return models_from_proto(parse_model_server_config(text, source=source), validate=validate)
+
+
+def parse_model_server_config(text: str, *, source: str) -> Any:
+    """The ``ModelServerConfig`` message of ``text``; ConfigError with TF's words if it does not parse."""
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
     message = model_server_config_pb2.ModelServerConfig()
     try:
         text_format.Parse(text, message)
-    except text_format.ParseError as error:
-        raise ConfigError(f"{source}: Error parsing text-format {_PROTO_TYPE}: {error}") from None
+    except (text_format.ParseError, RecursionError) as error:
+        raise ConfigError(f"{source}: Error parsing text-format {_PROTO_TYPE}: {_one_line(error)}") from None
     if message.WhichOneof("config") == "custom_model_config":
         raise ConfigError(f"{source}: ModelServer does not yet support custom model config.")
-    return models_from_proto(message, validate=validate)
+    return message
+
+
+def _one_line(error: BaseException) -> str:
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
 def models_from_proto(message: Any, *, validate: bool = True) -> tuple[ModelConfig, ...]:
@@ -301,6 +310,20 @@ def _channel_arguments(text: str) -> tuple[tuple[str, int | str], ...]:
     return tuple(out)
 
 
+def _at_least(low: int, values: Mapping[str, flags.FlagValue], name: str) -> int:
+    value = int(values[name])
+    if value < low:
+        raise ConfigError(f"--{name} must be at least {low}, got {value}")
+    return value
+
+
+def _positive_seconds(values: Mapping[str, flags.FlagValue], name: str) -> float:
+    value = float(values[name])
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"--{name} must be a positive number of seconds, got {values[name]}")
+    return value
+
+
 def _build(
     values: Mapping[str, flags.FlagValue],
     models: tuple[ModelConfig, ...],
@@ -327,6 +350,11 @@ def _build(
             port=rest_port,
             timeout_s=max(0, int(values["rest_api_timeout_in_ms"])) / 1000.0,
             enable_cors=bool(values["rest_api_enable_cors_support"]),
+            max_body_bytes=_at_least(1, values, "rest_max_body_bytes"),
+            header_timeout_s=_positive_seconds(values, "rest_header_timeout_seconds"),
+            body_timeout_s=_positive_seconds(values, "rest_body_timeout_seconds"),
+            idle_timeout_s=_positive_seconds(values, "rest_idle_timeout_seconds"),
+            max_connections=_at_least(0, values, "rest_max_connections"),
         ),
         grpc=GrpcConfig(
             host=host,
@@ -337,6 +365,7 @@ def _build(
             enable_health=bool(values["enable_grpc_healthcheck_service"]),
             tensor_content_outputs=bool(values["enable_serialization_as_tensor_content"]),
             ssl_config_file=str(values["ssl_config_file"]),
+            max_fill_bytes=_at_least(0, values, "max_tensor_fill_bytes"),
         ),
         runtime=RuntimeConfig(
             intra_op=intra,

@@ -74,6 +74,8 @@ class MlsrvError(Exception):
 
     code: ClassVar[Code] = Code.UNKNOWN
     exit_code: ClassVar[int] = EXIT_REQUEST_ERROR
+    #: Only for HTTP-level failures that have their own status (413, 408); the code still decides gRPC.
+    http_status_override: ClassVar[int | None] = None
 
     def __init__(self, message: str, *, empty_body: bool = False) -> None:
         super().__init__(message)
@@ -88,7 +90,7 @@ class MlsrvError(Exception):
 
     @property
     def http_status(self) -> int:
-        return HTTP_STATUS.get(self.code, 500)
+        return self.http_status_override or HTTP_STATUS.get(self.code, 500)
 
 
 class Cancelled(MlsrvError):
@@ -107,6 +109,12 @@ class DeadlineExceeded(MlsrvError):
     code = Code.DEADLINE_EXCEEDED
 
 
+class RequestTimeout(DeadlineExceeded):
+    """A REST client too slow to send its body (``--rest_body_timeout_seconds``): HTTP 408."""
+
+    http_status_override = 408
+
+
 class ModelNotFound(MlsrvError):
     """No such model, version or servable; also a version that is not AVAILABLE yet (as TF Serving)."""
 
@@ -123,6 +131,13 @@ class PermissionDenied(MlsrvError):
 
 class ResourceExhausted(MlsrvError):
     code = Code.RESOURCE_EXHAUSTED
+
+
+class RequestTooLarge(ResourceExhausted):
+    """A REST body over ``--rest_max_body_bytes``: HTTP 413 (a gRPC message over its limit is
+    RESOURCE_EXHAUSTED, as grpc itself answers)."""
+
+    http_status_override = 413
 
 
 class FailedPrecondition(MlsrvError):
@@ -209,7 +224,9 @@ _CODE_FOR_HTTP: Final[dict[int, Code]] = {
     401: Code.UNAUTHENTICATED,
     403: Code.PERMISSION_DENIED,
     404: Code.NOT_FOUND,
+    408: Code.DEADLINE_EXCEEDED,
     409: Code.ABORTED,
+    413: Code.RESOURCE_EXHAUSTED,
     429: Code.RESOURCE_EXHAUSTED,
     499: Code.CANCELLED,
     500: Code.INTERNAL,

@@ -95,6 +95,12 @@ FLAGS: Final[tuple[Flag, ...]] = (
     # mlsrv extras
     _x("config", str, "", "mlsrv.toml with [server], [batching] and [[models]] tables; flags override it."),
     _x("host", str, "0.0.0.0", "Address to bind REST and TCP gRPC to (mlsrv extra)."),
+    _x("rest_max_body_bytes", int, 1 << 30, "Largest REST request body; larger ones get 413 before they are read."),
+    _x("rest_header_timeout_seconds", float, 10.0, "Time a REST client has to send a request's headers."),
+    _x("rest_body_timeout_seconds", float, 60.0, "Time a REST client has to send a request's body."),
+    _x("rest_idle_timeout_seconds", float, 75.0, "Idle keep-alive REST connections are closed after this."),
+    _x("rest_max_connections", int, 0, "Most open REST connections; more are refused with 503 (0: from the fd limit)."),
+    _x("max_tensor_fill_bytes", int, 256 << 20, "Most bytes a gRPC request's tensors may fill beyond the values sent."),
 )
 
 BY_NAME: Final[dict[str, Flag]] = {flag.name: flag for flag in FLAGS}

@@ -245,3 +245,17 @@ def test_keyword_forms_numpy_accepts_still_work() -> None:
     assert evaluate('np.full((2,), "ab", dtype=np.str_)').dtype.kind == "U"
     with pytest.raises(UsageError, match="requires stop"):
         evaluate("np.arange(start=3)")
+
+
+@pytest.mark.parametrize(
+    "expression",
+    ["x=" + "+" * 3000 + "1", "x=" + "-" * 50_000 + "1", "x=" + "[" * 5000 + "]" * 5000, "x=1\x00"],
+    ids=["3000 unary plus", "50000 unary minus", "5000 nested lists", "NUL"],
+)
+def test_pathological_expressions_are_usage_errors(expression: str) -> None:
+    """Issue #10 item 12: the parser's own RecursionError/MemoryError/ValueError become exit 2, one line."""
+    result = CliRunner().invoke(app, ["run", "--dir", "/nonexistent", "--input_exprs", expression])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("UsageError: --input_exprs x: ")
+    assert result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr + result.stdout

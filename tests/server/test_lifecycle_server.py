@@ -250,3 +250,84 @@ def test_a_polled_config_that_fails_validation_is_a_reload_failure(tmp_path: Pat
         asyncio.run(main())
     assert ("PollFilesystemAndReloadConfig failed to ReloadConfig: Expected model a to have an absolute path or URI; "
             "got base_path()=rel") in caplog.text
+
+
+def test_a_polled_config_that_is_empty_or_cut_short_changes_nothing(tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """Issue #10 item 4: ``: > models.config`` once unloaded every model (9,083 failed requests).
+
+    Under continuous load the file is emptied, then cut in the middle of an entry; each time the
+    poll's own log line proves the file was read, and not one request fails. An explicit empty
+    ``model_config_list {}`` still removes every model, as in TF Serving.
+    """
+    a = tmp_path / "a"
+    version(a, 1)
+    config = tmp_path / "models.config"
+    full = write_config(config, {"a": (a, "")})
+    text = Path(full).read_text()
+    failures: list[int | None] = []
+
+    async def load(s: Running, stop: asyncio.Event) -> int:
+        sent = 0
+        while not stop.is_set() and sent < 100_000:
+            answer = await served_version(s, "a")
+            sent += 1
+            if answer != 1:
+                failures.append(answer)
+            await asyncio.sleep(0.005)
+        return sent
+
+    async def logged(text: str, after: int) -> None:
+        for _ in range(200):  # 10 s at most
+            if text in caplog.text[after:]:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"no poll logged {text!r}")
+
+    async def main() -> None:
+        async with running_server(loader_factory=offset_per_version(), model_config_file=full,
+                                  model_config_file_poll_wait_seconds=0.1) as s:
+            stop = asyncio.Event()
+            traffic = asyncio.create_task(load(s, stop))
+            mark = len(caplog.text)
+            config.write_text("")  # emptied, as by `: > models.config`
+            await logged("Taking no action for empty config.", mark)
+            mark = len(caplog.text)
+            config.write_text(text[: len(text) // 2])  # a writer caught half-way through
+            await logged("Failed to read ModelServerConfig file", mark)
+            config.write_text(text)
+            stop.set()
+            assert await traffic > 10
+            config.write_text("model_config_list {}\n")
+
+            async def removed() -> bool:
+                return await served_version(s, "a") is None
+
+            await eventually(removed)
+
+    with caplog.at_level("INFO", logger="mlsrv.server.app"):
+        asyncio.run(main())
+    assert failures == []
+
+
+def test_a_config_file_that_changes_while_read_is_left_for_the_next_poll(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlsrv.server import app
+
+    a = tmp_path / "a"
+    version(a, 1)
+    config = Path(write_config(tmp_path / "models.config", {"a": (a, "")}))
+    assert app.read_polled_model_config(str(config)) is not None
+    real_stat = app.os.stat
+    calls = 0
+
+    def growing_stat(path: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        result = real_stat(path, *args, **kwargs)
+        if calls == 2:  # the stat after reading sees a writer's later bytes
+            return app.os.stat_result((*result[:6], result.st_size + 1, *result[7:]))
+        return result
+
+    monkeypatch.setattr(app.os, "stat", growing_stat)
+    assert app.read_polled_model_config(str(config)) is None

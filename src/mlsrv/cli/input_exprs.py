@@ -152,6 +152,10 @@ def evaluate(expression: str, where: str = "expression") -> Any:
         tree = ast.parse(expression.strip(), mode="eval")
     except SyntaxError as error:
         raise UsageError(f"{where}: invalid syntax in {expression!r}: {error.msg}") from None
+    except (RecursionError, MemoryError):  # CPython's parser gives up on deep nesting (x=+++...+1)
+        raise UsageError(f"{where}: expression nested too deeply") from None
+    except ValueError as error:  # e.g. a NUL character
+        raise UsageError(f"{where}: invalid expression: {error}") from None
     evaluator = _Evaluator(where, np.random.RandomState(0))
     try:
         return evaluator.visit(tree.body)

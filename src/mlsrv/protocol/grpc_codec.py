@@ -64,15 +64,21 @@ __all__ = [
 # -- Predict ----------------------------------------------------------------------------------------
 
 
-def predict_request_from_pb(pb: Any) -> PredictRequest:
-    """Server side. A tensor TF could not parse gives TF's ``tensor parsing error: <alias>``."""
+def predict_request_from_pb(pb: Any, budget: tensor_codec.FillBudget | None = None) -> PredictRequest:
+    """Server side. A tensor TF could not parse gives TF's ``tensor parsing error: <alias>``.
+
+    ``budget`` bounds what the request's tensors may fill beyond the values they carry; a tensor
+    past it gets TF's prefix and the reason, since TF itself would have allocated it.
+    """
     spec = request_spec(pb)
     inputs = {}
     for alias in sorted(pb.inputs):
         try:
-            inputs[alias] = tensor_codec.to_ndarray(pb.inputs[alias])
-        except InvalidArgument as exc:
-            raise InvalidArgument(f"tensor parsing error: {alias}") from exc
+            inputs[alias] = tensor_codec.to_ndarray(pb.inputs[alias], budget)
+        except tensor_codec.TensorTooLarge as exc:
+            raise InvalidArgument(f"tensor parsing error: {alias}: {exc.message}") from None
+        except InvalidArgument:
+            raise InvalidArgument(f"tensor parsing error: {alias}") from None
     return PredictRequest(spec, inputs, tuple(pb.output_filter))
 
 

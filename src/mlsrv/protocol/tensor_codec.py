@@ -11,6 +11,11 @@ to fill) and only its fields are touched. Decoding follows TensorFlow's C++ ``Te
   none at all means zeros (empty strings); extra values are ignored.
 * dims must be >= 0 (``unknown_rank`` is ignored), at most 254 of them, without int64 overflow.
 
+The repeat rule lets 33 bytes claim gigabytes (a ``[250000000]`` double tensor with one value), so
+a server decodes with a :class:`FillBudget`: the bytes a request may materialise beyond the values
+it actually carries, checked before anything is allocated; past it the tensor is refused with
+:class:`TensorTooLarge` (INVALID_ARGUMENT). A fill allocates the tensor once.
+
 Encoding follows ``Tensor::AsProtoField`` (typed fields, TF Serving's default response layout) or
 ``AsProtoTensorContent`` (one ``tobytes()``). float/double/complex typed fields are written as one
 packed field through ``MergeFromString``: for a 1x224x224x3 float tensor that is ~0.1 ms instead of
@@ -93,14 +98,46 @@ _LAYOUTS: Final[dict[str, _Layout]] = {
 # -- decoding ---------------------------------------------------------------------------------------
 
 
-def to_ndarray(proto: Any) -> np.ndarray:
+class TensorTooLarge(InvalidArgument):
+    """A tensor whose declared shape would be filled past the request's :class:`FillBudget`."""
+
+
+#: A DT_STRING element costs at least a pointer in the object array.
+_STRING_ELEMENT_BYTES: Final = 8
+
+
+class FillBudget:
+    """Bytes one request may materialise beyond the values it carries (``--max_tensor_fill_bytes``).
+
+    Values a client actually sends are bounded by the message size; a fill is not, so it is paid for
+    from this budget, shared by all tensors of one request, before the tensor is allocated.
+    """
+
+    __slots__ = ("limit", "remaining")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.remaining = limit
+
+    def take(self, nbytes: int, shape: tuple[int, ...], sent: int) -> None:
+        if nbytes > self.remaining:
+            raise TensorTooLarge(
+                f"shape {list(shape)} with {sent} value(s) sent would fill {nbytes} bytes; a request may fill at "
+                f"most {self.limit} bytes beyond the values it sends (--max_tensor_fill_bytes)"
+            )
+        self.remaining -= nbytes
+
+
+def to_ndarray(proto: Any, budget: FillBudget | None = None) -> np.ndarray:
     """Decode a TensorProto. DT_STRING gives an ``object`` array of ``bytes``.
 
     The result may be a read-only view of the message's bytes. Raises ``InvalidArgument`` for an
-    unsupported dtype, an invalid shape or a ``tensor_content`` of the wrong size.
+    unsupported dtype, an invalid shape or a ``tensor_content`` of the wrong size, and
+    ``TensorTooLarge`` when repeating the last value would fill more than ``budget`` allows
+    (no budget: no limit, for trusted input such as a SavedModel's own signature defaults).
     """
     dtype = dtypes.by_enum(proto.dtype)
-    if dtype.numpy is None:
+    if dtype.numpy is None or (dtype.name not in _LAYOUTS and dtype.name != "DT_STRING"):
         raise InvalidArgument(f"unsupported tensor dtype {dtype.name} ({proto.dtype})")
     shape = _shape(proto.tensor_shape)
     count = math.prod(shape)
@@ -111,14 +148,22 @@ def to_ndarray(proto: Any) -> np.ndarray:
         if content:
             flat = _from_content(content, dtype, count)
         elif dtype.name == "DT_STRING":
-            flat = _fit_strings(list(proto.string_val), count)
+            values = list(proto.string_val)
+            _pay_fill(budget, count - len(values), _STRING_ELEMENT_BYTES, shape)
+            flat = _fit_strings(values, count)
         else:
             layout = _LAYOUTS[dtype.name]
-            wire = np.array(getattr(proto, layout.field), dtype=layout.wire)
-            flat = _fit(layout.decode(wire, dtype.numpy), count)
+            sent = layout.decode(np.array(getattr(proto, layout.field), dtype=layout.wire), dtype.numpy)
+            _pay_fill(budget, count - len(sent), dtype.numpy.itemsize, shape)
+            flat = _fit(sent, count)
         return flat.reshape(shape)
-    except ValueError as exc:  # NOTE: numpy refusing an absurd shape or buffer is still bad input.
-        raise InvalidArgument(f"cannot decode tensor: {exc}") from exc
+    except (ValueError, MemoryError) as exc:  # numpy refusing an absurd shape or buffer is still bad input
+        raise InvalidArgument(f"cannot decode tensor: {type(exc).__name__}") from None
+
+
+def _pay_fill(budget: FillBudget | None, missing: int, itemsize: int, shape: tuple[int, ...]) -> None:
+    if budget is not None and missing > 0:
+        budget.take(missing * itemsize, shape, math.prod(shape) - missing)
 
 
 def _shape(shape_pb: Any) -> tuple[int, ...]:
@@ -153,7 +198,10 @@ def _fit(values: np.ndarray, count: int) -> np.ndarray:
         return values[:count]
     if have == 0:
         return np.zeros(count, values.dtype)
-    return np.concatenate([values, np.full(count - have, values[-1], values.dtype)])
+    out = np.empty(count, values.dtype)  # one allocation: copy what was sent, repeat the last value
+    out[:have] = values
+    out[have:] = values[-1]
+    return out
 
 
 def _fit_strings(values: list[bytes], count: int) -> np.ndarray:

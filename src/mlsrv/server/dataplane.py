@@ -12,7 +12,6 @@ import asyncio
 import concurrent.futures
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -21,6 +20,7 @@ from mlsrv.errors import (
     FailedPrecondition,
     InternalError,
     InvalidArgument,
+    MlsrvError,
     ModelNotFound,
     Unimplemented,
 )
@@ -45,6 +45,7 @@ from mlsrv.server.inline_policy import InlinePolicy
 from mlsrv.server.manager import Lease, Manager
 from mlsrv.server.metrics import Metrics
 from mlsrv.server.monitor import StateMonitor
+from mlsrv.server.rest_decode import RestTarget
 from mlsrv.server.signature_checks import (
     batch_output,
     check_input_dtypes,
@@ -56,14 +57,6 @@ from mlsrv.server.signature_checks import (
 
 #: Signature kinds Predict may run when ``--enable_signature_method_name_check`` is on (TF's ``VerifySignature``).
 _PREDICTABLE_METHODS = frozenset({PREDICT_METHOD, CLASSIFY_METHOD, REGRESS_METHOD})
-
-
-@dataclass(frozen=True, slots=True)
-class Resolved:
-    """A servable version and one of its signatures, as a request resolved them."""
-
-    spec: ModelSpec
-    signature: SignatureInfo
 
 
 class DataPlane:
@@ -89,14 +82,17 @@ class DataPlane:
 
     # -- lookups used by the REST decoder, which needs the signature before it can parse inputs --
 
-    def signature_for_rest(self, spec: ModelSpec) -> Resolved:
-        """Resolve spec and signature with TF Serving's REST messages (400 for an unknown signature)."""
-        servable_id, servable = self._manager.peek(spec)
-        name = spec.signature_or_default
-        signature = servable.signatures().get(name)
-        if signature is None:
-            raise InvalidArgument(f'Serving signature name: "{name}" not found in signature def')
-        return Resolved(_resolved(spec, servable_id.version, name), signature)
+    def rest_target(self, spec: ModelSpec) -> RestTarget | MlsrvError:
+        """The signatures of the version ``spec`` resolves to, or the error resolving it.
+
+        Returned, not raised: TF Serving reports a bad JSON document before an unknown model, so
+        the decoder (``rest_decode.predict_request``) raises it only once the body has parsed.
+        """
+        try:
+            _, servable = self._manager.peek(spec)
+        except MlsrvError as error:
+            return error
+        return RestTarget(servable.signatures())
 
     # -- predict --
 
@@ -372,4 +368,4 @@ def _batchable(inputs: Mapping[str, np.ndarray]) -> bool:
     return len(dims) == 1 and None not in dims
 
 
-__all__ = ["DataPlane", "Resolved"]
+__all__ = ["DataPlane"]

@@ -1,29 +1,38 @@
 """The gRPC frontend: TF Serving's PredictionService and ModelService on ``grpc.aio``, plus health
-and reflection. Each RPC is a thin codec call around one DataPlane method; every handler is wrapped
-by the same error adapter, so codes come only from ``errors`` (``grpc.StatusCode[code.name]``).
-With metrics on, Predict, Classify and Regress are counted as TF's ``PredictionServiceImpl`` does.
+and reflection.
+
+Each RPC is a thin codec call around one DataPlane method. Handlers are not registered through the
+generated ``add_*_to_server`` functions: :func:`service_handler` builds the table from the service
+descriptor and wraps every method it finds in the one :class:`CallAdapter`, so no method (including
+``HandleReloadConfigRequest``) can miss the error table, the ``--grpc_max_threads`` slots, the
+request metrics or the guard against undecodable bytes. Codes come only from ``errors``
+(``grpc.StatusCode[code.name]``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final
 
 import grpc
+from google.protobuf import message as pb_message
+from google.protobuf import message_factory
 
 from mlsrv.config import GrpcConfig
 from mlsrv.errors import ConfigError, InvalidArgument, MlsrvError, UnknownError
-from mlsrv.protocol import grpc_codec
+from mlsrv.protocol import grpc_codec, tensor_codec
 from mlsrv.server.dataplane import DataPlane
+from mlsrv.server.log_limits import RateLimitedLog
 from mlsrv.server.metrics import Metrics
 
 if TYPE_CHECKING:
+    from google.protobuf.descriptor import ServiceDescriptor
+
     from mlsrv.server.app import Server
 
 log = logging.getLogger(__name__)
@@ -31,10 +40,10 @@ log = logging.getLogger(__name__)
 #: TF Serving sets INT32_MAX for both directions and no flag changes it.
 MAX_MESSAGE_BYTES: Final = 2**31 - 1
 SERVICE_NAMES: Final = ("tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
+#: Methods TF's ``PredictionServiceImpl`` counts in ``request_count`` / ``request_latency``.
+COUNTED_METHODS: Final = frozenset({"Predict", "Classify", "Regress"})
 
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
-Method = Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]
+Implementation = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:
@@ -44,110 +53,139 @@ def _deadline(context: grpc.aio.ServicerContext) -> float | None:
     return asyncio.get_running_loop().time() + remaining
 
 
-def error_adapter(method: Method[Req, Resp]) -> Method[Req, Resp]:
-    """Map MlsrvError to its gRPC status (message cut at 1024 chars); unknown errors become INTERNAL."""
+class Undecodable:
+    """What the deserializer hands over for bytes that are not the method's request message."""
 
-    @functools.wraps(method)
-    async def wrapped(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
+    __slots__ = ("type_name",)
+
+    def __init__(self, type_name: str) -> None:
+        self.type_name = type_name
+
+
+def lenient_parser(message_class: type[pb_message.Message]) -> Callable[[bytes], Any]:
+    """``FromString`` that returns :class:`Undecodable` instead of raising (grpc would answer UNKNOWN
+    with a Python class name); the adapter turns it into INVALID_ARGUMENT."""
+    type_name = message_class.DESCRIPTOR.full_name
+
+    def parse(data: bytes) -> Any:
         try:
-            async with self._slots:
-                return await method(self, request, context)
-        except MlsrvError as error:
-            await context.abort(grpc.StatusCode[error.code.name], error.wire_message())
-        except asyncio.CancelledError:
-            raise
-        except grpc.aio.AbortError:
-            raise
-        except Exception:
-            log.exception("internal error in %s", method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, "Internal error")
-        raise AssertionError("unreachable")  # pragma: no cover - abort always raises
+            return message_class.FromString(data)
+        except (pb_message.DecodeError, RecursionError, ValueError):
+            return Undecodable(type_name)
 
-    return wrapped
+    return parse
 
 
-def counted(api: str) -> Callable[[Method[Req, Resp]], Method[Req, Resp]]:
-    """Record ``request_count{model_name,status}`` and, on OK, ``request_latency{..., entrypoint="GRPC"}``.
+class CallAdapter:
+    """Wraps every gRPC method once, at registration: slots, metrics, and the one error table.
 
-    Applied inside :func:`error_adapter`, so it sees the ``MlsrvError`` before it becomes an abort.
-    The servicer's ``_metrics`` is None when monitoring is off; then this adds one attribute read.
+    - ``MlsrvError`` becomes its status (message cut at 1024 chars, as TF's ``ToGRPCStatus``);
+      anything else is logged (rate-limited) and answered ``INTERNAL "Internal error"``: no Python
+      text reaches a client.
+    - The abort happens *after* the ``except`` block and after dropping the request: an exception
+      keeps its frames (and so a 7 MB request) alive, and one raised while handling another would
+      chain them into reference cycles that only a full collection frees, which the serving GC
+      tuning makes rare.
     """
 
-    def decorate(method: Method[Req, Resp]) -> Method[Req, Resp]:
-        @functools.wraps(method)
-        async def wrapped(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
-            metrics: Metrics | None = self._metrics
-            if metrics is None:
-                return await method(self, request, context)
+    def __init__(self, metrics: Metrics | None, slots: AbstractAsyncContextManager[Any] | None) -> None:
+        self._metrics = metrics
+        self._slots = slots or contextlib.nullcontext()
+        self._internal_log = RateLimitedLog(log)
+
+    def wrap(self, name: str, implementation: Implementation) -> Implementation:
+        api = name if name in COUNTED_METHODS else None
+
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter_ns()
-            name = _model_name(request)
+            model = "" if isinstance(request, Undecodable) else _model_name(request)
             try:
-                response = await method(self, request, context)
+                async with self._slots:
+                    if isinstance(request, Undecodable):
+                        raise InvalidArgument(f"Failed to parse the request as {request.type_name}")
+                    response = await implementation(request, context)
+                self._record(api, model, "OK", started)
+                return response
             except MlsrvError as error:
-                metrics.record_request(name, error.code.name, api, "GRPC", 0)
+                code, text = grpc.StatusCode[error.code.name], error.wire_message()
+                self._record(api, model, error.code.name, None)
+            except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
-            except Exception:
-                metrics.record_request(name, "INTERNAL", api, "GRPC", 0)
-                raise
-            metrics.record_request(name, "OK", api, "GRPC", (time.perf_counter_ns() - started) // 1000)
-            return response
+            except Exception as error:  # a bug: logged for us, a generic INTERNAL for the client
+                self._internal_log.error("internal error in %s: %s", name, repr(error)[:200], exc_info=error)
+                code, text = grpc.StatusCode.INTERNAL, "Internal error"
+                self._record(api, model, "INTERNAL", None)
+            del request
+            context.set_code(code)  # not context.abort(): its AbortError would form a cycle with this frame
+            context.set_details(text)
+            return None
 
-        return wrapped
+        call.__name__ = name
+        return call
 
-    return decorate
+    def _record(self, api: str | None, model: str, status: str, started: int | None) -> None:
+        if api is None or self._metrics is None:
+            return
+        latency = 0 if started is None else (time.perf_counter_ns() - started) // 1000
+        self._metrics.record_request(model, status, api, "GRPC", latency)
 
 
 def _model_name(request: Any) -> str:
     """The name as sent (TF labels metrics with ``request->model_spec().name()``)."""
-    return str(request.model_spec.name)
+    spec = getattr(request, "model_spec", None)
+    return "" if spec is None else str(spec.name)
+
+
+def service_handler(service: ServiceDescriptor, servicer: object, adapter: CallAdapter) -> grpc.GenericRpcHandler:
+    """The handler table of one service: every method the servicer implements, each wrapped by ``adapter``.
+
+    Methods the servicer lacks stay unregistered, so grpc answers UNIMPLEMENTED for them.
+    """
+    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    for method in service.methods:
+        implementation = getattr(servicer, method.name, None)
+        if implementation is None:
+            continue
+        request_class = message_factory.GetMessageClass(method.input_type)
+        response_class = message_factory.GetMessageClass(method.output_type)
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            adapter.wrap(method.name, implementation),
+            request_deserializer=lenient_parser(request_class),
+            response_serializer=response_class.SerializeToString,
+        )
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
 
 class PredictionServicer:
-    """``tensorflow.serving.PredictionService``."""
+    """``tensorflow.serving.PredictionService``. Errors are raised; :class:`CallAdapter` maps them."""
 
-    def __init__(
-        self,
-        dataplane: DataPlane,
-        *,
-        tensor_content: bool,
-        metrics: Metrics | None = None,
-        slots: AbstractAsyncContextManager[Any] | None = None,
-    ) -> None:
+    def __init__(self, dataplane: DataPlane, *, tensor_content: bool, max_fill_bytes: int) -> None:
         self._dataplane = dataplane
         self._tensor_content = tensor_content
-        self._metrics = metrics
-        self._slots = slots or contextlib.nullcontext()
+        self._max_fill_bytes = max_fill_bytes
 
-    @error_adapter
-    @counted("Predict")
     async def Predict(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
         try:
-            decoded = grpc_codec.predict_request_from_pb(request)
+            decoded = grpc_codec.predict_request_from_pb(request, tensor_codec.FillBudget(self._max_fill_bytes))
         except InvalidArgument:  # TF parses tensors after resolving the model: report those errors first
             self._dataplane.check_predict_target(grpc_codec.request_spec(request), request.inputs.keys())
             raise
         response = await self._dataplane.predict(decoded, _deadline(context))
         return grpc_codec.predict_response_to_pb(response, as_tensor_content=self._tensor_content)
 
-    @error_adapter
-    @counted("Classify")
     async def Classify(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
         response = await self._dataplane.classify(grpc_codec.classify_request_from_pb(request), _deadline(context))
         return grpc_codec.classify_response_to_pb(response)
 
-    @error_adapter
-    @counted("Regress")
     async def Regress(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
         response = await self._dataplane.regress(grpc_codec.regress_request_from_pb(request), _deadline(context))
         return grpc_codec.regress_response_to_pb(response)
 
-    @error_adapter
     async def MultiInference(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
         tasks, examples = grpc_codec.multi_inference_request_from_pb(request)
         results = await self._dataplane.multi_inference(tasks, examples, _deadline(context))
         return grpc_codec.multi_inference_response_to_pb(results)
 
-    @error_adapter
     async def GetModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
         spec = grpc_codec.metadata_request_from_pb(request)
         return grpc_codec.metadata_response_to_pb(self._dataplane.metadata(spec))
@@ -156,14 +194,10 @@ class PredictionServicer:
 class ModelServicer:
     """``tensorflow.serving.ModelService``: status, and whole-config reload."""
 
-    def __init__(
-        self, dataplane: DataPlane, server: Server | None, slots: AbstractAsyncContextManager[Any] | None = None
-    ) -> None:
+    def __init__(self, dataplane: DataPlane, server: Server | None) -> None:
         self._dataplane = dataplane
         self._server = server
-        self._slots = slots or contextlib.nullcontext()
 
-    @error_adapter
     async def GetModelStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
         spec = grpc_codec.spec_from_pb(request.model_spec, has_field=request.HasField("model_spec"), require_name=False)
         return grpc_codec.status_response_to_pb(self._dataplane.status(spec))
@@ -171,18 +205,14 @@ class ModelServicer:
     async def HandleReloadConfigRequest(  # noqa: N802
         self, request: Any, context: grpc.aio.ServicerContext
     ) -> Any:
-        """Replace the model list; answers the status in the body and as the RPC status, as TF Serving."""
+        """Replace the model list. A failure is the RPC's status (TF also copies it into the body,
+        which a failed call never delivers)."""
         from tensorflow_serving.apis import model_management_pb2
 
         response = model_management_pb2.ReloadConfigResponse()
         names = list(dict.fromkeys(request.metric_names))
         before = {name: self._metric_value(name) for name in names}
-        try:
-            await self._reload(request)
-        except MlsrvError as error:
-            response.status.error_code = error.code.value
-            response.status.error_message = error.wire_message()
-            await context.abort(grpc.StatusCode[error.code.name], error.wire_message())
+        await self._reload(request)
         for name in names:  # TF's RecordMetricsIncrease: one entry per requested name, 0 when unknown
             metric = response.metric.add()
             metric.name, metric.int64_value_increase = name, self._metric_value(name) - before[name]
@@ -226,7 +256,7 @@ class GrpcFrontend:
 
     async def start(self) -> int:
         """Bind and start; returns the TCP port (0 when serving only on a UNIX socket)."""
-        from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+        from tensorflow_serving.apis import model_service_pb2, prediction_service_pb2
 
         options: list[tuple[str, Any]] = [
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -236,17 +266,19 @@ class GrpcFrontend:
         server = grpc.aio.server(options=options)
         # --grpc_max_threads bounds TF's handler threads: further calls wait for one, they are not refused
         slots = asyncio.Semaphore(self._config.max_threads) if self._config.max_threads > 0 else None
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(
-                self._dataplane,
-                tensor_content=self._config.tensor_content_outputs,
-                metrics=self._metrics,
-                slots=slots,
-            ),
-            server,
+        adapter = CallAdapter(self._metrics, slots)
+        predictions = PredictionServicer(
+            self._dataplane,
+            tensor_content=self._config.tensor_content_outputs,
+            max_fill_bytes=self._config.max_fill_bytes,
         )
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelServicer(self._dataplane, self._owner, slots), server
+        prediction_service = prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"]
+        model_service = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"]
+        server.add_generic_rpc_handlers(
+            (
+                service_handler(prediction_service, predictions, adapter),
+                service_handler(model_service, ModelServicer(self._dataplane, self._owner), adapter),
+            )
         )
         names = list(SERVICE_NAMES)
         if self._config.enable_health:

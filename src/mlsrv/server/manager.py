@@ -7,7 +7,10 @@ Loads and unloads run on the Server's executor; everything else runs on the even
 
 States: START -> LOADING -> AVAILABLE | END(error), AVAILABLE -> UNLOADING -> END. Each transition
 is reported to the ``StateMonitor``. A version being unloaded first refuses new leases, then waits
-until its in-flight leases are returned (TF's quiescing), and only then calls ``Loader.unload``.
+until its in-flight leases are returned (TF's quiescing) *and* its model calls have finished, and
+only then calls ``Loader.unload``. Leases alone are not enough: a request whose deadline passes
+returns its lease while its call keeps running on an executor thread (a thread cannot be
+cancelled), so every loaded servable is handed out wrapped in :class:`TrackedServable`.
 """
 
 from __future__ import annotations
@@ -15,18 +18,75 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from mlsrv.errors import FailedPrecondition, InvalidArgument, LoadError, MlsrvError, ModelNotFound
-from mlsrv.protocol.types import ModelSpec, State
+from mlsrv.protocol.types import ModelSpec, SignatureInfo, State
 from mlsrv.server.ids import ServableId
 from mlsrv.server.monitor import StateMonitor, Waiters
 from mlsrv.server.policy import Load, Policy, Snapshot, availability_preserving
 from mlsrv.server.servable import Loader, Servable
 
 log = logging.getLogger(__name__)
+
+
+class TrackedServable:
+    """A servable that counts its running calls, on whatever thread they run, so unload can wait.
+
+    ``run`` may be called from executor threads, batcher threads or the loop itself; the count is
+    kept under a lock and waiters on the loop are woken with ``call_soon_threadsafe``.
+    """
+
+    def __init__(self, inner: Servable, loop: asyncio.AbstractEventLoop) -> None:
+        self.inner = inner
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._running = 0
+        self._idle_waiters: list[asyncio.Future[None]] = []
+
+    def signatures(self) -> Mapping[str, SignatureInfo]:
+        return self.inner.signatures()
+
+    def run(
+        self, signature: str, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str] = ()
+    ) -> dict[str, np.ndarray]:
+        with self._lock:
+            self._running += 1
+        try:
+            return self.inner.run(signature, inputs, output_filter)
+        finally:
+            with self._lock:
+                self._running -= 1
+                waiters = self._idle_waiters if self._running == 0 else []
+                if waiters:
+                    self._idle_waiters = []
+            for waiter in waiters:
+                self._loop.call_soon_threadsafe(_resolve, waiter)
+
+    @property
+    def running(self) -> int:
+        with self._lock:
+            return self._running
+
+    async def wait_idle(self) -> None:
+        """Return once no call is running (immediately if none is)."""
+        while True:
+            with self._lock:
+                if self._running == 0:
+                    return
+                waiter = self._loop.create_future()
+                self._idle_waiters.append(waiter)
+            await waiter
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 LoaderFactory = Callable[[ServableId, str], Loader]
 
@@ -68,7 +128,7 @@ class _Version:
     state: State = State.START
     error: MlsrvError | None = None
     loader: Loader | None = None
-    servable: Servable | None = None
+    servable: TrackedServable | None = None
     leases: int = 0
     drained: asyncio.Event = field(default_factory=asyncio.Event)
     stop_retrying: asyncio.Event = field(default_factory=asyncio.Event)
@@ -183,7 +243,7 @@ class Manager:
         attempt = 0
         while True:
             try:
-                rec.servable = await loop.run_in_executor(self._executor, loader.load)
+                rec.servable = TrackedServable(await loop.run_in_executor(self._executor, loader.load), loop)
                 log.info("Successfully loaded servable version %s", rec.id)
                 self._transition(rec, State.AVAILABLE)
                 return
@@ -207,6 +267,8 @@ class Manager:
     async def _unload(self, rec: _Version) -> None:
         self._transition(rec, State.UNLOADING)
         await rec.drained.wait()
+        if rec.servable is not None:
+            await rec.servable.wait_idle()  # calls whose requests gave up (deadline) still run
         rec.servable = None
         if rec.loader is not None:
             try:
@@ -222,6 +284,14 @@ class Manager:
         self._waiters.notify()
 
     # --- queries and leases -----------------------------------------------------------------------
+
+    def in_flight(self) -> int:
+        """Leases held plus model calls still running, over every version."""
+        return sum(
+            rec.leases + (rec.servable.running if rec.servable is not None else 0)
+            for model in self._models.values()
+            for rec in model.versions.values()
+        )
 
     def model_names(self) -> list[str]:
         """Models that currently have at least one version under management, sorted."""

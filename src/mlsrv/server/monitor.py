@@ -10,6 +10,7 @@ Everything here runs on the event-loop thread.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from mlsrv.errors import MlsrvError
 from mlsrv.protocol.types import ModelStatus, State, VersionStatus
 from mlsrv.server.ids import ServableId
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +84,10 @@ class StateMonitor:
         self._log.append(event)
         self._waiters.notify()
         for listener in self._listeners:
-            listener(event)
+            try:
+                listener(event)
+            except Exception:  # one broken listener must not stop the others, nor the Manager's reconcile
+                log.exception("state listener %r failed on %s %s", listener, id, state.name)
 
     def model_names(self) -> list[str]:
         """Every model that has reported at least one version, sorted."""

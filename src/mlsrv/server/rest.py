@@ -5,6 +5,12 @@ first (the Prometheus page), then ``/v1/...`` to the API, anything else gets a p
 middleware turns every ``MlsrvError`` into ``{"error": msg}`` with the status from
 ``errors.HTTP_STATUS``; nothing else maps codes. With metrics on, every API call is counted by model
 name and status code name, as TF's ``RestApiRequestDispatcher`` does.
+
+Bodies are read under a size cap (checked against ``Content-Length`` before reading, and counted
+for chunked bodies) and a time limit. A large body is decoded, and a large response encoded, in a
+worker process (``worker_pool``), so one 50 MB request never stalls the loop that serves every
+other REST and gRPC client; small requests stay on the loop, where they cost least. Both run the
+same pure functions (``rest_decode``).
 """
 
 from __future__ import annotations
@@ -13,17 +19,20 @@ import asyncio
 import json
 import logging
 import time
-import zlib
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Final, TypeVar
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
-from mlsrv.errors import MlsrvError
+from mlsrv.errors import InvalidArgument, MlsrvError, RequestTimeout, RequestTooLarge
 from mlsrv.protocol import json_codec, routes
-from mlsrv.protocol.types import ExamplesRequest, InferenceMethod, ModelSpec, PredictRequest, RequestFormat
+from mlsrv.protocol.types import ExamplesRequest, InferenceMethod, ModelSpec, PredictRequest
+from mlsrv.server import rest_decode
 from mlsrv.server.dataplane import DataPlane
+from mlsrv.server.log_limits import RateLimitedLog, one_line
 from mlsrv.server.metrics import Metrics
+from mlsrv.server.worker_pool import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +46,15 @@ _CORS_HEADERS: Final = {
 _NOT_FOUND_PAGE: Final = (
     b"<HTML><HEAD>\n<TITLE>404 Not Found</TITLE>\n</HEAD><BODY>\n<H1>Not Found</H1>\n</BODY></HTML>\n"
 )
-#: TF Serving has no request size cap; image requests are megabytes. Bound it anyway.
-MAX_BODY_BYTES: Final = 1 << 31
-#: TF Serving's cap on a gunzipped request body.
-MAX_GUNZIPPED_BYTES: Final = 100 << 20
+#: Bodies up to this size are decoded on the loop (~8 ms of orjson at most); larger ones in a worker.
+OFF_LOOP_BODY_BYTES: Final = 256 << 10
+#: Responses with more output elements than this are encoded in a worker.
+OFF_LOOP_OUTPUT_ELEMENTS: Final = 64 << 10
 #: ``request_latency``'s API label: TF's URL method, empty for status and metadata.
 _API_LABEL: Final = {routes.Verb.PREDICT: "predict", routes.Verb.CLASSIFY: "classify", routes.Verb.REGRESS: "regress"}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
 
 
 class RestFrontend:
@@ -59,17 +69,25 @@ class RestFrontend:
         model_names: Callable[[], list[str]],
         extra_routes: dict[str, Handler] | None = None,
         metrics: Metrics | None = None,
+        max_body_bytes: int = 1 << 30,
+        body_timeout_s: float = 60.0,
+        workers: WorkerPool | None = None,
     ) -> None:
+        """``workers`` decode large bodies and encode large responses (None: everything on the loop)."""
         self._dataplane = dataplane
         self._timeout_s = timeout_s
         self._enable_cors = enable_cors
         self._model_names = model_names
         self._extra = dict(extra_routes or {})
         self._metrics = metrics
+        self._max_body_bytes = max_body_bytes
+        self._body_timeout_s = body_timeout_s
+        self._workers = workers
+        self._internal_log = RateLimitedLog(log)
 
     def application(self) -> web.Application:
-        """The app; serve it with ``auto_decompress=False`` (see :func:`request_body`)."""
-        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._errors])
+        """The app; serve it with ``auto_decompress=False`` (see ``rest_decode.request_body``)."""
+        app = web.Application(client_max_size=self._max_body_bytes, middlewares=[self._errors])
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         app.on_response_prepare.append(_drop_server_header)
         return app
@@ -84,9 +102,16 @@ class RestFrontend:
             response = web.Response(body=body, status=error.http_status, content_type=JSON)
         except web.HTTPException:
             raise
-        except Exception:
-            log.exception("internal error serving %s %s", request.method, request.path)
+        except ConnectionError as error:  # the client went away: nothing to answer, nothing wrong here
+            log.debug("REST client disconnected during %s %s: %s", request.method, request.path, one_line(error))
+            raise
+        except Exception as error:
+            self._internal_log.error(
+                "internal error serving %s %s: %s", request.method, request.path, one_line(error), exc_info=error
+            )
             response = web.Response(body=json_codec.encode_error("Internal error"), status=500, content_type=JSON)
+        if not request.content.is_eof():
+            response.force_close()  # the rest of an unread body must not be parsed as the next request
         if self._enable_cors:
             response.headers.update(_CORS_HEADERS)
         return response
@@ -136,46 +161,38 @@ class RestFrontend:
             return self._json(json_codec.encode_status(self._dataplane.status(route.spec)))
         if route.verb is routes.Verb.METADATA:
             return self._json(json_codec.encode_metadata(self._dataplane.metadata(route.spec)))
-        body = request_body(await request.read(), request.headers.get("Content-Encoding", ""))
+        raw = await read_body(request, self._max_body_bytes, self._body_timeout_s)
+        encoding = request.headers.get("Content-Encoding", "")
         deadline = asyncio.get_running_loop().time() + self._timeout_s if self._timeout_s > 0 else None
         if route.verb is routes.Verb.PREDICT:
-            return self._json(await self._predict(route.spec, body, deadline))
-        return self._json(await self._examples(route, body, deadline))
+            return self._json(await self._predict(route.spec, raw, encoding, deadline))
+        return self._json(await self._examples(route, raw, encoding, deadline))
 
-    async def _predict(self, spec: ModelSpec, body: bytes, deadline: float | None) -> bytes:
-        request, fmt = self._predict_request(spec, body)
+    async def _predict(self, spec: ModelSpec, raw: bytes, encoding: str, deadline: float | None) -> bytes:
+        target = self._dataplane.rest_target(spec)
+        request: PredictRequest = await self._decode(rest_decode.predict_request, raw, encoding, spec, target)
+        del raw
         response = await self._dataplane.predict(request, deadline)
-        return json_codec.encode_predict_response(response.outputs, fmt)
+        fmt = request.format
+        del request
+        outputs = response.outputs
+        if self._workers is not None and sum(value.size for value in outputs.values()) > OFF_LOOP_OUTPUT_ELEMENTS:
+            return await self._workers.run(rest_decode.predict_response, outputs, fmt)
+        return rest_decode.predict_response(outputs, fmt)
 
-    def _predict_request(self, spec: ModelSpec, body: bytes) -> tuple[PredictRequest, RequestFormat]:
-        """Parse and decode in one synchronous step, so the parsed document dies before the model runs.
-
-        A 1x224x224x3 image parses into ~50k lists; kept alive across the model call (one per
-        request in flight), they would pile up in the cyclic GC's young generation and trigger the
-        collections ``GcTuning`` is there to avoid. Only the numpy inputs outlive this call.
-        """
-        doc = json_codec.parse_body(body)
-        signature_name = json_codec.signature_name_of(doc)
-        spec = ModelSpec(spec.name, spec.version, spec.label, signature_name)
-        resolved = self._dataplane.signature_for_rest(spec)
-        inputs, fmt = json_codec.decode_predict_inputs(doc, resolved.signature)
-        return PredictRequest(spec, inputs, (), fmt), fmt
-
-    async def _examples(self, route: routes.Route, body: bytes, deadline: float | None) -> bytes:
-        request = self._examples_request(route, body)
+    async def _examples(self, route: routes.Route, raw: bytes, encoding: str, deadline: float | None) -> bytes:
+        method = InferenceMethod.CLASSIFY if route.verb is routes.Verb.CLASSIFY else InferenceMethod.REGRESS
+        request: ExamplesRequest = await self._decode(rest_decode.examples_request, raw, encoding, route.spec, method)
+        del raw
         if request.method is InferenceMethod.CLASSIFY:
             return json_codec.encode_classify_response(await self._dataplane.classify(request, deadline))
         return json_codec.encode_regress_response(await self._dataplane.regress(request, deadline))
 
-    @staticmethod
-    def _examples_request(route: routes.Route, body: bytes) -> ExamplesRequest:
-        """Like :meth:`_predict_request`: the parsed document does not outlive decoding."""
-        method = InferenceMethod.CLASSIFY if route.verb is routes.Verb.CLASSIFY else InferenceMethod.REGRESS
-        doc = json_codec.parse_body(body)
-        signature_name = json_codec.signature_name_of(doc)
-        examples = json_codec.decode_examples_request(doc, method)
-        spec = ModelSpec(route.spec.name, route.spec.version, route.spec.label, signature_name)
-        return ExamplesRequest(spec, method, examples)
+    async def _decode(self, decode: Callable[..., T], raw: bytes, *args: object) -> T:
+        """``decode(raw, *args)`` here for a small body, in a worker process for a large one."""
+        if self._workers is not None and len(raw) > OFF_LOOP_BODY_BYTES:
+            return await self._workers.run(decode, raw, *args)
+        return decode(raw, *args)
 
     @staticmethod
     def _json(body: bytes) -> web.Response:
@@ -191,23 +208,31 @@ def raw_path(request: web.Request) -> str:
     return request.raw_path.partition("?")[0]
 
 
-def request_body(raw: bytes, content_encoding: str) -> bytes:
-    """The body as TF Serving's ``EvHTTPRequest`` hands it over.
+async def read_body(request: web.Request, max_bytes: int, timeout_s: float) -> bytes:
+    """The whole body, within ``max_bytes`` and ``timeout_s``.
 
-    It gunzips only when ``Content-Encoding`` contains ``gzip`` (case-sensitive) and takes any other
-    encoding as raw bytes. A body that fails to gunzip, or grows past 100 MiB, becomes empty, so the
-    JSON parser reports ``The document is empty``.
+    A ``Content-Length`` over the cap is refused before a byte is read; a chunked body is counted as
+    it arrives (aiohttp's ``client_max_size``, set to the same cap). A body already received
+    completely is returned at once, without arming a timer.
     """
-    if "gzip" not in content_encoding:
-        return raw
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    length = request.content_length
+    if length is not None and length > max_bytes:
+        raise RequestTooLarge(_too_large(length, max_bytes))
     try:
-        body = inflater.decompress(raw, MAX_GUNZIPPED_BYTES + 1)
-    except zlib.error:
-        return b""
-    if len(body) > MAX_GUNZIPPED_BYTES or not inflater.eof:
-        return b""
-    return body
+        if request.content.is_eof():
+            return await request.read()
+        return await asyncio.wait_for(request.read(), timeout_s)
+    except web.HTTPRequestEntityTooLarge:
+        raise RequestTooLarge(_too_large(None, max_bytes)) from None
+    except asyncio.TimeoutError:
+        raise RequestTimeout(f"The request body was not received within {timeout_s:g} seconds") from None
+    except HttpProcessingError as error:
+        raise InvalidArgument(f"Malformed request body: {error.message}") from None
+
+
+def _too_large(length: int | None, max_bytes: int) -> str:
+    size = "is" if length is None else f"of {length} bytes is"
+    return f"The request body {size} larger than the limit of {max_bytes} bytes (--rest_max_body_bytes)"
 
 
 async def _drop_server_header(request: web.Request, response: web.StreamResponse) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ import tensorflow as tf
 from google.protobuf import message, text_format
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
-from mlsrv.errors import MlsrvError, UsageError
+from mlsrv.errors import TRUNCATED_SUFFIX, MlsrvError, UsageError
 from mlsrv.protocol import dtypes, tensor_codec
 from mlsrv.protocol.types import SignatureInfo, TensorInfo
 
@@ -219,7 +218,8 @@ def _ops_used(graph_def: Any) -> tuple[str, ...]:
 # --------------------------------------------------------------------------------------------- messages
 
 
-_OP_SUFFIX: Final = re.compile(r"\s*\[Op:[^\]]*\]\s*$")
+#: TF messages can quote the request (a bad tf.Example is repeated back); longer ones are cut first.
+MAX_TF_MESSAGE: Final = 16 * 1024
 
 
 def clean_tf_message(text: str) -> str:
@@ -227,14 +227,31 @@ def clean_tf_message(text: str) -> str:
 
     Eager prefixes the kernel message with the Python stack that created each failing node (the
     SavedModel exporter's, meaningless to a client); TF Serving returns only the kernel message.
+    The text can be attacker-sized (TF repeats a malformed input in its message), so it is cut to
+    :data:`MAX_TF_MESSAGE` characters before anything else, and every step below is linear: an
+    earlier regular expression (``\\s*\\[Op:...\\]\\s*$``) backtracked quadratically on long runs
+    of whitespace and froze the server for minutes while holding the GIL.
     """
+    if len(text) > MAX_TF_MESSAGE:
+        text = text[:MAX_TF_MESSAGE] + TRUNCATED_SUFFIX
     lines = text.strip().splitlines()
     if lines and lines[0].startswith("Graph execution error:"):
         start = 1
         while start < len(lines) and _is_trace_line(lines[start]):
             start += 1
         lines = lines[start:] or lines
-    return _OP_SUFFIX.sub("", "\n".join(lines)).strip()
+    return _without_op_suffix("\n".join(lines)).strip()
+
+
+def _without_op_suffix(text: str) -> str:
+    """``text`` without a trailing ``[Op:Name]`` (no ``]`` inside), found from the end in one pass."""
+    stripped = text.rstrip()
+    if not stripped.endswith("]"):
+        return text
+    start = stripped.rfind("[Op:")
+    if start < 0 or "]" in stripped[start:-1]:
+        return text
+    return stripped[:start]
 
 
 def _is_trace_line(line: str) -> bool:

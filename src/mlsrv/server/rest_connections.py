@@ -1,0 +1,153 @@
+"""The REST port's connection policy: what a client may hold open, and for how long.
+
+aiohttp parses HTTP well but leaves three doors open that a server on the internet must close:
+
+- **No header timeout.** A client sending a byte a second (slowloris) keeps its connection, and its
+  file descriptor, forever. :class:`GuardedRequestHandler` gives each request ``header_timeout_s``
+  from its first byte (or from the connection's opening) to complete its headers, and closes idle
+  keep-alive connections after ``idle_timeout_s``. Bodies are bounded by the handler
+  (``rest.read_body``), which knows when a body is wanted.
+- **No connection cap.** With descriptors exhausted, every new REST *and gRPC* client fails, and
+  asyncio logs each failed ``accept``. :class:`ConnectionGuard` keeps at most ``max_connections``
+  open and answers the rest with a short 503 and ``Connection: close``.
+- **A bad chunked body hangs the request.** When the parser rejects bytes inside a body, aiohttp
+  queues a 400 *behind* the request being read, whose ``read()`` then waits forever. The handler
+  here fails that body instead, so the request's own handler answers 400 at once.
+
+This leans on two attributes of aiohttp's ``RequestHandler`` (``_messages``, the queue of parsed
+requests, and ``_ErrInfo``, a parse failure in it); ``tests/server/test_rest_connections.py`` pins
+both behaviours, so an aiohttp upgrade that moves them fails loudly instead of silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+from dataclasses import dataclass
+from typing import Any, Final
+
+from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
+from aiohttp.web_protocol import RequestHandler, _ErrInfo
+
+from mlsrv.server.log_limits import RateLimitedLog
+
+log = logging.getLogger(__name__)
+
+#: Descriptors kept out of the REST cap's reach: gRPC connections, model files, logs.
+_RESERVED_FDS: Final = 64
+_AUTO_MAX_CONNECTIONS: Final = 10_000
+_REFUSAL: Final = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 47\r\n"
+    b"Retry-After: 1\r\nConnection: close\r\n\r\n"
+    b'{"error": "too many open connections; retry"}\r\n'
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    header_timeout_s: float
+    idle_timeout_s: float
+    max_connections: int
+
+
+def default_max_connections() -> int:
+    """Half of what the descriptor limit leaves after a reserve, so REST alone can never exhaust it."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return _AUTO_MAX_CONNECTIONS
+    return max(8, min(_AUTO_MAX_CONNECTIONS, (soft - _RESERVED_FDS) // 2))
+
+
+class ConnectionGuard:
+    """Protocol factory for ``loop.create_server``: guarded handlers up to the cap, refusals beyond."""
+
+    def __init__(self, server: web.Server, limits: ConnectionLimits, handler_args: dict[str, Any]) -> None:
+        self._server = server
+        self.limits = limits
+        self._handler_args = handler_args
+        self.open = 0
+        self.refused = 0
+        self.log = RateLimitedLog(log)
+
+    def __call__(self) -> asyncio.Protocol:
+        if self.open >= self.limits.max_connections:
+            self.refused += 1
+            self.log.warning("REST connection refused: %d connections open (--rest_max_connections)", self.open)
+            return _Refusal()
+        self.open += 1
+        return GuardedRequestHandler(self, self._server, **self._handler_args)
+
+    def closed(self) -> None:
+        self.open -= 1
+
+
+class _Refusal(asyncio.Protocol):
+    """Answers 503 and closes, without reading: the cheapest honest answer past the cap."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(_REFUSAL)
+        transport.close()
+
+
+class GuardedRequestHandler(RequestHandler):
+    """aiohttp's connection handler plus a header deadline and failing of bodies the parser rejected."""
+
+    def __init__(self, guard: ConnectionGuard, server: web.Server, **kwargs: Any) -> None:
+        super().__init__(server, **kwargs)
+        self._guard = guard
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._last_payload: Any = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._start_header_timer()  # a connection that never sends a request is timed out too
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._cancel_header_timer()
+        self._last_payload = None
+        if self._guard is not None:
+            self._guard.closed()
+            self._guard = None  # type: ignore[assignment]
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        idle = not self._messages and self._current_request is None
+        queued = len(self._messages)
+        super().data_received(data)
+        new = list(self._messages)[queued:] if len(self._messages) > queued else []
+        for message, payload in new:
+            if isinstance(message, _ErrInfo):
+                self._fail_body(message)
+            else:
+                self._last_payload = payload
+        if new:
+            self._cancel_header_timer()  # headers complete: the body's time is the handler's business
+        elif idle and self._header_timer is None and data:
+            self._start_header_timer()  # the first bytes of a new request on a kept-alive connection
+
+    def _fail_body(self, error: _ErrInfo) -> None:
+        """The parser gave up inside the body of the request being read: make its ``read()`` fail."""
+        payload = self._last_payload
+        if payload is not None and not payload.is_eof():
+            payload.set_exception(BadHttpMessage(f"malformed request body: {error.message}"))
+
+    def _start_header_timer(self) -> None:
+        self._cancel_header_timer()
+        self._header_timer = self._loop.call_later(self._guard.limits.header_timeout_s, self._header_timeout)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_timeout(self) -> None:
+        self._header_timer = None
+        if self._messages or self._current_request is not None:
+            return  # a request is being served: not waiting for headers any more
+        log.debug("closing a REST connection without headers after %.1f s", self._guard.limits.header_timeout_s)
+        self.force_close()
+        if self.transport is not None:
+            self.transport.close()

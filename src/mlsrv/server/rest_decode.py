@@ -1,0 +1,103 @@
+"""A REST body to a request, and outputs to a response body, as pure functions (no aiohttp, no TF).
+
+The steps follow TF Serving's REST handler: the body as its transport hands it over (gzip rules),
+the JSON document (errors in it come first), the signature name, then the model (an unknown model
+is reported only once the JSON is known to be good), then the inputs. Being pure, the same
+functions run on the event loop for small bodies and in a worker process for large ones
+(``worker_pool``), with identical results and error texts.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Final
+
+import numpy as np
+
+from mlsrv.errors import InvalidArgument, MlsrvError
+from mlsrv.protocol import json_codec
+from mlsrv.protocol.types import (
+    ExamplesRequest,
+    InferenceMethod,
+    ModelSpec,
+    PredictRequest,
+    RequestFormat,
+    SignatureInfo,
+)
+
+#: TF Serving's cap on a gunzipped request body.
+MAX_GUNZIPPED_BYTES: Final = 100 << 20
+
+
+class RestTarget:
+    """The signatures of the version a REST request resolved to.
+
+    Held as the servable's own mapping on the loop (no copy per request); pickled as plain dicts
+    when the request is decoded in a worker process.
+    """
+
+    __slots__ = ("signatures",)
+
+    def __init__(self, signatures: Mapping[str, SignatureInfo]) -> None:
+        self.signatures = signatures
+
+    def __reduce__(self) -> tuple[type[RestTarget], tuple[dict[str, SignatureInfo]]]:
+        plain = {
+            name: replace(sig, inputs=dict(sig.inputs), outputs=dict(sig.outputs), defaults=dict(sig.defaults))
+            for name, sig in self.signatures.items()
+        }
+        return RestTarget, (plain,)
+
+
+def request_body(raw: bytes, content_encoding: str) -> bytes:
+    """The body as TF Serving's ``EvHTTPRequest`` hands it over.
+
+    It gunzips only when ``Content-Encoding`` contains ``gzip`` (case-sensitive) and takes any other
+    encoding as raw bytes. A body that fails to gunzip, or grows past 100 MiB, becomes empty, so the
+    JSON parser reports ``The document is empty``.
+    """
+    if "gzip" not in content_encoding:
+        return raw
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        body = inflater.decompress(raw, MAX_GUNZIPPED_BYTES + 1)
+    except zlib.error:
+        return b""
+    if len(body) > MAX_GUNZIPPED_BYTES or not inflater.eof:
+        return b""
+    return body
+
+
+def predict_request(
+    raw: bytes, content_encoding: str, spec: ModelSpec, target: RestTarget | MlsrvError
+) -> PredictRequest:
+    """Parse and decode in one step, so the parsed document dies before the model runs.
+
+    A 1x224x224x3 image parses into ~50k lists; kept alive across the model call (one per request
+    in flight), they would pile up in the cyclic GC's young generation. Only the numpy inputs
+    outlive this call. ``target`` is the resolved version's signatures, or the error resolving it.
+    """
+    doc = json_codec.parse_body(request_body(raw, content_encoding))
+    spec = replace(spec, signature=json_codec.signature_name_of(doc))
+    if isinstance(target, MlsrvError):
+        raise target
+    name = spec.signature_or_default
+    signature = target.signatures.get(name)
+    if signature is None:
+        raise InvalidArgument(f'Serving signature name: "{name}" not found in signature def')
+    inputs, fmt = json_codec.decode_predict_inputs(doc, signature)
+    return PredictRequest(spec, inputs, (), fmt)
+
+
+def examples_request(raw: bytes, content_encoding: str, spec: ModelSpec, method: InferenceMethod) -> ExamplesRequest:
+    """``:classify`` / ``:regress``: like :func:`predict_request`, the document does not outlive decoding."""
+    doc = json_codec.parse_body(request_body(raw, content_encoding))
+    signature_name = json_codec.signature_name_of(doc)
+    examples = json_codec.decode_examples_request(doc, method)
+    return ExamplesRequest(replace(spec, signature=signature_name), method, examples)
+
+
+def predict_response(outputs: Mapping[str, np.ndarray], fmt: RequestFormat) -> bytes:
+    return json_codec.encode_predict_response(outputs, fmt)
