@@ -268,3 +268,67 @@ def test_large_ints_beyond_one_byte_varints() -> None:
     proto = tensor_pb2.TensorProto()
     tensor_codec.from_ndarray(array, proto, as_tensor_content=False)
     assert list(proto.int_val) == array.tolist()
+
+
+# -- fills (issue #10, item 3) ----------------------------------------------------------------------
+
+
+def _claim(dtype: int, dims: tuple[int, ...], field: str, values: list[Any]) -> Any:
+    proto = tensor_pb2.TensorProto(dtype=dtype)
+    for size in dims:
+        proto.tensor_shape.dim.add().size = size
+    getattr(proto, field).extend(values)
+    return proto
+
+
+def test_a_fill_past_the_budget_is_refused_before_allocating() -> None:
+    import tracemalloc
+
+    proto = _claim(types_pb2.DT_DOUBLE, (250_000_000,), "double_val", [1.0])  # 33 bytes claim 2 GB
+    assert proto.ByteSize() < 40
+    tracemalloc.start()
+    try:
+        with pytest.raises(tensor_codec.TensorTooLarge, match=r"shape \[250000000\] with 1 value\(s\) sent"):
+            tensor_codec.to_ndarray(proto, tensor_codec.FillBudget(256 << 20))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+
+
+def test_the_budget_is_shared_by_a_requests_tensors_and_strings_count() -> None:
+    budget = tensor_codec.FillBudget(1000)
+    small = _claim(types_pb2.DT_FLOAT, (100,), "float_val", [1.0])  # fills 99 * 4 = 396 bytes
+    tensor_codec.to_ndarray(small, budget)
+    tensor_codec.to_ndarray(small, budget)
+    with pytest.raises(tensor_codec.TensorTooLarge):
+        tensor_codec.to_ndarray(small, budget)  # 3 * 396 > 1000
+    strings = _claim(types_pb2.DT_STRING, (1000,), "string_val", [b"a"])
+    with pytest.raises(tensor_codec.TensorTooLarge):
+        tensor_codec.to_ndarray(strings, tensor_codec.FillBudget(1000))  # 999 pointers
+    sent = _claim(types_pb2.DT_FLOAT, (1000,), "float_val", [1.0] * 1000)
+    assert tensor_codec.to_ndarray(sent, tensor_codec.FillBudget(0)).shape == (1000,)  # nothing filled
+
+
+def test_a_fill_within_the_budget_allocates_the_tensor_once() -> None:
+    import tracemalloc
+
+    proto = _claim(types_pb2.DT_DOUBLE, (4_000_000,), "double_val", [1.0, 2.0, 3.0])  # 32 MB
+    tracemalloc.start()
+    try:
+        array = tensor_codec.to_ndarray(proto, tensor_codec.FillBudget(64 << 20))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert array[:4].tolist() == [1.0, 2.0, 3.0, 3.0] and array[-1] == 3.0
+    assert peak < 1.2 * array.nbytes  # once: not a fill array plus a concatenated copy
+
+
+@pytest.mark.parametrize("dtype", [101, 102, 119, 200, -1])
+def test_ref_and_unknown_dtypes_are_invalid_argument(dtype: int) -> None:
+    proto = tensor_pb2.TensorProto()
+    proto.dtype = dtype if dtype >= 0 else 0
+    proto.tensor_shape.dim.add().size = 1
+    proto.float_val.append(1.0)
+    with pytest.raises(InvalidArgument):
+        tensor_codec.to_ndarray(proto)

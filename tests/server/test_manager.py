@@ -283,3 +283,68 @@ def test_lease_errors_use_tf_messages() -> None:
                     manager.peek(spec)
 
     asyncio.run(scenario())
+
+
+class _GatedServable:
+    """A servable whose ``run`` blocks until ``gate`` opens, and records whether unload came first."""
+
+    def __init__(self, loader: _GatedLoader) -> None:
+        self.loader = loader
+        self.gate = threading.Event()
+        self.started = threading.Event()
+        self.unloaded_while_running: list[bool] = []
+
+    def signatures(self) -> Mapping[str, Any]:
+        return {}
+
+    def run(self, signature: str, inputs: Mapping[str, np.ndarray], output_filter: Any = ()) -> dict[str, np.ndarray]:
+        self.started.set()
+        self.gate.wait(10)
+        self.unloaded_while_running.append(self.loader.unloaded.is_set())
+        return {}
+
+
+class _GatedLoader:
+    def __init__(self) -> None:
+        self.unloaded = threading.Event()
+        self.servable = _GatedServable(self)
+
+    def load(self) -> _GatedServable:
+        return self.servable
+
+    def unload(self) -> None:
+        self.unloaded.set()
+
+
+def test_unload_waits_for_a_running_call_whose_lease_was_returned() -> None:
+    """Issue #10 item 13: a request that times out returns its lease while its call still runs on a
+    thread; the version must not unload under that call."""
+
+    async def scenario() -> None:
+        loader = _GatedLoader()
+        executor = ThreadPoolExecutor(2)
+        monitor = StateMonitor()
+        manager = Manager(lambda _id, _path: loader, executor, monitor)
+        try:
+            manager.set_aspired("m", paths(1))
+            assert await monitor.wait_until("m", [1], AVAILABLE, timeout=2)
+            loop = asyncio.get_running_loop()
+            async with manager.lease(ModelSpec("m")) as lease:
+                call = loop.run_in_executor(executor, lease.servable.run, "s", {}, ())
+                with pytest.raises(asyncio.TimeoutError):  # the caller's deadline passes; its lease goes back
+                    await asyncio.wait_for(asyncio.shield(call), 0.05)
+            assert loader.servable.started.is_set()
+            manager.set_aspired("m", {})
+            assert await monitor.wait_until("m", [1], {State.UNLOADING}, timeout=2)
+            assert manager.in_flight() == 1  # no lease, one running call
+            loader.servable.gate.set()
+            await call
+            assert await monitor.wait_until("m", [1], {State.END}, timeout=2)
+            assert loader.servable.unloaded_while_running == [False]
+            assert loader.unloaded.is_set()
+        finally:
+            loader.servable.gate.set()
+            await manager.stop(timeout=2)
+            executor.shutdown(wait=True)
+
+    asyncio.run(scenario())

@@ -89,3 +89,20 @@ def test_waiters_cleanup_after_cancel() -> None:
         assert waiters._waiting == []
 
     asyncio.run(scenario())
+
+
+def test_a_failing_listener_does_not_stop_the_others() -> None:
+    """Issue #10 item 13: one broken listener must not kill the Manager's reconcile (which reports
+    every transition through ``on_event``) nor starve the listeners after it."""
+    monitor = StateMonitor()
+    seen: list[State] = []
+
+    def broken(event: object) -> None:
+        raise RuntimeError("listener bug")
+
+    monitor.subscribe(broken)
+    monitor.subscribe(lambda event: seen.append(event.state))
+    monitor.on_event(ServableId("m", 1), State.LOADING)
+    monitor.on_event(ServableId("m", 1), State.AVAILABLE)
+    assert seen == [State.LOADING, State.AVAILABLE]
+    assert monitor.states("m").versions[0].state is State.AVAILABLE

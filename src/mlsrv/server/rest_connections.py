@@ -15,7 +15,7 @@ aiohttp parses HTTP well but leaves three doors open that a server on the intern
   here fails that body instead, so the request's own handler answers 400 at once.
 
 This leans on two attributes of aiohttp's ``RequestHandler`` (``_messages``, the queue of parsed
-requests, and ``_ErrInfo``, a parse failure in it); ``tests/server/test_rest_connections.py`` pins
+requests, and ``_ErrInfo``, a parse failure in it); ``tests/server/test_hardening.py`` pins
 both behaviours, so an aiohttp upgrade that moves them fails loudly instead of silently.
 """
 
