@@ -146,6 +146,11 @@ def _signed64(value: int) -> int:
 
 
 def _list_values(kind: FeatureKind, data: bytes) -> list[Any]:
+    """The values of a BytesList / FloatList / Int64List, packed or not.
+
+    A value whose wire type does not fit its field is skipped, as protobuf skips it (as an unknown
+    field): never trusted, so a varint can never become ``bytes(n)`` of attacker-chosen size.
+    """
     reader = _Reader(data)
     values: list[Any] = []
     while not reader.done():
@@ -153,12 +158,16 @@ def _list_values(kind: FeatureKind, data: bytes) -> list[Any]:
         if field != 1:
             continue
         if kind == "bytes":
-            values.append(bytes(value))
+            if wire == _WIRE_LEN:
+                values.append(bytes(value))
         elif kind == "float":
-            values.extend(float(v) for v in np.frombuffer(value, dtype="<f4"))
+            if wire == _WIRE_FIXED32 or (wire == _WIRE_LEN and len(value) % 4 == 0):
+                values.extend(float(v) for v in np.frombuffer(value, dtype="<f4"))
+            elif wire == _WIRE_LEN:
+                raise ExampleDecodeError("packed float list is not a whole number of floats")
         elif wire == _WIRE_VARINT:
             values.append(_signed64(value))
-        else:  # packed int64
+        elif wire == _WIRE_LEN:  # packed int64
             inner = _Reader(value)
             while not inner.done():
                 values.append(_signed64(inner.varint()))
@@ -170,9 +179,9 @@ def decode_feature(data: bytes) -> Feature:
     reader = _Reader(data)
     feature = Feature(None, [])
     while not reader.done():
-        field, _, value = reader.field()
+        field, wire, value = reader.field()
         kind = _KIND_OF.get(field)
-        if kind is None:
+        if kind is None or wire != _WIRE_LEN:
             continue
         values = _list_values(kind, value)
         feature = Feature(kind, feature.values + values if feature.kind == kind else values)
@@ -184,13 +193,13 @@ def decode_example(data: bytes) -> dict[str, Feature]:
     features: dict[str, Feature] = {}
     reader = _Reader(bytes(data))
     while not reader.done():
-        field, _, value = reader.field()
-        if field != 1:
+        field, wire, value = reader.field()
+        if field != 1 or wire != _WIRE_LEN:
             continue
         entries = _Reader(value)
         while not entries.done():
-            entry_field, _, entry = entries.field()
-            if entry_field != 1:
+            entry_field, entry_wire, entry = entries.field()
+            if entry_field != 1 or entry_wire != _WIRE_LEN:
                 continue
             name, feature = _map_entry(entry)
             features[name] = feature
@@ -202,9 +211,14 @@ def _map_entry(data: bytes) -> tuple[str, Feature]:
     name = ""
     feature = Feature(None, [])
     while not reader.done():
-        field, _, value = reader.field()
+        field, wire, value = reader.field()
+        if wire != _WIRE_LEN:
+            continue
         if field == 1:
-            name = bytes(value).decode("utf-8")
+            try:
+                name = bytes(value).decode("utf-8")
+            except UnicodeDecodeError:
+                raise ExampleDecodeError("feature name is not UTF-8") from None
         elif field == 2:
             feature = decode_feature(value)
     return name, feature
