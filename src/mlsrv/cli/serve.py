@@ -33,7 +33,9 @@ def serve(**values: str | None) -> None:
     config = _serving(lambda: load_config(given))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from mlsrv.server.app import Server
+    from mlsrv.server.process_tuning import tune_process
 
+    tune_process()
     server = _serving(lambda: Server(config))
     _serving(server.run())
 

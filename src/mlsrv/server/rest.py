@@ -20,7 +20,8 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Final, TypeVar
+from contextlib import AbstractAsyncContextManager
+from typing import Final, TypeVar, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -212,22 +213,46 @@ async def read_body(request: web.Request, max_bytes: int, timeout_s: float) -> b
     """The whole body, within ``max_bytes`` and ``timeout_s``.
 
     A ``Content-Length`` over the cap is refused before a byte is read; a chunked body is counted as
-    it arrives (aiohttp's ``client_max_size``, set to the same cap). A body already received
-    completely is returned at once, without arming a timer.
+    it arrives. A body already received completely is returned at once, without a timer. The read
+    loop is ours, not ``request.read()``: an exception raised inside that method keeps its frame,
+    and with it the partial body (up to the cap), alive in a reference cycle until a full
+    collection; here the chunks are dropped before anything is raised.
     """
     length = request.content_length
     if length is not None and length > max_bytes:
         raise RequestTooLarge(_too_large(length, max_bytes))
+    stream = request.content
+    if stream.is_eof():
+        return await request.read()
+    chunks: list[bytes] = []
+    size = 0
     try:
-        if request.content.is_eof():
-            return await request.read()
-        return await asyncio.wait_for(request.read(), timeout_s)
-    except web.HTTPRequestEntityTooLarge:
-        raise RequestTooLarge(_too_large(None, max_bytes)) from None
+        async with _timeout(timeout_s):
+            while chunk := await stream.readany():
+                size += len(chunk)
+                if size > max_bytes:
+                    break
+                chunks.append(chunk)
     except asyncio.TimeoutError:
+        chunks.clear()
         raise RequestTimeout(f"The request body was not received within {timeout_s:g} seconds") from None
     except HttpProcessingError as error:
+        chunks.clear()
         raise InvalidArgument(f"Malformed request body: {error.message}") from None
+    if size > max_bytes:
+        chunks.clear()
+        raise RequestTooLarge(_too_large(None, max_bytes))
+    return b"".join(chunks)
+
+
+def _timeout(seconds: float) -> AbstractAsyncContextManager[object]:
+    """``asyncio.timeout`` (3.11+); on 3.10, aiohttp's equivalent."""
+    timeout = getattr(asyncio, "timeout", None)
+    if timeout is not None:
+        return cast(AbstractAsyncContextManager[object], timeout(seconds))
+    from aiohttp.helpers import ceil_timeout  # pragma: no cover - Python 3.10
+
+    return cast(AbstractAsyncContextManager[object], ceil_timeout(seconds, ceil_threshold=0))  # pragma: no cover
 
 
 def _too_large(length: int | None, max_bytes: int) -> str:
