@@ -157,13 +157,19 @@ def post(port: int, path: str, body: bytes, timeout: float = 120) -> int:
 
 
 class Probe:
-    """GET /healthz every 20 ms on a fresh connection; ``worst`` is the longest wait (a miss counts 30 s)."""
+    """GET /healthz every 20 ms on a fresh connection.
+
+    ``worst`` is the longest wait for an answer of any status (how long the server stopped
+    answering); ``not_ok`` counts answers other than 200 (e.g. 503 past the connection cap) and
+    ``unanswered`` probes that got nothing within 30 s (counted as a 30 s wait).
+    """
 
     def __init__(self, port: int) -> None:
         self.port = port
         self.worst = 0.0
         self.count = 0
-        self.misses = 0
+        self.not_ok = 0
+        self.unanswered = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -171,9 +177,10 @@ class Probe:
         while not self._stop.is_set() and self.count < 100_000:
             started = time.monotonic()
             status, _ = http(self.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 30)
-            waited = time.monotonic() - started if status == 200 else 30.0
+            waited = time.monotonic() - started if status else 30.0
             self.count += 1
-            self.misses += status != 200
+            self.unanswered += status == 0
+            self.not_ok += status not in (0, 200)
             self.worst = max(self.worst, waited)
             self._stop.wait(0.02)
 
@@ -192,7 +199,9 @@ class Result:
     sent: int = 0
     answers: Counter[str] = field(default_factory=Counter)
     worst_probe_s: float = 0.0
-    probe_misses: int = 0
+    probes: int = 0
+    probe_not_ok: int = 0
+    probe_unanswered: int = 0
     rss_before: int = 0
     rss_after: int = 0
     peak_growth: int = 0
@@ -205,7 +214,8 @@ def measure(server: Server, case: str, attack: Callable[[Result], None]) -> Resu
     with Probe(server.rest) as probe:
         attack(result)
         time.sleep(0.5)  # the probe sees the server after the attack too
-    result.worst_probe_s, result.probe_misses = probe.worst, probe.misses
+    result.worst_probe_s, result.probes = probe.worst, probe.count
+    result.probe_not_ok, result.probe_unanswered = probe.not_ok, probe.unanswered
     result.rss_after, result.peak_growth = server.rss(), server.peak() - peak_before
     return result
 
@@ -531,15 +541,16 @@ OWN_SERVER_CASES: dict[str, Callable[[Path], Result]] = {
 
 def render(results: list[Result]) -> str:
     lines = [
-        "| case | sent | answers | worst /healthz wait | RSS before → after | peak growth | notes |",
+        "| case | sent | answers | /healthz probes: worst wait (non-200, unanswered) | RSS before → after "
+        "| peak growth | notes |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in results:
         answers = ", ".join(f"{code}: {count}" for code, count in sorted(r.answers.items()))
         memory = f"{r.rss_before / MIB:.0f} → {r.rss_after / MIB:.0f} MiB" if r.rss_before else "—"
         peak = f"{r.peak_growth / MIB:+.0f} MiB" if r.rss_before else "—"
-        probe = f"{r.worst_probe_s * 1000:.0f} ms" + (f" ({r.probe_misses} missed)" if r.probe_misses else "")
-        probe = probe if r.rss_before else "—"
+        probe = f"{r.probes}: {r.worst_probe_s * 1000:.0f} ms ({r.probe_not_ok}, {r.probe_unanswered})"
+        probe = probe if r.probes else "—"
         lines.append(f"| {r.case} | {r.sent} | {answers} | {probe} | {memory} | {peak} | {r.note} |")
     return "\n".join(lines)
 

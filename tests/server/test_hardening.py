@@ -158,10 +158,16 @@ def test_a_body_that_never_finishes_gets_408(server: ServerProcess) -> None:
 
 
 def test_connections_past_the_cap_are_refused_and_grpc_keeps_serving(tmp_path: Path) -> None:
+    """Past --rest_max_connections: probes still get through a small reserve, everything else 503."""
     with serve_process(tmp_path, "--rest_max_connections=8", "--rest_header_timeout_seconds=30") as server:
         held = [socket.create_connection(("127.0.0.1", server.rest_port), timeout=5) for _ in range(8)]
         try:
             time.sleep(0.2)  # let the server accept all eight
+            assert http_get(server.rest_port, "/healthz", timeout=5)[0] == 200  # the health reserve
+            status, answer = post(server.rest_port, "/v1/models/m:predict", b'{"instances": [[1.0]]}')
+            assert status == 503 and "too many open connections" in error_of(answer)
+            held += [socket.create_connection(("127.0.0.1", server.rest_port), timeout=5) for _ in range(8)]
+            time.sleep(0.2)  # the reserve is full too (its header timeout is 2 s)
             refusals = [http_get(server.rest_port, "/healthz", timeout=5) for _ in range(30)]
             assert {status for status, _ in refusals} == {503}
             assert "too many open connections" in error_of(refusals[0][1])
@@ -172,11 +178,11 @@ def test_connections_past_the_cap_are_refused_and_grpc_keeps_serving(tmp_path: P
             for sock in held:
                 sock.close()
         deadline = time.monotonic() + 10
-        while http_get(server.rest_port, "/healthz", timeout=5)[0] != 200:
+        while post(server.rest_port, "/v1/models/m:predict", b'{"instances": [[1.0]]}')[0] != 200:
             assert time.monotonic() < deadline, "REST did not recover after the connections closed"
             time.sleep(0.1)
         refusal_lines = [line for line in server.log_text().splitlines() if "connection refused" in line]
-        assert 1 <= len(refusal_lines) <= 6  # 30 refusals, rate-limited
+        assert 1 <= len(refusal_lines) <= 6  # 40 refusals, rate-limited
 
 
 # -- item 9: a malformed chunked body -----------------------------------------------------------------

@@ -26,7 +26,7 @@ from typing import Final, TypeVar, cast
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from mlsrv.errors import InvalidArgument, MlsrvError, RequestTimeout, RequestTooLarge
+from mlsrv.errors import InvalidArgument, MlsrvError, Overloaded, RequestTimeout, RequestTooLarge
 from mlsrv.protocol import json_codec, routes
 from mlsrv.protocol.types import ExamplesRequest, InferenceMethod, ModelSpec, PredictRequest
 from mlsrv.server import rest_decode
@@ -111,7 +111,7 @@ class RestFrontend:
                 "internal error serving %s %s: %s", request.method, request.path, one_line(error), exc_info=error
             )
             response = web.Response(body=json_codec.encode_error("Internal error"), status=500, content_type=JSON)
-        if not request.content.is_eof():
+        if not request.content.is_eof() or getattr(request.protocol, "health_only", False):
             response.force_close()  # the rest of an unread body must not be parsed as the next request
         if self._enable_cors:
             response.headers.update(_CORS_HEADERS)
@@ -122,6 +122,8 @@ class RestFrontend:
         extra = self._extra.get(path)
         if extra is not None:
             return await extra(request)
+        if getattr(request.protocol, "health_only", False):  # a connection past --rest_max_connections
+            raise Overloaded("too many open connections; retry")
         if not routes.is_api_path(path):
             return web.Response(body=_NOT_FOUND_PAGE, status=404, headers={"Content-Type": "text/html"})
         if request.method == "OPTIONS":  # CORS preflight on /v1: answered before the API handler

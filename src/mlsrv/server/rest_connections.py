@@ -9,7 +9,10 @@ aiohttp parses HTTP well but leaves three doors open that a server on the intern
   (``rest.read_body``), which knows when a body is wanted.
 - **No connection cap.** With descriptors exhausted, every new REST *and gRPC* client fails, and
   asyncio logs each failed ``accept``. :class:`ConnectionGuard` keeps at most ``max_connections``
-  open and answers the rest with a short 503 and ``Connection: close``.
+  open and answers the rest with a short 503 and ``Connection: close``. Past the cap, a small
+  reserve of :data:`HEALTH_RESERVE` connections (with a short header timeout) is still accepted
+  for health, readiness and metrics only, so probes see a live server while slow clients hold
+  every ordinary slot; any other path on them gets the 503.
 - **A bad chunked body hangs the request.** When the parser rejects bytes inside a body, aiohttp
   queues a 400 *behind* the request being read, whose ``read()`` then waits forever. The handler
   here fails that body instead, so the request's own handler answers 400 at once.
@@ -37,6 +40,9 @@ log = logging.getLogger(__name__)
 
 #: Descriptors kept out of the REST cap's reach: gRPC connections, model files, logs.
 _RESERVED_FDS: Final = 64
+#: Connections accepted past the cap for probes only, and how long they get to send their headers.
+HEALTH_RESERVE: Final = 8
+HEALTH_HEADER_TIMEOUT_S: Final = 2.0
 _AUTO_MAX_CONNECTIONS: Final = 10_000
 _REFUSAL: Final = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 47\r\n"
@@ -68,19 +74,26 @@ class ConnectionGuard:
         self.limits = limits
         self._handler_args = handler_args
         self.open = 0
+        self.health_only_open = 0
         self.refused = 0
         self.log = RateLimitedLog(log)
 
     def __call__(self) -> asyncio.Protocol:
-        if self.open >= self.limits.max_connections:
-            self.refused += 1
-            self.log.warning("REST connection refused: %d connections open (--rest_max_connections)", self.open)
-            return _Refusal()
-        self.open += 1
-        return GuardedRequestHandler(self, self._server, **self._handler_args)
+        if self.open < self.limits.max_connections:
+            self.open += 1
+            return GuardedRequestHandler(self, self._server, health_only=False, **self._handler_args)
+        self.refused += 1
+        self.log.warning("REST connection refused: %d connections open (--rest_max_connections)", self.open)
+        if self.health_only_open < HEALTH_RESERVE:
+            self.health_only_open += 1
+            return GuardedRequestHandler(self, self._server, health_only=True, **self._handler_args)
+        return _Refusal()
 
-    def closed(self) -> None:
-        self.open -= 1
+    def closed(self, health_only: bool) -> None:
+        if health_only:
+            self.health_only_open -= 1
+        else:
+            self.open -= 1
 
 
 class _Refusal(asyncio.Protocol):
@@ -95,9 +108,12 @@ class _Refusal(asyncio.Protocol):
 class GuardedRequestHandler(RequestHandler):
     """aiohttp's connection handler plus a header deadline and failing of bodies the parser rejected."""
 
-    def __init__(self, guard: ConnectionGuard, server: web.Server, **kwargs: Any) -> None:
+    def __init__(self, guard: ConnectionGuard, server: web.Server, *, health_only: bool, **kwargs: Any) -> None:
+        """``health_only``: a connection past the cap; the REST frontend serves it probes only."""
         super().__init__(server, **kwargs)
         self._guard = guard
+        self.health_only = health_only
+        self._header_timeout_s = HEALTH_HEADER_TIMEOUT_S if health_only else guard.limits.header_timeout_s
         self._header_timer: asyncio.TimerHandle | None = None
         self._last_payload: Any = None
 
@@ -109,7 +125,7 @@ class GuardedRequestHandler(RequestHandler):
         self._cancel_header_timer()
         self._last_payload = None
         if self._guard is not None:
-            self._guard.closed()
+            self._guard.closed(self.health_only)
             self._guard = None  # type: ignore[assignment]
         super().connection_lost(exc)
 
@@ -136,7 +152,7 @@ class GuardedRequestHandler(RequestHandler):
 
     def _start_header_timer(self) -> None:
         self._cancel_header_timer()
-        self._header_timer = self._loop.call_later(self._guard.limits.header_timeout_s, self._header_timeout)
+        self._header_timer = self._loop.call_later(self._header_timeout_s, self._header_timeout)
 
     def _cancel_header_timer(self) -> None:
         if self._header_timer is not None:
@@ -147,7 +163,7 @@ class GuardedRequestHandler(RequestHandler):
         self._header_timer = None
         if self._messages or self._current_request is not None:
             return  # a request is being served: not waiting for headers any more
-        log.debug("closing a REST connection without headers after %.1f s", self._guard.limits.header_timeout_s)
+        log.debug("closing a REST connection without headers after %.1f s", self._header_timeout_s)
         self.force_close()
         if self.transport is not None:
             self.transport.close()
