@@ -39,7 +39,7 @@ from mlsrv.server.manager import Manager
 from mlsrv.server.metrics import Metrics
 from mlsrv.server.monitor import StateEvent, StateMonitor
 from mlsrv.server.rest import Handler, RestFrontend, health_handlers, prometheus_handler
-from mlsrv.server.rest_connections import ConnectionGuard, ConnectionLimits, default_max_connections
+from mlsrv.server.rest_connections import ConnectionGuard, ConnectionLimits, accept_backlog, default_max_connections
 from mlsrv.server.servable import Loader
 from mlsrv.server.source import FileSystemSource
 from mlsrv.server.worker_pool import WorkerPool
@@ -229,7 +229,11 @@ class Server:
         self.rest_connections = ConnectionGuard(self._runner.server, limits, handler_args)
         try:
             self._rest_listener = await loop.create_server(
-                self.rest_connections, rest.host, rest.port, reuse_address=True, backlog=1024
+                self.rest_connections,
+                rest.host,
+                rest.port,
+                reuse_address=True,
+                backlog=accept_backlog(limits.max_connections),
             )
         except (OSError, OverflowError) as error:
             reason = getattr(error, "strerror", None) or error
