@@ -47,4 +47,4 @@ def test_flood_guard_folds_tracebacks_and_limits_third_party_loggers(caplog: pyt
     record = caplog.records[0]
     assert record.exc_info is None and "\n" not in record.getMessage()
     assert record.getMessage().startswith("Error handling request from 127.0.0.1: ValueError: Invalid method")
-    assert noisy.filters == []
+    assert guard._filter not in noisy.filters

@@ -14,6 +14,7 @@ import gc
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -53,6 +54,8 @@ GC_YOUNG_THRESHOLD: Final = 100_000
 #: How often, and how long at most, the post-unload re-freeze waits for a moment without requests.
 REFREEZE_POLL_S: Final = 0.05
 REFREEZE_MAX_WAIT_S: Final = 60.0
+#: On stop after recent traffic, both frontends keep serving this long, for requests already queued.
+DRAIN_PICKUP_S: Final = 0.25
 #: How long in-flight requests get to finish when the server stops (SIGTERM).
 SHUTDOWN_GRACE_S: Final = 5.0
 
@@ -91,6 +94,7 @@ class Server:
         )
         self._runner: web.AppRunner | None = None
         self._rest_listener: asyncio.Server | None = None
+        self._rest_frontend: RestFrontend | None = None
         self.rest_connections: ConnectionGuard | None = None
         #: decodes large REST bodies and encodes large responses away from the loop (see rest.py)
         self.rest_workers = WorkerPool()
@@ -148,7 +152,6 @@ class Server:
 
     async def start(self) -> None:
         """Load models (blocking until each settles, as TF Serving), then open the ports."""
-        self.flood_guard.apply()
         for flag in self.config.unimplemented_flags:
             log.warning("flag --%s is accepted for compatibility but not implemented by mlsrv", flag)
         if self._loader_factory is None:
@@ -161,6 +164,7 @@ class Server:
         await self._wait_for_initial_load()
         await self._start_grpc()  # gRPC first, as TF: a failed gRPC bind never leaves REST briefly open
         await self._start_rest()
+        self.flood_guard.apply()  # process-wide, like the GC settings: only once the server runs
         self.gc_tuning.apply()
         self.monitor.subscribe(self.gc_tuning.on_state)
         if self.config.model_config_file and self.config.lifecycle.model_config_poll_wait_s > 0:
@@ -197,7 +201,7 @@ class Server:
         extra: dict[str, Handler] = health_handlers(self._models_not_available)
         if self.metrics is not None:
             extra[self._metrics_path] = prometheus_handler(self.metrics)
-        frontend = RestFrontend(
+        self._rest_frontend = frontend = RestFrontend(
             self.dataplane,
             timeout_s=rest.timeout_s,
             enable_cors=rest.enable_cors,
@@ -302,9 +306,7 @@ class Server:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.source.stop()
-        if self._rest_listener is not None:
-            self._rest_listener.close()  # stop accepting REST now, while gRPC drains
-        await asyncio.gather(self._stop_grpc(grace_s), self._stop_rest())
+        await self._drain(grace_s)
         if self.batching is not None:
             await self.batching.stop()
         await self.manager.stop()
@@ -312,6 +314,26 @@ class Server:
         self._load_executor.shutdown(wait=False, cancel_futures=True)
         self.rest_workers.stop()
         self.flood_guard.restore()
+
+    async def _drain(self, grace_s: float) -> None:
+        """Both frontends at once: stop taking work, finish what is in flight, within ``grace_s``.
+
+        With traffic in the last second, both keep serving for :data:`DRAIN_PICKUP_S` first (gRPC
+        health already NOT_SERVING): grpc.aio picks up one call per loop iteration and the accept
+        backlog holds connections the kernel took, so requests a client sent just before SIGTERM
+        may still be queued, and a stopped server would cancel or reset them.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        if self._grpc is not None:
+            await self._grpc.enter_drain()
+        latest = max(self._grpc.last_call_at if self._grpc is not None else float("-inf"),
+                     self._rest_frontend.last_request_at if self._rest_frontend is not None else float("-inf"))
+        if time.monotonic() - latest < 1.0:
+            await asyncio.sleep(min(DRAIN_PICKUP_S, grace_s))
+        if self._rest_listener is not None:
+            self._rest_listener.close()
+        await asyncio.gather(self._stop_grpc(max(0.0, deadline - loop.time())), self._stop_rest())
 
     async def _stop_grpc(self, grace_s: float) -> None:
         if self._grpc is not None:

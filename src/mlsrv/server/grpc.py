@@ -24,7 +24,7 @@ from google.protobuf import message as pb_message
 from google.protobuf import message_factory
 
 from mlsrv.config import GrpcConfig
-from mlsrv.errors import ConfigError, InvalidArgument, MlsrvError, UnknownError
+from mlsrv.errors import ConfigError, InvalidArgument, MlsrvError, Overloaded, UnknownError
 from mlsrv.protocol import grpc_codec, tensor_codec
 from mlsrv.server.dataplane import DataPlane
 from mlsrv.server.log_limits import RateLimitedLog
@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 #: TF Serving sets INT32_MAX for both directions and no flag changes it.
 MAX_MESSAGE_BYTES: Final = 2**31 - 1
 SERVICE_NAMES: Final = ("tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
+#: When stopping, new calls are refused until none has arrived for this long (grpc's queue is empty).
+DRAIN_QUIET_S: Final = 0.05
 #: Methods TF's ``PredictionServiceImpl`` counts in ``request_count`` / ``request_latency``.
 COUNTED_METHODS: Final = frozenset({"Predict", "Classify", "Regress"})
 
@@ -86,12 +88,31 @@ class CallAdapter:
       keeps its frames (and so a 7 MB request) alive, and one raised while handling another would
       chain them into reference cycles that only a full collection frees, which the serving GC
       tuning makes rare.
+    - It counts the calls running and knows when the last one arrived, for a graceful stop
+      (:meth:`GrpcFrontend.stop`); once :meth:`refuse_new_calls` is called, new calls are
+      answered UNAVAILABLE, the code clients retry elsewhere.
     """
 
     def __init__(self, metrics: Metrics | None, slots: AbstractAsyncContextManager[Any] | None) -> None:
         self._metrics = metrics
         self._slots = slots or contextlib.nullcontext()
         self._internal_log = RateLimitedLog(log)
+        self.running = 0
+        self.last_call_at = float("-inf")
+        self._refusing = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def refuse_new_calls(self) -> None:
+        self._refusing = True
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no call is running (at most ``timeout_s``); whether that happened."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), max(0.0, timeout_s))
+        except asyncio.TimeoutError:
+            return False
+        return True
 
     def wrap(self, name: str, implementation: Implementation) -> Implementation:
         api = name if name in COUNTED_METHODS else None
@@ -99,7 +120,12 @@ class CallAdapter:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter_ns()
             model = "" if isinstance(request, Undecodable) else _model_name(request)
+            self.last_call_at = time.monotonic()
+            self.running += 1
+            self._idle.clear()
             try:
+                if self._refusing:
+                    raise Overloaded("Server is shutting down")
                 async with self._slots:
                     if isinstance(request, Undecodable):
                         raise InvalidArgument(f"Failed to parse the request as {request.type_name}")
@@ -115,6 +141,10 @@ class CallAdapter:
                 self._internal_log.error("internal error in %s: %s", name, repr(error)[:200], exc_info=error)
                 code, text = grpc.StatusCode.INTERNAL, "Internal error"
                 self._record(api, model, "INTERNAL", None)
+            finally:
+                self.running -= 1
+                if self.running == 0:
+                    self._idle.set()
             del request
             context.set_code(code)  # not context.abort(): its AbortError would form a cycle with this frame
             context.set_details(text)
@@ -252,6 +282,7 @@ class GrpcFrontend:
         self._owner = server
         self._metrics = metrics
         self._server: grpc.aio.Server | None = None
+        self._adapter: CallAdapter | None = None
         self._health: Any = None
 
     async def start(self) -> int:
@@ -266,7 +297,7 @@ class GrpcFrontend:
         server = grpc.aio.server(options=options)
         # --grpc_max_threads bounds TF's handler threads: further calls wait for one, they are not refused
         slots = asyncio.Semaphore(self._config.max_threads) if self._config.max_threads > 0 else None
-        adapter = CallAdapter(self._metrics, slots)
+        self._adapter = adapter = CallAdapter(self._metrics, slots)
         predictions = PredictionServicer(
             self._dataplane,
             tensor_content=self._config.tensor_content_outputs,
@@ -331,8 +362,32 @@ class GrpcFrontend:
 
         return load_server_credentials(self._config.ssl_config_file)
 
-    async def stop(self, grace_s: float) -> None:
+    async def enter_drain(self) -> None:
+        """Health NOT_SERVING, so balancers that watch it move traffic away; calls are still served."""
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
-        if self._server is not None:
-            await self._server.stop(grace_s)
+
+    @property
+    def last_call_at(self) -> float:
+        """``time.monotonic()`` of the latest call (-inf before the first)."""
+        return float("-inf") if self._adapter is None else self._adapter.last_call_at
+
+    async def stop(self, grace_s: float) -> None:
+        """Refuse new calls (UNAVAILABLE) until grpc's queue is empty and running calls have
+        finished, within ``grace_s``; only then stop grpc, which cancels whatever it still holds
+        (only calls of clients that keep retrying past the grace)."""
+        await self.enter_drain()
+        if self._server is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        adapter = self._adapter
+        if adapter is not None:
+            adapter.refuse_new_calls()
+            # until the queue is empty: nothing running, and nothing new for a moment
+            while await adapter.wait_idle(deadline - loop.time()) and loop.time() < deadline:
+                quiet_for = time.monotonic() - adapter.last_call_at
+                if quiet_for >= DRAIN_QUIET_S:
+                    break
+                await asyncio.sleep(DRAIN_QUIET_S - quiet_for)
+        await self._server.stop(max(0.0, deadline - loop.time()))

@@ -85,6 +85,8 @@ class RestFrontend:
         self._body_timeout_s = body_timeout_s
         self._workers = workers
         self._internal_log = RateLimitedLog(log)
+        #: ``time.monotonic()`` of the latest request (for a graceful stop: see ``Server._drain``)
+        self.last_request_at = float("-inf")
 
     def application(self) -> web.Application:
         """The app; serve it with ``auto_decompress=False`` (see ``rest_decode.request_body``)."""
@@ -118,6 +120,7 @@ class RestFrontend:
         return response
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        self.last_request_at = time.monotonic()
         path = raw_path(request)
         extra = self._extra.get(path)
         if extra is not None:
