@@ -470,11 +470,11 @@ def case_log_flood(server: Server) -> Result:
 
 
 def case_sigterm(model: Path) -> Result:
-    """Item 8: SIGTERM with 16 gRPC and 16 REST calls in flight (12-13 of 16 gRPC came back CANCELLED)."""
+    """Item 8: SIGTERM under load, 16 gRPC + 16 REST closed-loop clients (12-13 of 16 in-flight gRPC
+    calls came back CANCELLED). Each client stops at its first failure after the signal."""
     grpc, predict_pb2, stubs = _grpc()
-    slow = ROOT / "examples" / "models" / "slow"
-    result = Result("8. SIGTERM with 16 gRPC + 16 REST in flight (20 ms model)")
-    with serving(slow) as server:
+    result = Result("8. SIGTERM under load: 16 gRPC + 16 REST closed-loop clients")
+    with serving(model) as server:
         pb = predict_pb2.PredictRequest()
         pb.model_spec.name = "m"
         pb.inputs["x"].dtype = 1
@@ -485,27 +485,45 @@ def case_sigterm(model: Path) -> Result:
         stub = stubs.PredictionServiceStub(channel)
         stub.Predict(pb, timeout=30)
         result.rss_before = server.rss()
+        signalled: list[float] = []
+        lock = threading.Lock()
 
-        def grpc_call() -> str:
-            try:
-                stub.Predict(pb, timeout=30)
-                return "gRPC OK"
-            except grpc.RpcError as error:
-                return f"gRPC {error.code().name}"
-
-        def rest_call() -> str:
-            status = post(server.rest, "/v1/models/m:predict", b'{"instances": [[1.0]]}', 30)
-            return f"REST {status}"
-
-        with concurrent.futures.ThreadPoolExecutor(32) as pool:
-            futures = [pool.submit(fn) for fn in (grpc_call, rest_call) for _ in range(16)]
-            time.sleep(0.15)
-            server.process.send_signal(signal.SIGTERM)
-            for future in futures:
+        def record(started: float, outcome: str) -> bool:
+            when = "before" if not signalled or started < signalled[0] else "after"
+            with lock:
                 result.sent += 1
-                result.answers[future.result(60)] += 1
+                result.answers[f"{when} SIGTERM: {outcome}"] += 1
+            return when == "before" or outcome in ("gRPC OK", "REST 200")
+
+        def grpc_client() -> None:
+            for _ in range(100_000):
+                started = time.monotonic()
+                try:
+                    stub.Predict(pb, timeout=30)
+                    outcome = "gRPC OK"
+                except grpc.RpcError as error:
+                    outcome = f"gRPC {error.code().name}"
+                if not record(started, outcome):
+                    return
+
+        def rest_client() -> None:
+            for _ in range(100_000):
+                started = time.monotonic()
+                status = post(server.rest, "/v1/models/m:predict", b'{"instances": [[1.0]]}', 30)
+                if not record(started, f"REST {status or 'refused'}"):
+                    return
+
+        threads = [threading.Thread(target=fn) for fn in (grpc_client, rest_client) for _ in range(16)]
+        for thread in threads:
+            thread.start()
+        time.sleep(3)
+        signalled.append(time.monotonic())
+        server.process.send_signal(signal.SIGTERM)
+        code = server.process.wait(60)
+        for thread in threads:
+            thread.join(60)
         channel.close()
-        result.note = f"exit code {server.process.wait(60)}"
+        result.note = f"exit code {code}"
     return result
 
 

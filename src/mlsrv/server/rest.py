@@ -33,6 +33,7 @@ from mlsrv.server import rest_decode
 from mlsrv.server.dataplane import DataPlane
 from mlsrv.server.log_limits import RateLimitedLog, one_line
 from mlsrv.server.metrics import Metrics
+from mlsrv.server.process_tuning import trim_heap
 from mlsrv.server.worker_pool import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,10 @@ _NOT_FOUND_PAGE: Final = (
 OFF_LOOP_BODY_BYTES: Final = 256 << 10
 #: Responses with more output elements than this are encoded in a worker.
 OFF_LOOP_OUTPUT_ELEMENTS: Final = 64 << 10
+#: After a request whose body was at least this large, free heap memory is handed back to the system.
+TRIM_AFTER_BODY_BYTES: Final = 64 << 20
+#: Where ``read_body`` leaves the size it read on the request, for the trim.
+BODY_SIZE: Final = web.RequestKey("mlsrv_body_size", int)
 #: ``request_latency``'s API label: TF's URL method, empty for status and metadata.
 _API_LABEL: Final = {routes.Verb.PREDICT: "predict", routes.Verb.CLASSIFY: "classify", routes.Verb.REGRESS: "regress"}
 
@@ -113,6 +118,8 @@ class RestFrontend:
                 "internal error serving %s %s: %s", request.method, request.path, one_line(error), exc_info=error
             )
             response = web.Response(body=json_codec.encode_error("Internal error"), status=500, content_type=JSON)
+        if request.get(BODY_SIZE, 0) >= TRIM_AFTER_BODY_BYTES:
+            asyncio.get_running_loop().run_in_executor(None, trim_heap)
         if not request.content.is_eof() or getattr(request.protocol, "health_only", False):
             response.force_close()  # the rest of an unread body must not be parsed as the next request
         if self._enable_cors:
@@ -244,6 +251,7 @@ async def read_body(request: web.Request, max_bytes: int, timeout_s: float) -> b
     except HttpProcessingError as error:
         chunks.clear()
         raise InvalidArgument(f"Malformed request body: {error.message}") from None
+    request[BODY_SIZE] = size
     if size > max_bytes:
         chunks.clear()
         raise RequestTooLarge(_too_large(None, max_bytes))
