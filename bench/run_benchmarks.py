@@ -12,6 +12,8 @@ Sections:
             with bench/grpc_load.py (raw official stubs) and `mlsrv bench`; REST `hey` numbers beside them.
   batching  concurrency 32 on half_plus_two and the MLP example, batching off vs on, REST and gRPC.
   validate  `mlsrv bench` vs `hey` at concurrency 32 on half_plus_two over REST (same server, back to back).
+  lone      REST half_plus_two at concurrency 1 and 32, batching off/on (2 ms window), this tree and, with
+            --before-src, another checkout's src/ in the same run: what batching costs a lone request.
   ceiling   gRPC half_plus_two with a C client (`h2load`, 32 streams on one connection), so the server is the
             bottleneck: a canned `grpc.aio` servicer (the framework alone), mlsrv without and with batching,
             and the server's CPU per request. Bounds what batching can gain on gRPC here.
@@ -52,13 +54,17 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(name: str, base_path: Path, *extra: str) -> Iterator[tuple[int, int, int]]:
-    """A `mlsrv serve` subprocess on free loopback ports; yields (rest_port, grpc_port, pid)."""
+def server(name: str, base_path: Path, *extra: str, src: Path | None = None) -> Iterator[tuple[int, int, int]]:
+    """A `mlsrv serve` subprocess on free loopback ports; yields (rest_port, grpc_port, pid).
+
+    ``src``: run another checkout's ``src/`` (PYTHONPATH) instead of the installed mlsrv.
+    """
     rest, grpc_port = free_port(), free_port()
     command = [*MLSRV, "serve", "--host=127.0.0.1", f"--port={grpc_port}", f"--rest_api_port={rest}",
                f"--model_name={name}", f"--model_base_path={base_path}", *extra]
     log = open(tempfile.mktemp(prefix="mlsrv-bench-", suffix=".log"), "w")  # noqa: SIM115
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    env = {**os.environ, "PYTHONPATH": str(src.resolve())} if src is not None else None
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -220,6 +226,32 @@ def section_batching(duration: float, scratch: Path) -> list[str]:
     return lines
 
 
+LONE_BATCHING = "max_batch_size { value: 32 } batch_timeout_micros { value: 2000 } " \
+                "max_enqueued_batches { value: 1000 } num_batch_threads { value: 1 }"
+
+
+def section_lone(duration: float, scratch: Path, before_src: Path | None) -> list[str]:
+    params = scratch / "lone_batching.txt"
+    params.write_text(LONE_BATCHING)
+    lines = ["### Batching and a lone request (REST, half_plus_two, `hey`)", "",
+             f"Batching parameters: `{LONE_BATCHING}`", "",
+             "| tree | batching | concurrency | requests/s | p50 ms | p99 ms | errors |",
+             "|---|---|---|---|---|---|---|"]
+    body = b'{"instances": [[1.0]]}'
+    trees: list[tuple[str, Path | None]] = [("before", before_src)] if before_src is not None else []
+    trees.append(("this tree", None))
+    for tree, src in trees:
+        for batching in (False, True):
+            flags = ["--enable_batching", f"--batching_parameters_file={params}"] if batching else []
+            with server("half_plus_two", EXAMPLES / "half_plus_two", *flags, src=src) as (rest, _, _):
+                url = f"http://127.0.0.1:{rest}/v1/models/half_plus_two:predict"
+                for concurrency in (1, 32):
+                    r = hey(url, body, concurrency, duration)
+                    lines.append(row(tree, "on" if batching else "off", concurrency, r["rps"], r["p50_ms"],
+                                     r["p99_ms"], int(r["errors"])))
+    return lines
+
+
 def section_validate(duration: float) -> list[str]:
     lines = ["### `mlsrv bench` vs `hey`, REST, half_plus_two, concurrency 32", "",
              "| client | requests/s | p50 ms | p99 ms | errors |", "|---|---|---|---|---|"]
@@ -361,6 +393,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="mlsrv benchmark suite")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
     parser.add_argument("--sections", default="rest,grpc,batching,validate")
+    parser.add_argument("--before-src", type=Path, default=None, help="another checkout's src/, for `lone`")
     args = parser.parse_args()
     print(f"<!-- {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, "
           f"duration {args.duration}s per cell -->")
@@ -371,7 +404,8 @@ def main() -> None:
                      "grpc": lambda: section_grpc(args.duration, scratch),
                      "batching": lambda: section_batching(args.duration, scratch),
                      "validate": lambda: section_validate(args.duration),
-                     "ceiling": lambda: section_ceiling(args.duration, scratch)}[name]()
+                     "ceiling": lambda: section_ceiling(args.duration, scratch),
+                     "lone": lambda: section_lone(args.duration, scratch, args.before_src)}[name]()
             print("\n".join(lines) + "\n", flush=True)
 
 

@@ -60,3 +60,17 @@ def test_cli_and_client_do_not_import_tensorflow() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_cli_start_does_not_import_ml_dtypes() -> None:
+    """``mlsrv --help`` and shell completion start the CLI on every TAB: ml_dtypes alone took 0.7 s
+    (issue #11, P6). bfloat16's numpy dtype is resolved on first use instead."""
+    code = (
+        "import sys, mlsrv.cli.app, mlsrv.protocol.tensor_codec, mlsrv.protocol.json_codec; "
+        "assert 'ml_dtypes' not in sys.modules and 'tensorflow' not in sys.modules, sorted(sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-500:]
+    resolved = "from mlsrv.protocol import dtypes; assert dtypes.by_name('DT_BFLOAT16').numpy.name == 'bfloat16'"
+    result = subprocess.run([sys.executable, "-c", resolved], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-500:]

@@ -6,6 +6,7 @@ import asyncio
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import pytest
@@ -286,3 +287,44 @@ def test_batches_slower_than_the_threshold_stay_on_the_executor() -> None:
         assert len(model.batches) == WARMUP_CALLS + 8
 
     scenario(body, inline_policy=InlinePolicy(threshold_s=1e-12))
+
+
+def _with_in_flight(count: list[int], body: Any, **kw: Any) -> None:
+    """Like ``scenario``, with the server's in-flight count read from ``count[0]``."""
+
+    async def main() -> None:
+        model = FakeModel()
+        with ThreadPoolExecutor(1) as executor:
+            batcher = Batcher(model, executor, opts(**kw), name="m", requests_in_flight=lambda: count[0])
+            await batcher.start()
+            try:
+                await asyncio.wait_for(body(batcher, model), 20)
+            finally:
+                await batcher.stop(timeout=5)
+
+    asyncio.run(main())
+
+
+def test_a_lone_request_runs_at_once_instead_of_waiting_the_window() -> None:
+    """Issue #11 item 3: with nothing else in flight in the server, the 10 s window is skipped."""
+
+    async def body(b: Batcher, model: FakeModel) -> None:
+        out = await asyncio.wait_for(b.submit(x(1.0)), 5)  # would wait 10 s under TF's rule
+        assert out["y"].tolist() == [[2.5, 2.5]] and model.sizes == [1]
+
+    _with_in_flight([1], body, max_batch_size=32, batch_timeout_s=10.0)
+
+
+def test_the_window_still_applies_while_other_requests_are_in_flight() -> None:
+    """Two more requests are being handled elsewhere in the server: the first task waits for them."""
+    in_flight = [3]
+
+    async def body(b: Batcher, model: FakeModel) -> None:
+        first = asyncio.ensure_future(b.submit(x(1.0)))
+        await settle()
+        rest = spawn(b, x(2.0), x(3.0))  # they arrive while the window is open
+        outs = await asyncio.gather(first, *rest)
+        assert model.sizes == [3]
+        assert [o["y"][0, 0] for o in outs] == [2.5, 3.0, 3.5]
+
+    _with_in_flight(in_flight, body, max_batch_size=3, batch_timeout_s=10.0)

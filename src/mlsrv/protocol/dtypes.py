@@ -6,6 +6,7 @@ Strings are numpy ``object`` arrays of ``bytes`` (what ``tf.Tensor.numpy()`` ret
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Final
 
@@ -14,14 +15,24 @@ import numpy as np
 
 @dataclass(frozen=True, slots=True)
 class DType:
-    """One TF dtype: its enum value, ``DT_*`` name, TF's short name (used in messages) and numpy dtype."""
+    """One TF dtype: its enum value, ``DT_*`` name, TF's short name (used in messages) and numpy dtype.
+
+    ``lazy`` marks bfloat16, whose numpy dtype comes from ``ml_dtypes``: importing it takes ~0.7 s,
+    so it happens on first use of :attr:`numpy`, not when the CLI starts (``mlsrv --help``).
+    """
 
     enum: int
     name: str
     short: str
-    numpy: np.dtype | None
+    eager_numpy: np.dtype | None
+    lazy: bool = False
+
+    @property
+    def numpy(self) -> np.dtype | None:
+        return _bfloat16() if self.lazy else self.eager_numpy
 
 
+@functools.cache
 def _bfloat16() -> np.dtype | None:
     try:
         import ml_dtypes
@@ -46,7 +57,7 @@ _TABLE: Final[tuple[DType, ...]] = (
     DType(11, "DT_QINT8", "qint8", None),
     DType(12, "DT_QUINT8", "quint8", None),
     DType(13, "DT_QINT32", "qint32", None),
-    DType(14, "DT_BFLOAT16", "bfloat16", _bfloat16()),
+    DType(14, "DT_BFLOAT16", "bfloat16", None, lazy=True),
     DType(15, "DT_QINT16", "qint16", None),
     DType(16, "DT_QUINT16", "quint16", None),
     DType(17, "DT_UINT16", "uint16", np.dtype(np.uint16)),
@@ -62,12 +73,12 @@ _TABLE: Final[tuple[DType, ...]] = (
 #: read as their base type, but no numpy dtype maps back to them.
 _REF_OFFSET: Final = 100
 _REFS: Final[tuple[DType, ...]] = tuple(
-    DType(d.enum + _REF_OFFSET, f"{d.name}_REF", f"{d.short}_ref", d.numpy) for d in _TABLE if d.enum
+    DType(d.enum + _REF_OFFSET, f"{d.name}_REF", f"{d.short}_ref", d.eager_numpy, d.lazy) for d in _TABLE if d.enum
 )
 
 BY_NAME: Final[dict[str, DType]] = {d.name: d for d in (*_TABLE, *_REFS)}
 BY_ENUM: Final[dict[int, DType]] = {d.enum: d for d in (*_TABLE, *_REFS)}
-_BY_NUMPY: Final[dict[np.dtype, DType]] = {d.numpy: d for d in _TABLE if d.numpy is not None}
+_BY_NUMPY: Final[dict[np.dtype, DType]] = {d.eager_numpy: d for d in _TABLE if d.eager_numpy is not None}
 
 
 def by_name(name: str) -> DType:
@@ -84,6 +95,6 @@ def for_array(array: np.ndarray) -> DType:
     if array.dtype.kind in ("U", "S", "O"):
         return BY_NAME["DT_STRING"]
     found = _BY_NUMPY.get(array.dtype)
-    if found is None:
-        return BY_NAME["DT_INVALID"]
+    if found is None:  # a bfloat16 array exists only once ml_dtypes is imported: no import here
+        return BY_NAME["DT_BFLOAT16"] if array.dtype.name == "bfloat16" else BY_NAME["DT_INVALID"]
     return found

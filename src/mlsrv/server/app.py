@@ -113,9 +113,16 @@ class Server:
             return None
         choice = BatchingChoice(config, lambda: {m.name: m for m in self._models}, self._version_paths.get)
         metrics = self.metrics
-        if metrics is None:
-            return BatchingPool(self.executor, choice)
-        return BatchingPool(self.executor, choice, on_batch_for=lambda o: metrics.batch_callback(o.thread_pool_name))
+        on_batch_for = None if metrics is None else (lambda o: metrics.batch_callback(o.thread_pool_name))
+        return BatchingPool(
+            self.executor, choice, on_batch_for=on_batch_for, requests_in_flight=self.requests_in_flight
+        )
+
+    def requests_in_flight(self) -> int:
+        """API requests being handled by either frontend right now (health probes and scrapes excluded)."""
+        rest = self._rest_frontend.in_flight if self._rest_frontend is not None else 0
+        grpc = self._grpc.in_flight if self._grpc is not None else 0
+        return rest + grpc
 
     def _make_loader(self, servable_id: Any, path: str) -> Loader:
         self._version_paths[servable_id] = path

@@ -10,6 +10,10 @@ TF Serving's ``SharedBatchScheduler`` + ``BatchingSession`` at Python size. Cont
 * When: a batch starts when a worker is free and either ``batch_timeout_s`` has passed since its first task
   was enqueued or the queued rows reach the execution batch size. With timeout 0 a free worker takes what
   is queued at once; the queue keeps filling while a batch runs, which is where the gain comes from.
+  One exception to TF's rule: when every request in flight in the whole server is already queued here
+  or running in this batcher (``requests_in_flight``), nothing could join the batch, so it starts at
+  once instead of waiting out the window: a lone request pays no batching latency, while under load
+  (other requests being read, decoded or checked) the window applies as before.
 * What: see ``batch_queue`` (queue bound, FIFO, splitting, cancelled and expired tasks, shape groups).
 * At most ``num_batch_threads`` batches of this Batcher run at once. A failing batch fails every caller in
   it with the same error (``MlsrvError`` as raised, anything else as ``InternalError``); the next batch runs.
@@ -86,8 +90,12 @@ class Batcher:
         name: str,
         on_batch: BatchCallback | None = None,
         inline_policy: InlinePolicy | None = None,
+        requests_in_flight: Callable[[], int] | None = None,
     ) -> None:
+        """``requests_in_flight`` counts the server's requests being handled (None: always wait)."""
         self._run = run
+        self._requests_in_flight = requests_in_flight
+        self._running_tasks = 0
         self._inline = inline_policy
         self._executor = executor
         self._options = options
@@ -241,13 +249,19 @@ class Batcher:
                     return None
                 await self._wait(1, None)
                 continue
-            if timeout > 0:
+            if timeout > 0 and not self._nothing_else_in_flight():
                 until = first.enqueued + timeout
                 while queue.rows < queue.execution_size and loop.time() < until and not self._stopping:
                     await self._wait(queue.execution_size, until)
             pieces = queue.take(loop.time())
             if pieces:  # empty when every waiting task was cancelled or expired meanwhile
                 return pieces
+
+    def _nothing_else_in_flight(self) -> bool:
+        """Every request the server is handling is queued here or in one of this batcher's batches."""
+        if self._requests_in_flight is None:
+            return False
+        return self._requests_in_flight() <= len(self._queue) + self._running_tasks
 
     # -- execution --------------------------------------------------------------------------------------
 
@@ -279,6 +293,7 @@ class Batcher:
         padded = self._padded_size(rows)
         delays = [start - p.task.enqueued for p in pieces]
         self._running_batches += 1
+        self._running_tasks += len(pieces)
         error: MlsrvError | None = None
         outputs: list[Tensors] = []
         try:
@@ -293,6 +308,7 @@ class Batcher:
             error = InternalError(f"{type(exc).__name__}: {exc}")
         finally:
             self._running_batches -= 1
+            self._running_tasks -= len(pieces)
             self._record(rows, padded, delays, failed=error is not None)
             for i, piece in enumerate(pieces):
                 if error is not None:

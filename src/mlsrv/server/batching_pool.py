@@ -39,8 +39,11 @@ class BatchingPool:
         options_for: OptionsFor,
         *,
         on_batch_for: BatchHookFor | None = None,
+        requests_in_flight: Callable[[], int] | None = None,
     ) -> None:
+        """``requests_in_flight``: the server's count, so a lone request skips the window (``Batcher``)."""
         self._executor = executor
+        self._requests_in_flight = requests_in_flight
         self._options_for = options_for
         self._on_batch_for = on_batch_for
         self._batchers: dict[tuple[ServableId, str], Batcher] = {}
@@ -67,6 +70,7 @@ class BatchingPool:
             name=f"{servable_id}/{signature}",
             on_batch=on_batch,
             inline_policy=InlinePolicy(),
+            requests_in_flight=self._requests_in_flight,
         )
         self._batchers[key] = batcher
         await batcher.start()

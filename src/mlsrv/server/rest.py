@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Final, TypeVar, cast
 
+import numpy as np
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
@@ -92,6 +93,8 @@ class RestFrontend:
         self._internal_log = RateLimitedLog(log)
         #: ``time.monotonic()`` of the latest request (for a graceful stop: see ``Server._drain``)
         self.last_request_at = float("-inf")
+        #: API requests being handled now (the batcher's "is anything else coming?")
+        self.in_flight = 0
 
     def application(self) -> web.Application:
         """The app; serve it with ``auto_decompress=False`` (see ``rest_decode.request_body``)."""
@@ -118,10 +121,10 @@ class RestFrontend:
                 "internal error serving %s %s: %s", request.method, request.path, one_line(error), exc_info=error
             )
             response = web.Response(body=json_codec.encode_error("Internal error"), status=500, content_type=JSON)
-        if request.get(BODY_SIZE, 0) >= TRIM_AFTER_BODY_BYTES:
-            asyncio.get_running_loop().run_in_executor(None, trim_heap)
         if not request.content.is_eof() or getattr(request.protocol, "health_only", False):
             response.force_close()  # the rest of an unread body must not be parsed as the next request
+        elif request.get(BODY_SIZE, 0) >= TRIM_AFTER_BODY_BYTES:
+            asyncio.get_running_loop().run_in_executor(None, trim_heap)
         if self._enable_cors:
             response.headers.update(_CORS_HEADERS)
         return response
@@ -140,9 +143,13 @@ class RestFrontend:
             origin = request.headers.get("Origin", "")
             ok = origin.startswith(("http://", "https://"))
             return web.Response(status=200 if ok else 400, content_type=JSON)
-        if self._metrics is None:
-            return await self._api(request, routes.parse(request.method, path))
-        return await self._counted(request, path, self._metrics)
+        self.in_flight += 1
+        try:
+            if self._metrics is None:
+                return await self._api(request, routes.parse(request.method, path))
+            return await self._counted(request, path, self._metrics)
+        finally:
+            self.in_flight -= 1
 
     async def _counted(self, request: web.Request, path: str, metrics: Metrics) -> web.StreamResponse:
         """:meth:`_api` plus ``request_count`` / ``request_latency``, as TF's REST dispatcher records them."""
@@ -189,7 +196,7 @@ class RestFrontend:
         fmt = request.format
         del request
         outputs = response.outputs
-        if self._workers is not None and sum(value.size for value in outputs.values()) > OFF_LOOP_OUTPUT_ELEMENTS:
+        if self._workers is not None and _elements(outputs) > OFF_LOOP_OUTPUT_ELEMENTS:
             return await self._workers.run(rest_decode.predict_response, outputs, fmt)
         return rest_decode.predict_response(outputs, fmt)
 
@@ -210,6 +217,13 @@ class RestFrontend:
     @staticmethod
     def _json(body: bytes) -> web.Response:
         return web.Response(body=body, content_type=JSON)
+
+
+def _elements(outputs: dict[str, np.ndarray]) -> int:
+    total = 0
+    for value in outputs.values():
+        total += value.size
+    return total
 
 
 def raw_path(request: web.Request) -> str:

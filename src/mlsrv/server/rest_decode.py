@@ -80,7 +80,7 @@ def predict_request(
     outlive this call. ``target`` is the resolved version's signatures, or the error resolving it.
     """
     doc = json_codec.parse_body(request_body(raw, content_encoding))
-    spec = replace(spec, signature=json_codec.signature_name_of(doc))
+    spec = ModelSpec(spec.name, spec.version, spec.label, json_codec.signature_name_of(doc))
     if isinstance(target, MlsrvError):
         raise target
     name = spec.signature_or_default
@@ -96,7 +96,7 @@ def examples_request(raw: bytes, content_encoding: str, spec: ModelSpec, method:
     doc = json_codec.parse_body(request_body(raw, content_encoding))
     signature_name = json_codec.signature_name_of(doc)
     examples = json_codec.decode_examples_request(doc, method)
-    return ExamplesRequest(replace(spec, signature=signature_name), method, examples)
+    return ExamplesRequest(ModelSpec(spec.name, spec.version, spec.label, signature_name), method, examples)
 
 
 def predict_response(outputs: Mapping[str, np.ndarray], fmt: RequestFormat) -> bytes:
