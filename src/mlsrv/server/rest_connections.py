@@ -29,7 +29,7 @@ import logging
 import os
 import resource
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
@@ -44,6 +44,8 @@ _RESERVED_FDS: Final = 64
 #: Connections accepted past the cap for probes only, and how long they get to send their headers.
 HEALTH_RESERVE: Final = 8
 HEALTH_HEADER_TIMEOUT_S: Final = 2.0
+#: How long a refused connection is kept, at most, so its 503 is read before the socket closes.
+REFUSAL_LINGER_S: Final = 0.25
 _AUTO_MAX_CONNECTIONS: Final = 10_000
 _MAX_BACKLOG: Final = 1024
 _REFUSAL: Final = (
@@ -123,12 +125,37 @@ class ConnectionGuard:
 
 
 class _Refusal(asyncio.Protocol):
-    """Answers 503 and closes, without reading: the cheapest honest answer past the cap."""
+    """Answers 503 and closes, without parsing: the cheapest honest answer past the cap.
+
+    Closing a socket whose request is still unread makes the kernel send a reset, which can destroy
+    the 503 before the client reads it; so the write side is shut first and the request discarded
+    until the client closes, for :data:`REFUSAL_LINGER_S` at most (the descriptor is held that long).
+    """
+
+    def __init__(self) -> None:
+        self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
+        transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio.Transport subclasses
+        self._transport = transport
         transport.write(_REFUSAL)
-        transport.close()
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._timer = asyncio.get_running_loop().call_later(REFUSAL_LINGER_S, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        pass  # the request is not read: discarded
+
+    def eof_received(self) -> bool:
+        if self._transport is not None:
+            self._transport.close()
+        return False
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._transport = None
 
 
 class GuardedRequestHandler(RequestHandler):
