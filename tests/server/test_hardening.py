@@ -9,6 +9,7 @@ second. Limits are set small with flags so each case is quick.
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import signal
 import socket
@@ -88,6 +89,30 @@ def test_a_large_body_does_not_stall_other_clients(server: ServerProcess) -> Non
     assert status == 200
     assert answer.startswith(b'{"predictions":[[2.5],[2.5]')
     assert probe.probes > 0 and probe.worst_s < MAX_STALL_S
+
+
+def test_a_gzip_bomb_is_inflated_off_the_loop(server: ServerProcess) -> None:
+    """~40 KB of gzip inflating to ~30 MB of JSON once stalled the loop for a second (gunzip + parse)."""
+    rows = 2_500_000
+    document = b'{"instances": [' + b"[1.0, 2.0]," * (rows - 1) + b"[1.0, 2.0]]}"
+    body = gzip.compress(document, compresslevel=9)
+    assert len(body) < 256 << 10 < len(document)
+    with HealthProbe(server.rest_port) as probe:
+        status, answer = post(server.rest_port, "/v1/models/m:predict", body, headers="Content-Encoding: gzip\r\n",
+                              timeout=120)
+    assert probe.probes > 0 and probe.worst_s < MAX_STALL_S
+    assert status == 200 and answer.startswith(b'{"predictions":[[2.5,3.0],'), answer[:300]
+
+
+def test_malformed_bodies_below_the_worker_threshold_do_not_stall_the_loop(server: ServerProcess) -> None:
+    """orjson refuses these, so TF's exact (pure-Python) parser reports them: 132 ms per 256 KiB on the
+    loop before; now in the worker above 16 KiB."""
+    body = b'{"instances": [' + b"1.0," * 60_000 + b"]}"  # ~240 KB, invalid at the very end
+    with HealthProbe(server.rest_port, period_s=0.005) as probe:
+        for _ in range(5):
+            status, answer = post(server.rest_port, "/v1/models/m:predict", body)
+            assert status == 400 and error_of(answer).startswith("JSON Parse error: Invalid value.")
+    assert probe.probes > 0 and probe.worst_s < 0.1
 
 
 # -- item 6: the body cap is checked before reading ---------------------------------------------------

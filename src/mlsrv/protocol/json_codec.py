@@ -74,9 +74,12 @@ __all__ = [
 BYTES_SUFFIX = "_bytes"
 
 
-def parse_body(body: bytes | bytearray | memoryview) -> dict[str, Any]:
-    """Parse a request body as TF Serving does (step 1); the top level must be an object."""
-    doc = loads(body)
+def parse_body(body: bytes | bytearray | memoryview, *, exact: bool = True) -> dict[str, Any]:
+    """Parse a request body as TF Serving does (step 1); the top level must be an object.
+
+    ``exact=False``: raise ``ExactParseNeeded`` rather than run the slow exact parser (see ``loads``).
+    """
+    doc = loads(body, exact=exact)
     if type(doc) is not dict:
         raise InvalidArgument(f"JSON Value: {value_to_string(doc)} Is not object")
     return doc

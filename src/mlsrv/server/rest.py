@@ -29,6 +29,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from mlsrv.errors import InvalidArgument, MlsrvError, Overloaded, RequestTimeout, RequestTooLarge
 from mlsrv.protocol import json_codec, routes
+from mlsrv.protocol.json_parse import ExactParseNeeded
 from mlsrv.protocol.types import ExamplesRequest, InferenceMethod, ModelSpec, PredictRequest
 from mlsrv.server import rest_decode
 from mlsrv.server.dataplane import DataPlane
@@ -51,6 +52,8 @@ _NOT_FOUND_PAGE: Final = (
 )
 #: Bodies up to this size are decoded on the loop (~8 ms of orjson at most); larger ones in a worker.
 OFF_LOOP_BODY_BYTES: Final = 256 << 10
+#: Bodies orjson refuses are parsed by the exact (pure-Python) parser on the loop up to this size only.
+ON_LOOP_EXACT_BYTES: Final = 16 << 10
 #: Responses with more output elements than this are encoded in a worker.
 OFF_LOOP_OUTPUT_ELEMENTS: Final = 64 << 10
 #: After a request whose body was at least this large, free heap memory is handed back to the system.
@@ -208,11 +211,24 @@ class RestFrontend:
             return json_codec.encode_classify_response(await self._dataplane.classify(request, deadline))
         return json_codec.encode_regress_response(await self._dataplane.regress(request, deadline))
 
-    async def _decode(self, decode: Callable[..., T], raw: bytes, *args: object) -> T:
-        """``decode(raw, *args)`` here for a small body, in a worker process for a large one."""
-        if self._workers is not None and len(raw) > OFF_LOOP_BODY_BYTES:
-            return await self._workers.run(decode, raw, *args)
-        return decode(raw, *args)
+    async def _decode(self, decode: Callable[..., T], raw: bytes, encoding: str, *args: object) -> T:
+        """``decode(raw, encoding, *args)`` here for a small body, in a worker process for a large one.
+
+        A gzipped body always goes to the worker: 256 KiB can inflate to TF's 100 MiB cap. A body
+        orjson refuses (malformed, or NaN/Infinity) needs the pure-Python exact parser: above
+        :data:`ON_LOOP_EXACT_BYTES` that parse moves to the worker too (a malformed 256 KiB body took
+        132 ms of the loop).
+        """
+        if self._workers is None:
+            return decode(raw, encoding, *args)
+        if len(raw) > OFF_LOOP_BODY_BYTES or "gzip" in encoding:
+            return await self._workers.run(decode, raw, encoding, *args)
+        if len(raw) <= ON_LOOP_EXACT_BYTES:
+            return decode(raw, encoding, *args)
+        try:
+            return decode(raw, encoding, *args, exact=False)
+        except ExactParseNeeded:
+            return await self._workers.run(decode, raw, encoding, *args)
 
     @staticmethod
     def _json(body: bytes) -> web.Response:

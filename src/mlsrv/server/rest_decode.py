@@ -71,15 +71,16 @@ def request_body(raw: bytes, content_encoding: str) -> bytes:
 
 
 def predict_request(
-    raw: bytes, content_encoding: str, spec: ModelSpec, target: RestTarget | MlsrvError
+    raw: bytes, content_encoding: str, spec: ModelSpec, target: RestTarget | MlsrvError, *, exact: bool = True
 ) -> PredictRequest:
     """Parse and decode in one step, so the parsed document dies before the model runs.
 
     A 1x224x224x3 image parses into ~50k lists; kept alive across the model call (one per request
     in flight), they would pile up in the cyclic GC's young generation. Only the numpy inputs
     outlive this call. ``target`` is the resolved version's signatures, or the error resolving it.
+    ``exact=False`` raises ``ExactParseNeeded`` for a body only the slow exact parser can read.
     """
-    doc = json_codec.parse_body(request_body(raw, content_encoding))
+    doc = json_codec.parse_body(request_body(raw, content_encoding), exact=exact)
     spec = ModelSpec(spec.name, spec.version, spec.label, json_codec.signature_name_of(doc))
     if isinstance(target, MlsrvError):
         raise target
@@ -91,9 +92,11 @@ def predict_request(
     return PredictRequest(spec, inputs, (), fmt)
 
 
-def examples_request(raw: bytes, content_encoding: str, spec: ModelSpec, method: InferenceMethod) -> ExamplesRequest:
+def examples_request(
+    raw: bytes, content_encoding: str, spec: ModelSpec, method: InferenceMethod, *, exact: bool = True
+) -> ExamplesRequest:
     """``:classify`` / ``:regress``: like :func:`predict_request`, the document does not outlive decoding."""
-    doc = json_codec.parse_body(request_body(raw, content_encoding))
+    doc = json_codec.parse_body(request_body(raw, content_encoding), exact=exact)
     signature_name = json_codec.signature_name_of(doc)
     examples = json_codec.decode_examples_request(doc, method)
     return ExamplesRequest(ModelSpec(spec.name, spec.version, spec.label, signature_name), method, examples)
