@@ -126,7 +126,7 @@ class RestFrontend:
             response = web.Response(body=json_codec.encode_error("Internal error"), status=500, content_type=JSON)
         if not request.content.is_eof() or getattr(request.protocol, "health_only", False):
             response.force_close()  # the rest of an unread body must not be parsed as the next request
-        elif request.get(BODY_SIZE, 0) >= TRIM_AFTER_BODY_BYTES:
+        if request.get(BODY_SIZE, 0) >= TRIM_AFTER_BODY_BYTES:  # also after a body refused at the cap
             asyncio.get_running_loop().run_in_executor(None, trim_heap)
         if self._enable_cors:
             response.headers.update(_CORS_HEADERS)
