@@ -40,7 +40,13 @@ from mlsrv.server.manager import Manager
 from mlsrv.server.metrics import Metrics
 from mlsrv.server.monitor import StateEvent, StateMonitor
 from mlsrv.server.rest import Handler, RestFrontend, health_handlers, prometheus_handler
-from mlsrv.server.rest_connections import ConnectionGuard, ConnectionLimits, accept_backlog, default_max_connections
+from mlsrv.server.rest_connections import (
+    ConnectionGuard,
+    ConnectionLimits,
+    accept_backlog,
+    default_max_connections,
+    widen_listen_queue,
+)
 from mlsrv.server.servable import Loader
 from mlsrv.server.source import FileSystemSource
 from mlsrv.server.worker_pool import WorkerPool
@@ -249,6 +255,7 @@ class Server:
         except (OSError, OverflowError) as error:
             reason = getattr(error, "strerror", None) or error
             raise ConfigError(f"cannot serve REST on {rest.host}:{rest.port}: {reason}") from None
+        widen_listen_queue(self._rest_listener)
         sockets = self._rest_listener.sockets
         self.rest_port = int(sockets[0].getsockname()[1]) if sockets else 0
         log.info("Exporting HTTP/REST API at:%s:%d ...", rest.host, self.rest_port)

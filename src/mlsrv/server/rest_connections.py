@@ -28,6 +28,7 @@ import asyncio
 import logging
 import os
 import resource
+import socket
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -44,8 +45,10 @@ _RESERVED_FDS: Final = 64
 #: Connections accepted past the cap for probes only, and how long they get to send their headers.
 HEALTH_RESERVE: Final = 8
 HEALTH_HEADER_TIMEOUT_S: Final = 2.0
-#: How long a refused connection is kept, at most, so its 503 is read before the socket closes.
+#: How long a refused connection is kept, at most, so its 503 is read before the socket closes; and
+#: how many may linger at once (past that, in a flood, they are closed at once: descriptors first).
 REFUSAL_LINGER_S: Final = 0.25
+MAX_LINGERING_REFUSALS: Final = 16
 _AUTO_MAX_CONNECTIONS: Final = 10_000
 _MAX_BACKLOG: Final = 1024
 _REFUSAL: Final = (
@@ -87,6 +90,19 @@ def accept_backlog(max_connections: int) -> int:
     return max(8, min(_MAX_BACKLOG, spare // 4))
 
 
+def widen_listen_queue(listener: asyncio.Server, backlog: int = _MAX_BACKLOG) -> None:
+    """Let the kernel queue ``backlog`` pending connections although asyncio accepts fewer per batch.
+
+    asyncio uses one number for both ``listen()`` and its accept batch; the batch must stay small
+    (:func:`accept_backlog`), but a small kernel queue drops connection attempts in a flood, and a
+    dropped SYN costs its client a one-second retransmit (measured: a health probe waited 1.01 s).
+    Calling ``listen()`` again on the bound socket only changes the queue length.
+    """
+    for transport_socket in listener.sockets:
+        with socket.socket(fileno=os.dup(transport_socket.fileno())) as sock:
+            sock.listen(backlog)
+
+
 def _descriptors_in_use() -> int:
     try:
         return len(os.listdir("/proc/self/fd"))
@@ -104,6 +120,7 @@ class ConnectionGuard:
         self.open = 0
         self.health_only_open = 0
         self.refused = 0
+        self.lingering = 0
         self.log = RateLimitedLog(log)
 
     def __call__(self) -> asyncio.Protocol:
@@ -115,7 +132,7 @@ class ConnectionGuard:
         if self.health_only_open < HEALTH_RESERVE:
             self.health_only_open += 1
             return GuardedRequestHandler(self, self._server, health_only=True, **self._handler_args)
-        return _Refusal()
+        return _Refusal(self)
 
     def closed(self, health_only: bool) -> None:
         if health_only:
@@ -129,17 +146,23 @@ class _Refusal(asyncio.Protocol):
 
     Closing a socket whose request is still unread makes the kernel send a reset, which can destroy
     the 503 before the client reads it; so the write side is shut first and the request discarded
-    until the client closes, for :data:`REFUSAL_LINGER_S` at most (the descriptor is held that long).
+    until the client closes, for :data:`REFUSAL_LINGER_S` at most (the descriptor is held that long),
+    for at most :data:`MAX_LINGERING_REFUSALS` connections at once.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, guard: ConnectionGuard) -> None:
+        self._guard = guard
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio.Transport subclasses
-        self._transport = transport
         transport.write(_REFUSAL)
+        if self._guard.lingering >= MAX_LINGERING_REFUSALS:  # a flood: descriptors matter more than the 503
+            transport.close()
+            return
+        self._guard.lingering += 1
+        self._transport = transport
         if transport.can_write_eof():
             transport.write_eof()
         self._timer = asyncio.get_running_loop().call_later(REFUSAL_LINGER_S, transport.close)
@@ -155,6 +178,8 @@ class _Refusal(asyncio.Protocol):
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self._transport is not None:
+            self._guard.lingering -= 1
         self._transport = None
 
 
