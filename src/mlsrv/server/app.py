@@ -233,7 +233,6 @@ class Server:
         loop = asyncio.get_running_loop()
         limits = ConnectionLimits(
             header_timeout_s=rest.header_timeout_s,
-            idle_timeout_s=rest.idle_timeout_s,
             max_connections=rest.max_connections or default_max_connections(),
         )
         # aiohttp's RequestHandler options, as AppRunner would pass them, plus our keep-alive limit

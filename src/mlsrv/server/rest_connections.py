@@ -60,8 +60,9 @@ _REFUSAL: Final = (
 
 @dataclass(frozen=True, slots=True)
 class ConnectionLimits:
+    """The policy's numbers (idle keep-alive is aiohttp's own ``keepalive_timeout``)."""
+
     header_timeout_s: float
-    idle_timeout_s: float
     max_connections: int
 
 
@@ -76,7 +77,8 @@ def default_max_connections() -> int:
 
 
 def accept_backlog(max_connections: int) -> int:
-    """The listen backlog, which is also how many connections asyncio accepts in one go.
+    """How many connections asyncio accepts in one go (its ``create_server`` backlog; the kernel's
+    queue is widened afterwards by :func:`widen_listen_queue`).
 
     asyncio hands an accepted socket to its protocol two loop iterations later, and a refused one
     is closed one iteration after that, so up to about three batches of accepts hold descriptors at
