@@ -115,6 +115,19 @@ def test_malformed_bodies_below_the_worker_threshold_do_not_stall_the_loop(serve
     assert probe.probes > 0 and probe.worst_s < 0.1
 
 
+def test_a_large_classify_is_decoded_and_encoded_off_the_loop(server: ServerProcess) -> None:
+    """100k examples: the body is decoded and the 100k results encoded in the worker process."""
+    examples = 100_000
+    rows = [{"x": [float(i % 7)]} for i in range(examples)]
+    body = json.dumps({"signature_name": "classify_x_to_y", "examples": rows})
+    with HealthProbe(server.rest_port) as probe:
+        status, answer = post(server.rest_port, "/v1/models/m:classify", body.encode(), timeout=120)
+    assert status == 200, answer[:300]
+    results = json.loads(answer)["results"]
+    assert len(results) == examples and results[3] == [["", 3.5]]
+    assert probe.probes > 0 and probe.worst_s < MAX_STALL_S
+
+
 # -- item 6: the body cap is checked before reading ---------------------------------------------------
 
 

@@ -54,7 +54,7 @@ _NOT_FOUND_PAGE: Final = (
 OFF_LOOP_BODY_BYTES: Final = 256 << 10
 #: Bodies orjson refuses are parsed by the exact (pure-Python) parser on the loop up to this size only.
 ON_LOOP_EXACT_BYTES: Final = 16 << 10
-#: Responses with more output elements than this are encoded in a worker.
+#: Responses with more output elements (or examples) than this are encoded in a worker.
 OFF_LOOP_OUTPUT_ELEMENTS: Final = 64 << 10
 #: After a request whose body was at least this large, free heap memory is handed back to the system.
 TRIM_AFTER_BODY_BYTES: Final = 64 << 20
@@ -188,8 +188,11 @@ class RestFrontend:
         encoding = request.headers.get("Content-Encoding", "")
         deadline = asyncio.get_running_loop().time() + self._timeout_s if self._timeout_s > 0 else None
         if route.verb is routes.Verb.PREDICT:
-            return self._json(await self._predict(route.spec, raw, encoding, deadline))
-        return self._json(await self._examples(route, raw, encoding, deadline))
+            answer = self._predict(route.spec, raw, encoding, deadline)
+        else:
+            answer = self._examples(route, raw, encoding, deadline)
+        del raw  # the coroutine drops its own reference once decoded: the body does not live through the model
+        return self._json(await answer)
 
     async def _predict(self, spec: ModelSpec, raw: bytes, encoding: str, deadline: float | None) -> bytes:
         target = self._dataplane.rest_target(spec)
@@ -207,9 +210,16 @@ class RestFrontend:
         method = InferenceMethod.CLASSIFY if route.verb is routes.Verb.CLASSIFY else InferenceMethod.REGRESS
         request: ExamplesRequest = await self._decode(rest_decode.examples_request, raw, encoding, route.spec, method)
         del raw
+        big = self._workers is not None and len(request.examples) > OFF_LOOP_OUTPUT_ELEMENTS
         if request.method is InferenceMethod.CLASSIFY:
-            return json_codec.encode_classify_response(await self._dataplane.classify(request, deadline))
-        return json_codec.encode_regress_response(await self._dataplane.regress(request, deadline))
+            classified = await self._dataplane.classify(request, deadline)
+            if big and self._workers is not None:
+                return await self._workers.run(json_codec.encode_classify_response, classified)
+            return json_codec.encode_classify_response(classified)
+        regressed = await self._dataplane.regress(request, deadline)
+        if big and self._workers is not None:
+            return await self._workers.run(json_codec.encode_regress_response, regressed)
+        return json_codec.encode_regress_response(regressed)
 
     async def _decode(self, decode: Callable[..., T], raw: bytes, encoding: str, *args: object) -> T:
         """``decode(raw, encoding, *args)`` here for a small body, in a worker process for a large one.
