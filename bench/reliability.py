@@ -24,7 +24,6 @@ import resource
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -35,17 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from run_benchmarks import EXAMPLES, MLSRV, ROOT, free_port  # bench/ is on sys.path: scripts run from there
+
 REFERENCE = ROOT.parent / "shared" / "testdata" / "tfserving" / "saved_model_half_plus_two_cpu"
-EXAMPLE = ROOT / "examples" / "models" / "half_plus_two"
-MLSRV = [sys.executable, "-m", "mlsrv.cli"]
+EXAMPLE = EXAMPLES / "half_plus_two"
 MIB = 1 << 20
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- the server under test ----------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from mlsrv.config import (
     Specific,
     VersionPolicy,
 )
-from mlsrv.errors import ConfigError
+from mlsrv.errors import ConfigError, first_line
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -153,14 +153,10 @@ def parse_model_server_config(text: str, *, source: str) -> Any:
     try:
         text_format.Parse(text, message)
     except (text_format.ParseError, RecursionError) as error:
-        raise ConfigError(f"{source}: Error parsing text-format {_PROTO_TYPE}: {_one_line(error)}") from None
+        raise ConfigError(f"{source}: Error parsing text-format {_PROTO_TYPE}: {first_line(error)}") from None
     if message.WhichOneof("config") == "custom_model_config":
         raise ConfigError(f"{source}: ModelServer does not yet support custom model config.")
     return message
-
-
-def _one_line(error: BaseException) -> str:
-    return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
 def models_from_proto(message: Any, *, validate: bool = True) -> tuple[ModelConfig, ...]:

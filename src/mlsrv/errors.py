@@ -93,6 +93,12 @@ class MlsrvError(Exception):
         return self.http_status_override or HTTP_STATUS.get(self.code, 500)
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's text (its type name when it has none): for one-line messages."""
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
 class Cancelled(MlsrvError):
     code = Code.CANCELLED
 

@@ -149,21 +149,22 @@ def to_ndarray(proto: Any, budget: FillBudget | None = None) -> np.ndarray:
             flat = _from_content(content, dtype, count)
         elif dtype.name == "DT_STRING":
             values = list(proto.string_val)
-            _pay_fill(budget, count - len(values), _STRING_ELEMENT_BYTES, shape)
+            _pay_fill(budget, shape, count, len(values), _STRING_ELEMENT_BYTES)
             flat = _fit_strings(values, count)
         else:
             layout = _LAYOUTS[dtype.name]
             sent = layout.decode(np.array(getattr(proto, layout.field), dtype=layout.wire), dtype.numpy)
-            _pay_fill(budget, count - len(sent), dtype.numpy.itemsize, shape)
+            _pay_fill(budget, shape, count, len(sent), dtype.numpy.itemsize)
             flat = _fit(sent, count)
         return flat.reshape(shape)
     except (ValueError, MemoryError) as exc:  # numpy refusing an absurd shape or buffer is still bad input
         raise InvalidArgument(f"cannot decode tensor: {type(exc).__name__}") from None
 
 
-def _pay_fill(budget: FillBudget | None, missing: int, itemsize: int, shape: tuple[int, ...]) -> None:
-    if budget is not None and missing > 0:
-        budget.take(missing * itemsize, shape, math.prod(shape) - missing)
+def _pay_fill(budget: FillBudget | None, shape: tuple[int, ...], count: int, sent: int, itemsize: int) -> None:
+    """Charge ``budget`` for the ``count - sent`` elements a fill would create."""
+    if budget is not None and sent < count:
+        budget.take((count - sent) * itemsize, shape, sent)
 
 
 def _shape(shape_pb: Any) -> tuple[int, ...]:

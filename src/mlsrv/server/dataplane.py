@@ -45,7 +45,6 @@ from mlsrv.server.inline_policy import InlinePolicy
 from mlsrv.server.manager import Lease, Manager
 from mlsrv.server.metrics import Metrics
 from mlsrv.server.monitor import StateMonitor
-from mlsrv.server.rest_decode import RestTarget
 from mlsrv.server.signature_checks import (
     batch_output,
     check_input_dtypes,
@@ -82,17 +81,17 @@ class DataPlane:
 
     # -- lookups used by the REST decoder, which needs the signature before it can parse inputs --
 
-    def rest_target(self, spec: ModelSpec) -> RestTarget | MlsrvError:
+    def signatures_or_error(self, spec: ModelSpec) -> Mapping[str, SignatureInfo] | MlsrvError:
         """The signatures of the version ``spec`` resolves to, or the error resolving it.
 
         Returned, not raised: TF Serving reports a bad JSON document before an unknown model, so
-        the decoder (``rest_decode.predict_request``) raises it only once the body has parsed.
+        the REST decoder (``rest_decode.predict_request``) raises it only once the body has parsed.
         """
         try:
             _, servable = self._manager.peek(spec)
         except MlsrvError as error:
             return error
-        return RestTarget(servable.signatures())
+        return servable.signatures()
 
     # -- predict --
 

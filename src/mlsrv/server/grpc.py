@@ -115,11 +115,11 @@ class CallAdapter:
         return True
 
     def wrap(self, name: str, implementation: Implementation) -> Implementation:
-        api = name if name in COUNTED_METHODS else None
+        metrics = self._metrics if name in COUNTED_METHODS else None  # known here: no per-call test
 
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            started = time.perf_counter_ns()
-            model = "" if isinstance(request, Undecodable) else _model_name(request)
+            started = time.perf_counter_ns() if metrics is not None else 0
+            model = _model_name(request) if metrics is not None else ""
             self.last_call_at = time.monotonic()
             self.running += 1
             self._idle.clear()
@@ -130,17 +130,17 @@ class CallAdapter:
                     if isinstance(request, Undecodable):
                         raise InvalidArgument(f"Failed to parse the request as {request.type_name}")
                     response = await implementation(request, context)
-                self._record(api, model, "OK", started)
+                self._record(metrics, name, model, "OK", started)
                 return response
             except MlsrvError as error:
                 code, text = grpc.StatusCode[error.code.name], error.wire_message()
-                self._record(api, model, error.code.name, None)
+                self._record(metrics, name, model, error.code.name, None)
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
             except Exception as error:  # a bug: logged for us, a generic INTERNAL for the client
                 self._internal_log.error("internal error in %s: %s", name, repr(error)[:200], exc_info=error)
                 code, text = grpc.StatusCode.INTERNAL, "Internal error"
-                self._record(api, model, "INTERNAL", None)
+                self._record(metrics, name, model, "INTERNAL", None)
             finally:
                 self.running -= 1
                 if self.running == 0:
@@ -153,15 +153,16 @@ class CallAdapter:
         call.__name__ = name
         return call
 
-    def _record(self, api: str | None, model: str, status: str, started: int | None) -> None:
-        if api is None or self._metrics is None:
+    @staticmethod
+    def _record(metrics: Metrics | None, api: str, model: str, status: str, started: int | None) -> None:
+        if metrics is None:
             return
         latency = 0 if started is None else (time.perf_counter_ns() - started) // 1000
-        self._metrics.record_request(model, status, api, "GRPC", latency)
+        metrics.record_request(model, status, api, "GRPC", latency)
 
 
 def _model_name(request: Any) -> str:
-    """The name as sent (TF labels metrics with ``request->model_spec().name()``)."""
+    """The name as sent (TF labels metrics with ``request->model_spec().name()``); "" for undecodable bytes."""
     spec = getattr(request, "model_spec", None)
     return "" if spec is None else str(spec.name)
 

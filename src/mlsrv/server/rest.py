@@ -23,8 +23,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Final, TypeVar, cast
 
-import numpy as np
-from aiohttp import web
+from aiohttp import StreamReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from mlsrv.errors import InvalidArgument, MlsrvError, Overloaded, RequestTimeout, RequestTooLarge
@@ -195,31 +194,35 @@ class RestFrontend:
         return self._json(await answer)
 
     async def _predict(self, spec: ModelSpec, raw: bytes, encoding: str, deadline: float | None) -> bytes:
-        target = self._dataplane.rest_target(spec)
+        found = self._dataplane.signatures_or_error(spec)
+        target = found if isinstance(found, MlsrvError) else rest_decode.RestTarget(found)
         request: PredictRequest = await self._decode(rest_decode.predict_request, raw, encoding, spec, target)
         del raw
         response = await self._dataplane.predict(request, deadline)
         fmt = request.format
         del request
         outputs = response.outputs
-        if self._workers is not None and _elements(outputs) > OFF_LOOP_OUTPUT_ELEMENTS:
-            return await self._workers.run(rest_decode.predict_response, outputs, fmt)
-        return rest_decode.predict_response(outputs, fmt)
+        large = sum(value.size for value in outputs.values()) > OFF_LOOP_OUTPUT_ELEMENTS
+        return await self._encode(large, rest_decode.predict_response, outputs, fmt)
 
     async def _examples(self, route: routes.Route, raw: bytes, encoding: str, deadline: float | None) -> bytes:
         method = InferenceMethod.CLASSIFY if route.verb is routes.Verb.CLASSIFY else InferenceMethod.REGRESS
         request: ExamplesRequest = await self._decode(rest_decode.examples_request, raw, encoding, route.spec, method)
         del raw
-        big = self._workers is not None and len(request.examples) > OFF_LOOP_OUTPUT_ELEMENTS
-        if request.method is InferenceMethod.CLASSIFY:
-            classified = await self._dataplane.classify(request, deadline)
-            if big and self._workers is not None:
-                return await self._workers.run(json_codec.encode_classify_response, classified)
-            return json_codec.encode_classify_response(classified)
-        regressed = await self._dataplane.regress(request, deadline)
-        if big and self._workers is not None:
-            return await self._workers.run(json_codec.encode_regress_response, regressed)
-        return json_codec.encode_regress_response(regressed)
+        large = len(request.examples) > OFF_LOOP_OUTPUT_ELEMENTS
+        if method is InferenceMethod.CLASSIFY:
+            return await self._encode(
+                large, json_codec.encode_classify_response, await self._dataplane.classify(request, deadline)
+            )
+        return await self._encode(
+            large, json_codec.encode_regress_response, await self._dataplane.regress(request, deadline)
+        )
+
+    async def _encode(self, large: bool, encode: Callable[..., bytes], *args: object) -> bytes:
+        """``encode(*args)``: in a worker process for a large answer, here otherwise."""
+        if large and self._workers is not None:
+            return await self._workers.run(encode, *args)
+        return encode(*args)
 
     async def _decode(self, decode: Callable[..., T], raw: bytes, encoding: str, *args: object) -> T:
         """``decode(raw, encoding, *args)`` here for a small body, in a worker process for a large one.
@@ -245,13 +248,6 @@ class RestFrontend:
         return web.Response(body=body, content_type=JSON)
 
 
-def _elements(outputs: dict[str, np.ndarray]) -> int:
-    total = 0
-    for value in outputs.values():
-        total += value.size
-    return total
-
-
 def raw_path(request: web.Request) -> str:
     """The path as sent, still percent-encoded, without the query (which TF Serving ignores).
 
@@ -274,17 +270,14 @@ async def read_body(request: web.Request, max_bytes: int, timeout_s: float) -> b
     if length is not None and length > max_bytes:
         raise RequestTooLarge(_too_large(length, max_bytes))
     stream = request.content
-    if stream.is_eof():
-        return await request.read()
     chunks: list[bytes] = []
     size = 0
     try:
-        async with _timeout(timeout_s):
-            while chunk := await stream.readany():
-                size += len(chunk)
-                if size > max_bytes:
-                    break
-                chunks.append(chunk)
+        if stream.is_eof():  # all here already (the common case): no timer
+            size = await _collect(stream, chunks, max_bytes)
+        else:
+            async with _timeout(timeout_s):
+                size = await _collect(stream, chunks, max_bytes)
     except asyncio.TimeoutError:
         chunks.clear()
         raise RequestTimeout(f"The request body was not received within {timeout_s:g} seconds") from None
@@ -296,6 +289,17 @@ async def read_body(request: web.Request, max_bytes: int, timeout_s: float) -> b
         chunks.clear()
         raise RequestTooLarge(_too_large(None, max_bytes))
     return b"".join(chunks)
+
+
+async def _collect(stream: StreamReader, chunks: list[bytes], max_bytes: int) -> int:
+    """Append the body's chunks to ``chunks``; the bytes seen (stops once past ``max_bytes``)."""
+    size = 0
+    while chunk := await stream.readany():
+        size += len(chunk)
+        if size > max_bytes:
+            break
+        chunks.append(chunk)
+    return size
 
 
 def _timeout(seconds: float) -> AbstractAsyncContextManager[object]:

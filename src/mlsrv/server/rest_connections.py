@@ -25,6 +25,7 @@ both behaviours, so an aiohttp upgrade that moves them fails loudly instead of s
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import resource
@@ -213,7 +214,7 @@ class GuardedRequestHandler(RequestHandler):
         idle = not self._messages and self._current_request is None
         queued = len(self._messages)
         super().data_received(data)
-        new = list(self._messages)[queued:] if len(self._messages) > queued else []
+        new = list(itertools.islice(self._messages, queued, None))
         for message, payload in new:
             if isinstance(message, _ErrInfo):
                 self._fail_body(message)

@@ -32,6 +32,7 @@ from mlsrv.errors import (
     Unimplemented,
     UsageError,
     error_for_code,
+    first_line,
 )
 from mlsrv.protocol import dtypes
 from mlsrv.protocol.types import INIT_OP_SIGNATURE, SignatureInfo
@@ -91,7 +92,7 @@ class SavedModelLoader:
                 meta_graph_def = _load_into(session, self.tags, self.path)
         except Exception as error:  # TF raises many types here (OpError, RuntimeError, ValueError ...)
             session.close()
-            raise LoadError(f"failed to load SavedModel from {self.path}: {_one_line(error)}") from None
+            raise LoadError(f"failed to load SavedModel from {self.path}: {first_line(error)}") from None
         servable = TfServable(session, meta_graph_def, meta_graph.signatures, meta_graph.tags)
         if self._warmup_iterations is not None:
             try:
@@ -171,7 +172,7 @@ class TfServable:
         except tf.errors.OpError as error:
             raise _translate(error) from None
         except (TypeError, ValueError) as error:
-            raise InvalidArgument(_one_line(error)) from None
+            raise InvalidArgument(first_line(error)) from None
         return {name: np.asarray(value) for name, value in zip(outputs, results, strict=True)}
 
     def _callable(
@@ -262,8 +263,3 @@ def _translate(error: Any) -> MlsrvError:
     except ValueError:
         return InternalError(text)
     return error_for_code(code, text) if code is not Code.OK else InternalError(text)
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]

@@ -80,8 +80,3 @@ class WorkerPool:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
-
-    def pids(self) -> list[int]:
-        """Worker process ids (for memory accounting in benchmarks and tests)."""
-        processes = getattr(self._pool, "_processes", None) or {}
-        return sorted(processes)
