@@ -303,9 +303,11 @@ def h2load_grpc(port: int, body: Path, streams: int, duration: float) -> dict[st
               "-H", "content-type: application/grpc", "-H", "te: trailers"]
     log = body.with_suffix(".log")
     log.unlink(missing_ok=True)  # h2load appends to an existing log
-    subprocess.run([*common, "-D", f"{duration:g}", f"--log-file={log}", url], capture_output=True, check=True,
-                   timeout=duration + 60)
-    rows = [line.split("\t") for line in log.read_text().splitlines() if line]
+    done = subprocess.run([*common, "-D", f"{duration:g}", f"--log-file={log}", url], capture_output=True,
+                          check=True, timeout=duration + 60, text=True)
+    rows = [line.split("\t") for line in log.read_text().splitlines() if line] if log.exists() else []
+    if not rows:
+        raise RuntimeError(f"h2load completed no request:\n{done.stdout[-2000:]}")
     ok = [int(r[2]) for r in rows if r[1] == "200"]
     micros = np.array(ok, dtype=np.float64)
     return {"requests": len(rows), "http_errors": len(rows) - len(ok), "rps": len(ok) / duration,
@@ -343,8 +345,8 @@ def section_ceiling(duration: float, scratch: Path) -> list[str]:
              "| server | requests/s | p50 ms | p99 ms | gRPC errors | server CPU per request |",
              "|---|---|---|---|---|---|"]
     port = free_port()
-    canned = subprocess.Popen([PYTHON, str(ROOT / "bench" / "grpc_canned_server.py"), "--port", str(port),
-                               "--seconds", str(duration * 2 + 60)],
+    canned = subprocess.Popen([PYTHON, str(ROOT / "bench" / "reference" / "bare_grpc.py"), "--canned", "--port",
+                               str(port), "--model-dir", str(EXAMPLES / "half_plus_two" / "00000123")],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
