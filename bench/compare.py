@@ -25,13 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,7 +46,8 @@ from run_benchmarks import (  # noqa: E402
     free_port,
     h2load_grpc,
     hey,
-    mean_batch_rows,
+    metrics_page,
+    ok_predictions,
     row,
     server,
 )
@@ -68,15 +69,10 @@ if kind == "mlp":
         def serve(self, x):
             h = tf.nn.relu(tf.nn.relu(x @ self.w[0]) @ self.w[1])
             return {"probabilities": tf.nn.softmax(h @ self.w[2])}
-else:
+else:  # Keras's own export, as the tutorials do; inputs "keras_tensor", outputs "output_0"
     import keras
-    net = keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3))
-    class M(tf.Module):
-        def __init__(self):
-            self.net = net
-        @tf.function(input_signature=[tf.TensorSpec([None, 224, 224, 3], tf.float32, name="images")])
-        def serve(self, images):
-            return {"probabilities": self.net(images, training=False)}
+    keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3)).export(out, format="tf_saved_model")
+    sys.exit(0)
 m = M()
 tf.saved_model.save(m, out, signatures={"serving_default": m.serve})
 """
@@ -194,10 +190,11 @@ class Run:
         url = f"http://127.0.0.1:{port}/v1/models/{model.name}:predict"
         body = model.rest_body()
         for c in concurrencies:
+            batches_before = batch_counts(metrics_port) if metrics_port is not None else (0, 0)
             before = cpu_seconds(pid)
             result = hey(url, body, c, self.duration)
             used = cpu_seconds(pid) - before  # includes hey's warm-up second: an upper bound
-            batch = mean_batch_rows(metrics_port) if metrics_port is not None else float("nan")
+            batch = mean_batch_since(metrics_port, batches_before) if metrics_port is not None else float("nan")
             requests = result["rps"] * (self.duration + 1)
             self.record(model.name, name, "REST", c, result, batch, 1e6 * used / max(1.0, requests))
 
@@ -205,12 +202,17 @@ class Run:
                   metrics_port: int | None = None) -> None:
         body = scratch / f"{model.name}.grpc"
         body.write_bytes(model.grpc_body())
+        probe_grpc(port, model)  # h2load sees HTTP status only: check once that calls succeed
         h2load_grpc(port, body, 32, 1)  # warm-up, not measured
-        before = cpu_seconds(pid)
+        batches_before = batch_counts(metrics_port) if metrics_port is not None else (0, 0)
+        before, ok_before = cpu_seconds(pid), ok_predictions(metrics_port, model.name) if metrics_port else 0
         result = h2load_grpc(port, body, 32, self.duration)
         used = cpu_seconds(pid) - before
         result["errors"] = result["http_errors"]
-        batch = mean_batch_rows(metrics_port) if metrics_port is not None else float("nan")
+        if metrics_port is not None:  # the server's own count of successful calls
+            failed = result["requests"] - (ok_predictions(metrics_port, model.name) - ok_before)
+            result["errors"] += max(0, failed)
+        batch = mean_batch_since(metrics_port, batches_before) if metrics_port is not None else float("nan")
         self.record(model.name, name, "gRPC", 32, result, batch, 1e6 * used / max(1, result["requests"]))
 
     def rps(self, model: str, name: str, protocol: str, concurrency: int) -> float:
@@ -222,11 +224,28 @@ class Run:
         return cell["p50_ms"] if cell else float("nan")
 
 
-def grpc_ok_count(rest_port: int, model: str) -> int:
-    with urllib.request.urlopen(f"http://127.0.0.1:{rest_port}/monitoring/prometheus/metrics", timeout=10) as reply:
-        text = reply.read().decode()
-    prefix = f':tensorflow:serving:request_count{{model_name="{model}",status="OK"}} '
-    return sum(int(line[len(prefix):]) for line in text.splitlines() if line.startswith(prefix))
+def batch_counts(rest_port: int) -> tuple[int, int]:
+    """(batches, rows) the server has run so far, from TF's padding_size histogram (one count per batch)."""
+    counts = re.findall(r'padding_size_count\{execution_batch_size="(\d+)"\} (\d+)', metrics_page(rest_port))
+    return sum(int(n) for _, n in counts), sum(int(size) * int(n) for size, n in counts)
+
+
+def mean_batch_since(rest_port: int, before: tuple[int, int]) -> float:
+    batches, rows = batch_counts(rest_port)
+    return (rows - before[1]) / (batches - before[0]) if batches > before[0] else float("nan")
+
+
+def probe_grpc(port: int, model: Model) -> None:
+    """One Predict call with the official stub; raises if the server does not answer it correctly."""
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    request = predict_pb2.PredictRequest()
+    request.ParseFromString(model.grpc_body()[5:])
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        reply = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=60)
+    if not reply.outputs:
+        raise RuntimeError(f"gRPC probe of {model.name} on port {port}: no outputs")
 
 
 def measure(args: argparse.Namespace, scratch: Path) -> Run:
@@ -240,7 +259,7 @@ def measure(args: argparse.Namespace, scratch: Path) -> Run:
     models = {
         "half_plus_two": Model("half_plus_two", EXAMPLES / "half_plus_two", "x", ()),
         "mlp": Model("mlp", export("mlp", scratch / "mlp"), "x", (784,)),
-        "mobilenet": Model("mobilenet", export("mobilenet", scratch / "mobilenet"), "images", (224, 224, 3)),
+        "mobilenet": Model("mobilenet", export("mobilenet", scratch / "mobilenet"), "keras_tensor", (224, 224, 3)),
     }
     sweeps = {"half_plus_two": [1, 8, 32, 64], "mlp": [1, 8, 32, 64], "mobilenet": [1, 8, 32]}
     for key in args.models.split(","):

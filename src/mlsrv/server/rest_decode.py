@@ -18,6 +18,7 @@ import numpy as np
 
 from mlsrv.errors import InvalidArgument, MlsrvError
 from mlsrv.protocol import json_codec
+from mlsrv.protocol.json_dense import decode_dense
 from mlsrv.protocol.types import (
     ExamplesRequest,
     InferenceMethod,
@@ -29,6 +30,9 @@ from mlsrv.protocol.types import (
 
 #: TF Serving's cap on a gunzipped request body.
 MAX_GUNZIPPED_BYTES: Final = 100 << 20
+#: Bodies from this size try ``json_dense`` first: below it, its fixed cost (~8 µs) loses to orjson
+#: (measured: 22 B 10.8 vs 8.2 µs, 1.3 KB 12.1 vs 10.3 µs, 16 KB 40 vs 44 µs, 3 MB 11 vs 25 ms).
+DENSE_MIN_BYTES: Final = 8 << 10
 
 
 class RestTarget:
@@ -79,8 +83,17 @@ def predict_request(
     in flight), they would pile up in the cyclic GC's young generation. Only the numpy inputs
     outlive this call. ``target`` is the resolved version's signatures, or the error resolving it.
     ``exact=False`` raises ``ExactParseNeeded`` for a body only the slow exact parser can read.
+    A plainly dense body of one float tensor takes the C path (``json_dense``) and never builds
+    the document at all.
     """
-    doc = json_codec.parse_body(request_body(raw, content_encoding), exact=exact)
+    body = request_body(raw, content_encoding)
+    if len(body) >= DENSE_MIN_BYTES and not isinstance(target, MlsrvError):
+        dense = decode_dense(body, target.signatures)  # the C path for one dense float tensor
+        if dense is not None:
+            name, inputs, fmt = dense
+            return PredictRequest(ModelSpec(spec.name, spec.version, spec.label, name), inputs, (), fmt)
+    doc = json_codec.parse_body(body, exact=exact)
+    del body
     spec = ModelSpec(spec.name, spec.version, spec.label, json_codec.signature_name_of(doc))
     if isinstance(target, MlsrvError):
         raise target
