@@ -98,7 +98,7 @@ class Server:
             method_name_check=config.runtime.method_name_check,
             metrics=self.metrics,
         )
-        self._runner: web.AppRunner | None = None
+        self._runner: web.ServerRunner | None = None
         self._rest_listener: asyncio.Server | None = None
         self._rest_frontend: RestFrontend | None = None
         self.rest_connections: ConnectionGuard | None = None
@@ -225,9 +225,7 @@ class Server:
             body_timeout_s=rest.body_timeout_s,
             workers=self.rest_workers,
         )
-        self._runner = web.AppRunner(
-            frontend.application(), handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S
-        )
+        self._runner = web.ServerRunner(frontend.web_server(), handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_S)
         await self._runner.setup()
         assert self._runner.server is not None
         loop = asyncio.get_running_loop()

@@ -1,9 +1,9 @@
 """The REST frontend: aiohttp handlers that decode with ``json_codec``, call the DataPlane, and encode.
 
-One catch-all route dispatches like TF Serving's ``http_server.cc``: an exact ``extra_routes`` path
-first (the Prometheus page), then ``/v1/...`` to the API, anything else gets a plain 404 page. One
-middleware turns every ``MlsrvError`` into ``{"error": msg}`` with the status from
-``errors.HTTP_STATUS``; nothing else maps codes. With metrics on, every API call is counted by model
+One handler on aiohttp's low-level server dispatches like TF Serving's ``http_server.cc``: an exact
+``extra_routes`` path first (the Prometheus page), then ``/v1/...`` to the API, anything else gets
+a plain 404 page. The same handler turns every ``MlsrvError`` into ``{"error": msg}`` with the
+status from ``errors.HTTP_STATUS``; nothing else maps codes. With metrics on, every API call is counted by model
 name and status code name, as TF's ``RestApiRequestDispatcher`` does.
 
 Bodies are read under a size cap (checked against ``Content-Length`` before reading, and counted
@@ -24,7 +24,10 @@ from contextlib import AbstractAsyncContextManager
 from typing import Final, TypeVar, cast
 
 from aiohttp import StreamReader, web
+from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.web_protocol import RequestHandler
 
 from mlsrv.errors import InvalidArgument, MlsrvError, Overloaded, RequestTimeout, RequestTooLarge
 from mlsrv.protocol import json_codec, routes
@@ -62,7 +65,7 @@ BODY_SIZE: Final = web.RequestKey("mlsrv_body_size", int)
 #: ``request_latency``'s API label: TF's URL method, empty for status and metadata.
 _API_LABEL: Final = {routes.Verb.PREDICT: "predict", routes.Verb.CLASSIFY: "classify", routes.Verb.REGRESS: "regress"}
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 T = TypeVar("T")
 
 
@@ -98,17 +101,30 @@ class RestFrontend:
         #: API requests being handled now (the batcher's "is anything else coming?")
         self.in_flight = 0
 
-    def application(self) -> web.Application:
-        """The app; serve it with ``auto_decompress=False`` (see ``rest_decode.request_body``)."""
-        app = web.Application(client_max_size=self._max_body_bytes, middlewares=[self._errors])
-        app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        app.on_response_prepare.append(_drop_server_header)
-        return app
+    def web_server(self) -> web.Server:
+        """aiohttp's low-level server around :meth:`handle`; serve it with ``auto_decompress=False``
+        (see ``rest_decode.request_body``).
 
-    @web.middleware
-    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        No ``web.Application``: its router, middleware chain and signals cost every request and do
+        nothing here, since :meth:`handle` routes by TF Serving's own rules and maps errors itself.
+        """
+        loop = asyncio.get_running_loop()
+
+        def make_request(
+            message: RawRequestMessage,
+            payload: StreamReader,
+            protocol: RequestHandler,
+            writer: AbstractStreamWriter,
+            task: asyncio.Task[None],
+        ) -> web.BaseRequest:
+            return _Request(message, payload, protocol, writer, task, loop)
+
+        return web.Server(self.handle, request_factory=make_request)
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Every REST request: route, answer, and turn every ``MlsrvError`` into its JSON error here."""
         try:
-            response = await handler(request)
+            response = await self._dispatch(request)
         except MlsrvError as error:
             # REST carries the whole message: TF cuts messages at 1024 characters only for gRPC
             body = b"" if error.empty_body else json_codec.encode_error(error.message)
@@ -131,7 +147,7 @@ class RestFrontend:
             response.headers.update(_CORS_HEADERS)
         return response
 
-    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+    async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
         self.last_request_at = time.monotonic()
         path = raw_path(request)
         extra = self._extra.get(path)
@@ -153,7 +169,7 @@ class RestFrontend:
         finally:
             self.in_flight -= 1
 
-    async def _counted(self, request: web.Request, path: str, metrics: Metrics) -> web.StreamResponse:
+    async def _counted(self, request: web.BaseRequest, path: str, metrics: Metrics) -> web.StreamResponse:
         """:meth:`_api` plus ``request_count`` / ``request_latency``, as TF's REST dispatcher records them."""
         started = time.perf_counter_ns()
         name = api = ""
@@ -172,7 +188,7 @@ class RestFrontend:
         metrics.record_request(name, "OK", api, "REST", (time.perf_counter_ns() - started) // 1000)
         return response
 
-    async def _api(self, request: web.Request, route: routes.Route) -> web.StreamResponse:
+    async def _api(self, request: web.BaseRequest, route: routes.Route) -> web.StreamResponse:
         if route.verb is routes.Verb.LIST:
             return self._json(
                 json_codec.encode_model_list(
@@ -248,7 +264,7 @@ class RestFrontend:
         return web.Response(body=body, content_type=JSON)
 
 
-def raw_path(request: web.Request) -> str:
+def raw_path(request: web.BaseRequest) -> str:
     """The path as sent, still percent-encoded, without the query (which TF Serving ignores).
 
     TF matches its URL regexes on the encoded path and decodes only the captured model name and
@@ -257,7 +273,7 @@ def raw_path(request: web.Request) -> str:
     return request.raw_path.partition("?")[0]
 
 
-async def read_body(request: web.Request, max_bytes: int, timeout_s: float) -> bytes:
+async def read_body(request: web.BaseRequest, max_bytes: int, timeout_s: float) -> bytes:
     """The whole body, within ``max_bytes`` and ``timeout_s``.
 
     A ``Content-Length`` over the cap is refused before a byte is read; a chunked body is counted as
@@ -317,15 +333,18 @@ def _too_large(length: int | None, max_bytes: int) -> str:
     return f"The request body {size} larger than the limit of {max_bytes} bytes (--rest_max_body_bytes)"
 
 
-async def _drop_server_header(request: web.Request, response: web.StreamResponse) -> None:
-    """libevent sends no ``Server`` header; aiohttp's would name our Python and aiohttp versions."""
-    response.headers.pop("Server", None)
+class _Request(web.BaseRequest):
+    """aiohttp's request, whose one hook runs after the response headers are set and before they are sent."""
+
+    async def _prepare_hook(self, response: web.StreamResponse) -> None:
+        """libevent sends no ``Server`` header; aiohttp's would name our Python and aiohttp versions."""
+        response.headers.pop("Server", None)
 
 
 def prometheus_handler(metrics: Metrics) -> Handler:
     """The Prometheus page for ``extra_routes``: any method, ``Content-Type: text/plain`` exactly."""
 
-    async def handle(request: web.Request) -> web.StreamResponse:
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
         return web.Response(body=metrics.render().encode(), headers={"Content-Type": "text/plain"})
 
     return handle
@@ -338,10 +357,10 @@ def health_handlers(ready: Callable[[], list[str]]) -> dict[str, Handler]:
     configured model has an AVAILABLE version, else 503 listing the models that do not.
     """
 
-    async def live(request: web.Request) -> web.StreamResponse:
+    async def live(request: web.BaseRequest) -> web.StreamResponse:
         return web.Response(body=b'{"status": "ok"}', content_type=JSON)
 
-    async def readiness(request: web.Request) -> web.StreamResponse:
+    async def readiness(request: web.BaseRequest) -> web.StreamResponse:
         waiting = ready()
         if waiting:
             body = json.dumps({"status": "not ready", "models_not_available": waiting}).encode()
