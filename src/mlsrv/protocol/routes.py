@@ -54,19 +54,18 @@ def parse(method: str, path: str) -> Route:
     ``Malformed request: <METHOD> <path>`` for anything that does not match, and the version-overflow
     error with an empty body (a TF Serving quirk kept for byte compatibility).
     """
-    malformed = InvalidArgument(f"Malformed request: {method} {path}")
     if method == "POST":
         match = _PREDICT_RE.fullmatch(path)
         if match is None:
-            raise malformed
+            raise _malformed(method, path)
         name, version, label, verb = match.groups()
         if verb not in ("predict", "classify", "regress"):  # TF compares case-sensitively
-            raise malformed
+            raise _malformed(method, path)
         return Route(Verb(verb), _spec(name, version, label))
     if method == "GET":
         match = _STATUS_RE.fullmatch(path)
         if match is None:
-            raise malformed
+            raise _malformed(method, path)
         name, version, label, sub = match.groups()
         if name is None:
             if version is None and label is None and sub is None:
@@ -74,7 +73,11 @@ def parse(method: str, path: str) -> Route:
             raise InvalidArgument("Missing model name in request.")
         verb = Verb.METADATA if sub == "metadata" else Verb.STATUS
         return Route(verb, _spec(name, version, label))
-    raise malformed
+    raise _malformed(method, path)
+
+
+def _malformed(method: str, path: str) -> InvalidArgument:
+    return InvalidArgument(f"Malformed request: {method} {path}")
 
 
 def _spec(name: str, version: str | None, label: str | None) -> ModelSpec:

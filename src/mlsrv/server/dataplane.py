@@ -98,7 +98,7 @@ class DataPlane:
     async def predict(self, request: PredictRequest, deadline: float | None = None) -> PredictResponse:
         """Validate the request against the signature (in ``RunPredict``'s order) and run it."""
         name = request.spec.signature_or_default
-        async with self._manager.lease(request.spec) as lease:
+        with self._manager.lease(request.spec) as lease:
             signature = self._predict_signature(lease.servable.signatures(), name)
             inputs = check_inputs(request.inputs, signature)
             output_filter = check_output_filter(request.output_filter, signature)
@@ -130,11 +130,11 @@ class DataPlane:
     # -- classify / regress --
 
     async def classify(self, request: ExamplesRequest, deadline: float | None = None) -> ClassifyResponse:
-        async with self._manager.lease(request.spec) as lease:
+        with self._manager.lease(request.spec) as lease:
             return await self._classify(lease, request, deadline)
 
     async def regress(self, request: ExamplesRequest, deadline: float | None = None) -> RegressResponse:
-        async with self._manager.lease(request.spec) as lease:
+        with self._manager.lease(request.spec) as lease:
             return await self._regress(lease, request, deadline)
 
     async def multi_inference(
@@ -151,7 +151,7 @@ class DataPlane:
         """
         if not tasks:
             raise InvalidArgument("Found no tasks in the MultiInferenceRequest.")
-        async with self._manager.lease(tasks[0].spec) as lease:
+        with self._manager.lease(tasks[0].spec) as lease:
             signatures = lease.servable.signatures()
             input_tensor: str | None = None
             seen: set[str] = set()

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
@@ -91,12 +91,38 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
 LoaderFactory = Callable[[ServableId, str], Loader]
 
 
-@dataclass(frozen=True, slots=True)
 class Lease:
-    """A servable that cannot finish unloading until the lease is returned. Keep it short-lived."""
+    """A servable that cannot finish unloading until the lease is returned. Keep it short-lived.
 
-    id: ServableId
-    servable: Servable
+    Held from ``__enter__`` to ``__exit__`` (``with`` on the loop, or ``async with``); entering
+    counts the version's leases, leaving the last one sets its ``drained`` event.
+    """
+
+    __slots__ = ("_rec", "id", "servable")
+
+    def __init__(self, rec: _Version) -> None:
+        assert rec.servable is not None
+        self._rec = rec
+        self.id: ServableId = rec.id
+        self.servable: Servable = rec.servable
+
+    def __enter__(self) -> Lease:
+        rec = self._rec
+        rec.leases += 1
+        rec.drained.clear()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        rec = self._rec
+        rec.leases -= 1
+        if rec.leases == 0:
+            rec.drained.set()
+
+    async def __aenter__(self) -> Lease:
+        return self.__enter__()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.__exit__()
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,22 +359,15 @@ class Manager:
         assert rec.servable is not None
         return rec.id, rec.servable
 
-    @contextlib.asynccontextmanager
-    async def lease(self, spec: ModelSpec) -> AsyncIterator[Lease]:
-        """Resolve ``spec`` and hold that version until the block exits.
+    def lease(self, spec: ModelSpec) -> Lease:
+        """Resolve ``spec`` and hold that version until the ``with`` (or ``async with``) block exits.
 
         Raises ModelNotFound (no such AVAILABLE version) or InvalidArgument (no name, unknown label).
+        A plain object, not a generator-based context manager: it is taken once per request.
         """
         rec = self._resolve(spec)
         assert rec.servable is not None
-        rec.leases += 1
-        rec.drained.clear()
-        try:
-            yield Lease(rec.id, rec.servable)
-        finally:
-            rec.leases -= 1
-            if rec.leases == 0:
-                rec.drained.set()
+        return Lease(rec)
 
     # --- labels -----------------------------------------------------------------------------------
 

@@ -62,6 +62,9 @@ OFF_LOOP_OUTPUT_ELEMENTS: Final = 64 << 10
 TRIM_AFTER_BODY_BYTES: Final = 64 << 20
 #: Where ``read_body`` leaves the size it read on the request, for the trim.
 BODY_SIZE: Final = web.RequestKey("mlsrv_body_size", int)
+#: Routes parsed from paths up to this long are remembered, at most this many (then forgotten at once).
+ROUTE_CACHE_PATH_CHARS: Final = 256
+ROUTE_CACHE_ENTRIES: Final = 1024
 #: ``request_latency``'s API label: TF's URL method, empty for status and metadata.
 _API_LABEL: Final = {routes.Verb.PREDICT: "predict", routes.Verb.CLASSIFY: "classify", routes.Verb.REGRESS: "regress"}
 
@@ -100,6 +103,7 @@ class RestFrontend:
         self.last_request_at = float("-inf")
         #: API requests being handled now (the batcher's "is anything else coming?")
         self.in_flight = 0
+        self._routes: dict[tuple[str, str], routes.Route] = {}
 
     def web_server(self) -> web.Server:
         """aiohttp's low-level server around :meth:`handle`; serve it with ``auto_decompress=False``
@@ -164,17 +168,33 @@ class RestFrontend:
         self.in_flight += 1
         try:
             if self._metrics is None:
-                return await self._api(request, routes.parse(request.method, path))
+                return await self._api(request, self._route(request.method, path))
             return await self._counted(request, path, self._metrics)
         finally:
             self.in_flight -= 1
+
+    def _route(self, method: str, path: str) -> routes.Route:
+        """``routes.parse``, remembered: clients send the same few paths again and again.
+
+        Only successful parses of short paths are kept, and the table is emptied when full, so
+        unique paths from a client cost it nothing but their parse.
+        """
+        key = (method, path)
+        route = self._routes.get(key)
+        if route is None:
+            route = routes.parse(method, path)
+            if len(path) <= ROUTE_CACHE_PATH_CHARS:
+                if len(self._routes) >= ROUTE_CACHE_ENTRIES:
+                    self._routes.clear()
+                self._routes[key] = route
+        return route
 
     async def _counted(self, request: web.BaseRequest, path: str, metrics: Metrics) -> web.StreamResponse:
         """:meth:`_api` plus ``request_count`` / ``request_latency``, as TF's REST dispatcher records them."""
         started = time.perf_counter_ns()
         name = api = ""
         try:
-            route = routes.parse(request.method, path)
+            route = self._route(request.method, path)
             name, api = route.spec.name, _API_LABEL.get(route.verb, "")
             response = await self._api(request, route)
         except MlsrvError as error:
@@ -212,14 +232,19 @@ class RestFrontend:
     async def _predict(self, spec: ModelSpec, raw: bytes, encoding: str, deadline: float | None) -> bytes:
         found = self._dataplane.signatures_or_error(spec)
         target = found if isinstance(found, MlsrvError) else rest_decode.RestTarget(found)
-        request: PredictRequest = await self._decode(rest_decode.predict_request, raw, encoding, spec, target)
+        request: PredictRequest
+        if self._decodes_here(raw, encoding):  # the common case, without a coroutine
+            request = rest_decode.predict_request(raw, encoding, spec, target)
+        else:
+            request = await self._decode(rest_decode.predict_request, raw, encoding, spec, target)
         del raw
         response = await self._dataplane.predict(request, deadline)
         fmt = request.format
         del request
         outputs = response.outputs
-        large = sum(value.size for value in outputs.values()) > OFF_LOOP_OUTPUT_ELEMENTS
-        return await self._encode(large, rest_decode.predict_response, outputs, fmt)
+        if sum(value.size for value in outputs.values()) <= OFF_LOOP_OUTPUT_ELEMENTS:
+            return rest_decode.predict_response(outputs, fmt)
+        return await self._encode(True, rest_decode.predict_response, outputs, fmt)
 
     async def _examples(self, route: routes.Route, raw: bytes, encoding: str, deadline: float | None) -> bytes:
         method = InferenceMethod.CLASSIFY if route.verb is routes.Verb.CLASSIFY else InferenceMethod.REGRESS
@@ -239,6 +264,10 @@ class RestFrontend:
         if large and self._workers is not None:
             return await self._workers.run(encode, *args)
         return encode(*args)
+
+    def _decodes_here(self, raw: bytes, encoding: str) -> bool:
+        """Whether :meth:`_decode` would decode this body on the loop without trying anything first."""
+        return self._workers is None or (len(raw) <= ON_LOOP_EXACT_BYTES and "gzip" not in encoding)
 
     async def _decode(self, decode: Callable[..., T], raw: bytes, encoding: str, *args: object) -> T:
         """``decode(raw, encoding, *args)`` here for a small body, in a worker process for a large one.
