@@ -39,11 +39,20 @@ def fail(error: MlsrvError) -> NoReturn:
     raise typer.Exit(error.exit_code)
 
 
-def run(action: Callable[[], T] | Coroutine[Any, Any, T], *, reraise: bool = False) -> T:
+def run(
+    action: Callable[[], T] | Coroutine[Any, Any, T],
+    *,
+    reraise: bool = False,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+) -> T:
     """Run a command body (a callable or a coroutine); an ``MlsrvError`` becomes one line and an exit code,
-    or, with ``reraise``, goes to the caller (which words the line itself)."""
+    or, with ``reraise``, goes to the caller (which words the line itself). A coroutine runs on a
+    new loop from ``loop_factory`` (Python 3.11+; the stock loop otherwise)."""
     try:
         if asyncio.iscoroutine(action):
+            if loop_factory is not None and hasattr(asyncio, "Runner"):
+                with asyncio.Runner(loop_factory=loop_factory) as runner:
+                    return runner.run(action)
             return asyncio.run(action)
         assert callable(action)
         return action()

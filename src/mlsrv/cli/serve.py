@@ -8,6 +8,7 @@ imported lazily: ``mlsrv --help`` must not pay for TensorFlow.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import Callable, Coroutine
@@ -33,17 +34,20 @@ def serve(**values: str | None) -> None:
     config = _serving(lambda: load_config(given))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from mlsrv.server.app import Server
-    from mlsrv.server.process_tuning import tune_process
+    from mlsrv.server.process_tuning import event_loop_factory, tune_process
 
     tune_process()
     server = _serving(lambda: Server(config))
-    _serving(server.run())
+    _serving(server.run(), loop_factory=event_loop_factory())
 
 
-def _serving(action: Callable[[], T] | Coroutine[Any, Any, T]) -> T:
+def _serving(
+    action: Callable[[], T] | Coroutine[Any, Any, T],
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+) -> T:
     """:func:`run`, with TF's ``Failed to start server. Error: <CODE>: <message>`` line for a failure."""
     try:
-        return run(action, reraise=True)
+        return run(action, reraise=True, loop_factory=loop_factory)
     except MlsrvError as error:
         print_error("Failed to start server. Error", f"{error.code.name}: {error.message}")
         raise typer.Exit(error.exit_code) from None
