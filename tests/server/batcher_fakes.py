@@ -17,7 +17,6 @@ import numpy as np
 
 from mlsrv.batching_params import BatchingOptions
 from mlsrv.server.batcher import Batcher
-from mlsrv.server.inline_policy import InlinePolicy
 
 Tensors = dict[str, np.ndarray]
 
@@ -72,7 +71,6 @@ def opts(**kw: Any) -> BatchingOptions:
 def scenario(
     body: Callable[[Batcher, FakeModel], Awaitable[None]],
     fail: Any = None,
-    inline_policy: InlinePolicy | None = None,
     **kw: Any,
 ) -> None:
     """Run ``body`` with a started Batcher over a FakeModel on a 1-thread executor."""
@@ -81,7 +79,7 @@ def scenario(
         model = FakeModel(fail)
         with ThreadPoolExecutor(1) as executor:
             batcher = Batcher(
-                model, executor, opts(**kw), name="m/1/serving_default", inline_policy=inline_policy
+                model, executor, opts(**kw), name="m/1/serving_default"
             )
             await batcher.start()
             try:

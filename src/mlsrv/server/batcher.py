@@ -3,10 +3,12 @@
 TF Serving's ``SharedBatchScheduler`` + ``BatchingSession`` at Python size. Contract:
 
 * ``submit`` is called on the event loop and never blocks it: merging (``np.concatenate``, padding), the
-  model call and slicing the outputs happen in one executor job per batch (``batch_tensors``). With an
-  ``InlinePolicy``, a batch whose measured run time stays tiny runs on the loop instead, as unbatched
-  calls do: when the frontend is the bottleneck, batches stay small and the executor hop (~100-170 µs)
-  would cost more than the model.
+  model call and slicing the outputs happen in one executor job per batch (``batch_tensors``), even for
+  a tiny model. That is where batches come from: while one batch runs on the executor the loop keeps
+  reading requests, and they queue for the next batch. Batches run on the loop (an earlier design, for
+  models faster than the executor hop) stopped the loop for every model call, so under gRPC load each
+  request found itself alone and ran as a batch of one: measured on half_plus_two, gRPC c=32 went
+  from ~2,200 req/s with batches of 1.0 row to ~4,200 req/s with ~10 rows (docs/benchmarks.md).
 * When: a batch starts when a worker is free and either ``batch_timeout_s`` has passed since its first task
   was enqueued or the queued rows reach the execution batch size. With timeout 0 a free worker takes what
   is queued at once; the queue keeps filling while a batch runs, which is where the gain comes from.
@@ -25,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -43,7 +44,6 @@ from mlsrv.errors import (
 from mlsrv.server import batch_tensors
 from mlsrv.server.batch_queue import QUEUE_TIMEOUT, BatchQueue, Piece, Task
 from mlsrv.server.batch_tensors import RunFn, Tensors
-from mlsrv.server.inline_policy import InlinePolicy
 
 log = logging.getLogger(__name__)
 
@@ -89,14 +89,12 @@ class Batcher:
         *,
         name: str,
         on_batch: BatchCallback | None = None,
-        inline_policy: InlinePolicy | None = None,
         requests_in_flight: Callable[[], int] | None = None,
     ) -> None:
         """``requests_in_flight`` counts the server's requests being handled (None: always wait)."""
         self._run = run
         self._requests_in_flight = requests_in_flight
         self._running_tasks = 0
-        self._inline = inline_policy
         self._executor = executor
         self._options = options
         self.name = name
@@ -318,21 +316,12 @@ class Batcher:
         log.debug("%s: ran batch of %d tasks, %d rows (padded to %d)", self.name, len(pieces), rows, padded)
 
     async def _execute(self, inputs: list[Tensors], rows: list[int], padded: int) -> list[Tensors]:
-        """Run one batch inline when the policy says it is consistently tiny, else on the executor."""
+        """Run one batch on the executor (the loop keeps reading the requests that form the next one)."""
         assert self._loop is not None
         pad = self._options.pad_variable_length_inputs
-        policy = self._inline
-        if policy is not None and policy.inline(None, sum(a.nbytes for task in inputs for a in task.values())):
-            started = time.perf_counter()
-            outputs = batch_tensors.execute_batch(self._run, inputs, rows, padded, pad)
-            policy.record(None, time.perf_counter() - started)
-            return outputs
-        outputs, seconds = await self._loop.run_in_executor(
-            self._executor, _timed_batch, self._run, inputs, rows, padded, pad
+        return await self._loop.run_in_executor(
+            self._executor, batch_tensors.execute_batch, self._run, inputs, rows, padded, pad
         )
-        if policy is not None:
-            policy.record(None, seconds)
-        return outputs
 
     def _record(self, rows: int, padded: int, delays: list[float], *, failed: bool) -> None:
         c = self._counts
@@ -347,12 +336,3 @@ class Batcher:
                 self._on_batch(rows, padded, delays)
             except Exception:
                 log.exception("on_batch callback of %s failed", self.name)
-
-
-def _timed_batch(
-    run: RunFn, inputs: list[Tensors], rows: list[int], padded: int, pad: bool
-) -> tuple[list[Tensors], float]:
-    """``execute_batch`` on an executor thread, with its own run time (the hop is not the batch's cost)."""
-    started = time.perf_counter()
-    outputs = batch_tensors.execute_batch(run, inputs, rows, padded, pad)
-    return outputs, time.perf_counter() - started

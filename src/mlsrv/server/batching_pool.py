@@ -18,7 +18,6 @@ from mlsrv.protocol.types import State
 from mlsrv.server.batch_tensors import Tensors
 from mlsrv.server.batcher import BatchCallback, Batcher, BatcherStats
 from mlsrv.server.ids import ServableId
-from mlsrv.server.inline_policy import InlinePolicy
 from mlsrv.server.monitor import StateEvent
 from mlsrv.server.servable import Servable
 
@@ -69,7 +68,6 @@ class BatchingPool:
             options,
             name=f"{servable_id}/{signature}",
             on_batch=on_batch,
-            inline_policy=InlinePolicy(),
             requests_in_flight=self._requests_in_flight,
         )
         self._batchers[key] = batcher

@@ -1,4 +1,4 @@
-"""Decides whether a model call runs on the event loop or on the executor.
+"""Decides whether an unbatched model call runs on the event loop or on the executor.
 
 Handing a call to a worker thread and back costs about 100-170 µs here (``call_soon_threadsafe``
 wake-ups and GIL hand-offs), several times what a small model takes (half_plus_two: ~25-45 µs in a
@@ -6,7 +6,8 @@ TF Session). Measured with ``hey`` on half_plus_two, running them inline raised 
 ~980 to ~1330 requests/s at concurrency 1 and from ~1270 to ~1980 at 32. Slow models must never run
 inline: they would stall every other request. So each (version, signature) starts
 on the executor, and moves inline only while the moving average of its measured run time stays
-under ``threshold_s``; one slow call moves it back.
+under ``threshold_s``; one slow call moves it back. Batches never run inline (see ``batcher``): a
+loop busy with model calls stops reading the requests that would have joined the next batch.
 """
 
 from __future__ import annotations
