@@ -24,10 +24,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare import BATCHING, Model, export, reference  # noqa: E402
-from run_benchmarks import EXAMPLES, ROOT, ensure_tool, h2load_grpc, hey, server  # noqa: E402
+from run_benchmarks import EXAMPLES, ensure_tool, h2load_grpc, hey, server  # noqa: E402
 
 #: (stage, substrings of a frame): the first stage whose substring is in a frame, scanning the
 #: stack from its innermost frame outwards, takes the sample.
+#: Own time in these frames is the event loop's C code (uvloop, and aiohttp's C parser and writer
+#: called from it), seen from Python only as the frame that entered the loop.
+LOOP_ENTRY: tuple[str, ...] = ("Runner.run ", "run_app ", "run_until_complete ", "run_forever ", "_run_once ",
+                               "EpollSelector.select", "thread (")
 STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("model call (TF)", ("tensorflow/", "tf_session.py")),
     ("JSON decode", ("json_codec.py", "json_tensor.py", "json_parse.py", "json_value.py", "rest_decode.py",
@@ -39,10 +43,11 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("metrics", ("metrics.py",)),
     ("mlsrv REST handler", ("server/rest.py", "routes.py", "errors.py")),
     ("mlsrv gRPC handler", ("server/grpc.py",)),
+    ("reference server's handler (orjson, numpy, model)", ("bare_rest.py", "bare_grpc.py")),
     ("aiohttp web (request, response, middleware)", ("aiohttp/web", "aiohttp/helpers", "multidict", "yarl")),
     ("aiohttp HTTP protocol", ("aiohttp/http", "aiohttp/base_protocol", "aiohttp/streams", "rest_connections")),
     ("grpc.aio", ("grpc/", "grpc_aio", "_cython")),
-    ("event loop (asyncio / uvloop)", ("asyncio/", "uvloop", "selectors.py")),
+    ("event loop (Python: asyncio)", ("asyncio/", "uvloop", "selectors.py")),
 ]
 
 
@@ -61,11 +66,18 @@ def summarise(raw: Path, requests: int, seconds: float) -> list[str]:
         stacks.append((frames, int(count_text)))
     # every server here runs its event loop on the main thread
     loop_thread = next((t for t in per_thread if t.endswith("MainThread")), per_thread.most_common(1)[0][0])
+    inclusive: collections.Counter[str] = collections.Counter()
     for frames, count in stacks:
         if frames[0] != loop_thread:
             continue
         total += count
         own[frames[-1]] += count
+        for function in {frame.rsplit(":", 1)[0] for frame in frames if "mlsrv/server" in frame or
+                         "mlsrv/protocol" in frame}:
+            inclusive[function] += count
+        if any(key in frames[-1] for key in LOOP_ENTRY):
+            stage_samples["event loop (C: uvloop, aiohttp's parser) or select"] += count
+            continue
         for frame in reversed(frames):
             stage = next((name for name, keys in STAGES if any(key in frame for key in keys)), None)
             if stage is not None:
@@ -76,6 +88,11 @@ def summarise(raw: Path, requests: int, seconds: float) -> list[str]:
              f"{requests} requests", "", "| stage | share of loop samples | loop µs per request |", "|---|---|---|"]
     for stage, count in stage_samples.most_common():
         lines.append(f"| {stage} | {100 * count / total:.1f}% | {1e6 * count / 250 / max(1, requests):.1f} |")
+    if inclusive:
+        lines += ["", "| mlsrv function (file) | inclusive share of loop samples | loop µs per request |",
+                  "|---|---|---|"]
+        for function, count in inclusive.most_common(20):
+            lines.append(f"| `{function})` | {100 * count / total:.1f}% | {1e6 * count / 250 / max(1, requests):.1f} |")
     lines += ["", f"{'samples':>8}  own time, hottest functions of the loop thread", ""]
     lines += [f"{count:>8}  {name}" for name, count in own.most_common(30)]
     other = [(t, n) for t, n in per_thread.items() if t != loop_thread]
@@ -89,6 +106,7 @@ def main() -> None:
     parser.add_argument("--path", choices=["rest-small", "rest-image", "grpc-small", "grpc-image"], required=True)
     parser.add_argument("--server", choices=["mlsrv", "bare"], default="mlsrv")
     parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--src", type=Path, default=None, help="profile another checkout's src/ (PYTHONPATH)")
     args = parser.parse_args()
     py_spy = ensure_tool("py-spy", "py-spy") if not (Path(sys.executable).parent / "py-spy").exists() \
         else str(Path(sys.executable).parent / "py-spy")
@@ -102,7 +120,8 @@ def main() -> None:
         params.write_text(BATCHING)
         grpc = args.path.startswith("grpc")
         if args.server == "mlsrv":
-            context = server(model.name, model.base, "--enable_batching", f"--batching_parameters_file={params}")
+            context = server(model.name, model.base, "--enable_batching", f"--batching_parameters_file={params}",
+                             src=args.src)
         else:
             context = reference("bare_grpc.py" if grpc else "bare_rest.py", model, *([] if grpc else ["--batch"]))
         with context as ports:
@@ -130,10 +149,10 @@ def main() -> None:
             requests = int(results.get("rps", 0) * args.duration)
             print(f"# {args.path}, {args.server}: {results.get('rps', 0):,.0f} requests/s over the run "
                   f"(p50 {results.get('p50_ms', 0):.1f} ms, p99 {results.get('p99_ms', 0):.1f} ms)")
-            print(f"<!-- bench/profile.py --path {args.path} --server {args.server} "
+            source = f" --src {args.src}" if args.src is not None else ""
+            print(f"<!-- bench/profile.py --path {args.path} --server {args.server}{source} "
                   f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} -->\n")
             print("\n".join(summarise(raw, requests, args.duration)))
-            (ROOT / "docs" / "perf").mkdir(parents=True, exist_ok=True)
 
 
 if __name__ == "__main__":
