@@ -121,5 +121,8 @@ class ServerConfig:
     batching_toml: Mapping[str, object] | None = None
     per_model_batching: bool = False
     monitoring_config_file: str = ""
+    #: Admission bounds (``server/admission.py``); 0 means the default.
+    max_inflight_requests: int = 0
+    max_inflight_bytes: int = 0
     #: flags that were given but that this version does not implement (warned about once at start).
     unimplemented_flags: tuple[str, ...] = ()

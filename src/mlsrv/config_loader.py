@@ -384,5 +384,7 @@ def _build(
         batching_toml=MappingProxyType(dict(batching_toml)) if batching_toml else None,
         per_model_batching=bool(values["enable_per_model_batching_parameters"]),
         monitoring_config_file=str(values["monitoring_config_file"]),
+        max_inflight_requests=_at_least(0, values, "max_inflight_requests"),
+        max_inflight_bytes=_at_least(0, values, "max_inflight_bytes"),
         unimplemented_flags=flags.unimplemented({**_toml_server_flags(toml_doc, "toml"), **given}),
     )

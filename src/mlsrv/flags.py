@@ -101,6 +101,10 @@ FLAGS: Final[tuple[Flag, ...]] = (
     _x("rest_idle_timeout_seconds", float, 75.0, "Idle keep-alive REST connections are closed after this."),
     _x("rest_max_connections", int, 0, "Most open REST connections; more are refused with 503 (0: from the fd limit)."),
     _x("max_tensor_fill_bytes", int, 256 << 20, "Most bytes a gRPC request's tensors may fill beyond the values sent."),
+    _x("max_inflight_requests", int, 0,
+       "Most inference requests in the server at once; more get 503 / UNAVAILABLE before they are read (0: 1024)."),
+    _x("max_inflight_bytes", int, 0,
+       "Most inference request bytes in the server at once; past it, 503 / UNAVAILABLE (0: 1/8 of memory, <= 4 GiB)."),
 )
 
 BY_NAME: Final[dict[str, Flag]] = {flag.name: flag for flag in FLAGS}

@@ -31,6 +31,7 @@ from mlsrv.config_loader import (
 from mlsrv.errors import ConfigError, LoadError, MlsrvError, UnknownError
 from mlsrv.monitoring_config import load_monitoring_config
 from mlsrv.protocol.types import ModelStatus, State
+from mlsrv.server.admission import Admission, AdmissionLimits
 from mlsrv.server.batching_choice import BatchingChoice, wants_batching
 from mlsrv.server.batching_pool import BatchingPool
 from mlsrv.server.dataplane import DataPlane
@@ -90,6 +91,10 @@ class Server:
         self.batching = self._batching_pool(config)
         if self.batching is not None:
             self.monitor.subscribe(self.batching.on_state)
+        #: bounds the inference requests (and bytes) in the server at once, REST and gRPC together
+        self.admission = Admission(AdmissionLimits.resolve(config.max_inflight_requests, config.max_inflight_bytes))
+        if self.metrics is not None:
+            self.metrics.watch_admission(self.admission)
         self.dataplane = DataPlane(
             self.manager,
             self.monitor,
@@ -224,6 +229,7 @@ class Server:
             max_body_bytes=rest.max_body_bytes,
             body_timeout_s=rest.body_timeout_s,
             workers=self.rest_workers,
+            admission=self.admission,
         )
         self._runner = web.ServerRunner(frontend.web_server(), handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_S)
         await self._runner.setup()
@@ -262,7 +268,9 @@ class Server:
             from mlsrv.server.grpc import GrpcFrontend
         except ImportError:  # gRPC frontend not built yet
             return
-        self._grpc = GrpcFrontend(self.dataplane, self.config.grpc, server=self, metrics=self.metrics)
+        self._grpc = GrpcFrontend(
+            self.dataplane, self.config.grpc, server=self, metrics=self.metrics, admission=self.admission
+        )
         self.grpc_port = await self._grpc.start()
 
     async def reload_models(self, models: tuple[Any, ...]) -> None:

@@ -26,6 +26,7 @@ from google.protobuf import message_factory
 from mlsrv.config import GrpcConfig
 from mlsrv.errors import ConfigError, InvalidArgument, MlsrvError, Overloaded, UnknownError
 from mlsrv.protocol import grpc_codec, tensor_codec
+from mlsrv.server.admission import Admission, Ticket
 from mlsrv.server.dataplane import DataPlane
 from mlsrv.server.log_limits import RateLimitedLog
 from mlsrv.server.metrics import Metrics
@@ -44,6 +45,8 @@ SERVICE_NAMES: Final = ("tensorflow.serving.PredictionService", "tensorflow.serv
 DRAIN_QUIET_S: Final = 0.05
 #: Methods TF's ``PredictionServiceImpl`` counts in ``request_count`` / ``request_latency``.
 COUNTED_METHODS: Final = frozenset({"Predict", "Classify", "Regress"})
+#: The inference methods, admitted (``server/admission.py``) before they run.
+ADMITTED_METHODS: Final = frozenset({"Predict", "Classify", "Regress", "MultiInference"})
 
 Implementation = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
@@ -93,8 +96,15 @@ class CallAdapter:
       answered UNAVAILABLE, the code clients retry elsewhere.
     """
 
-    def __init__(self, metrics: Metrics | None, slots: AbstractAsyncContextManager[Any] | None) -> None:
+    def __init__(
+        self,
+        metrics: Metrics | None,
+        slots: AbstractAsyncContextManager[Any] | None,
+        admission: Admission | None = None,
+    ) -> None:
+        """``admission``: inference calls are admitted before they run (UNAVAILABLE past its bounds)."""
         self._metrics = metrics
+        self._admission = admission
         self._slots = slots or contextlib.nullcontext()
         self._internal_log = RateLimitedLog(log)
         self.running = 0
@@ -116,6 +126,7 @@ class CallAdapter:
 
     def wrap(self, name: str, implementation: Implementation) -> Implementation:
         metrics = self._metrics if name in COUNTED_METHODS else None  # known here: no per-call test
+        admission = self._admission if name in ADMITTED_METHODS else None
 
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter_ns() if metrics is not None else 0
@@ -123,12 +134,15 @@ class CallAdapter:
             self.last_call_at = time.monotonic()
             self.running += 1
             self._idle.clear()
+            ticket: Ticket | None = None
             try:
                 if self._refusing:
                     raise Overloaded("Server is shutting down")
+                if isinstance(request, Undecodable):
+                    raise InvalidArgument(f"Failed to parse the request as {request.type_name}")
+                if admission is not None:
+                    ticket = admission.admit(request.ByteSize())
                 async with self._slots:
-                    if isinstance(request, Undecodable):
-                        raise InvalidArgument(f"Failed to parse the request as {request.type_name}")
                     response = await implementation(request, context)
                 self._record(metrics, name, model, "OK", started)
                 return response
@@ -142,6 +156,8 @@ class CallAdapter:
                 code, text = grpc.StatusCode.INTERNAL, "Internal error"
                 self._record(metrics, name, model, "INTERNAL", None)
             finally:
+                if ticket is not None:
+                    ticket.release()
                 self.running -= 1
                 if self.running == 0:
                     self._idle.set()
@@ -277,7 +293,9 @@ class GrpcFrontend:
         *,
         server: Server | None = None,
         metrics: Metrics | None = None,
+        admission: Admission | None = None,
     ) -> None:
+        self._admission = admission
         self._dataplane = dataplane
         self._config = config
         self._owner = server
@@ -298,7 +316,7 @@ class GrpcFrontend:
         server = grpc.aio.server(options=options)
         # --grpc_max_threads bounds TF's handler threads: further calls wait for one, they are not refused
         slots = asyncio.Semaphore(self._config.max_threads) if self._config.max_threads > 0 else None
-        self._adapter = adapter = CallAdapter(self._metrics, slots)
+        self._adapter = adapter = CallAdapter(self._metrics, slots, self._admission)
         predictions = PredictionServicer(
             self._dataplane,
             tensor_content=self._config.tensor_content_outputs,

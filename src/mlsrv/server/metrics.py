@@ -26,12 +26,15 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Final
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
 from mlsrv.server.batcher import BatchCallback
+
+if TYPE_CHECKING:
+    from mlsrv.server.admission import Admission
 
 _METRIC_CHARS: Final = re.compile(r"[^a-zA-Z0-9_]")
 _LABEL_CHARS: Final = re.compile(r"[^a-zA-Z0-9]")
@@ -118,6 +121,25 @@ class Counter(_Metric):
         yield f"# TYPE {self.exported} {self.kind}"
         for labels in sorted(self.cells):
             yield f"{self.exported}{{{self._labels(labels)}}} {self.cells[labels]}"
+
+
+class Observed(_Metric):
+    """A value read when the page is rendered (gauges, and counters kept by their owner), per labels."""
+
+    def __init__(
+        self, name: str, kind: str, label_names: Sequence[str], read: Callable[[], dict[Labels, int]]
+    ) -> None:
+        super().__init__(name, label_names, lazy=False)
+        self.kind = kind
+        self._read = read
+
+    def lines(self) -> Iterator[str]:
+        cells = self._read()
+        yield f"# TYPE {self.exported} {self.kind}"
+        for labels in sorted(cells):
+            label_text = self._labels(labels)
+            name = f"{self.exported}{{{label_text}}}" if label_text else self.exported
+            yield f"{name} {cells[labels]}"
 
 
 class _Cell:
@@ -262,6 +284,20 @@ class Metrics:
             self.wrapped_run_count.inc()
 
         return on_batch
+
+    def watch_admission(self, admission: Admission) -> None:
+        """mlsrv's admission metrics (TF Serving has none): what is in the server, what was turned away."""
+        watched = [
+            Observed("/mlsrv/admission/in_flight_requests", "gauge", (), lambda: {(): admission.requests}),
+            Observed("/mlsrv/admission/in_flight_bytes", "gauge", (), lambda: {(): admission.bytes}),
+            Observed(
+                "/mlsrv/admission/rejected_count",
+                "counter",
+                ("reason",),
+                lambda: {(reason,): count for reason, count in admission.rejected.items()},
+            ),
+        ]
+        self._all = sorted([*self._all, *watched], key=lambda metric: metric.name)
 
     # -- exposition --
 

@@ -34,6 +34,7 @@ from mlsrv.protocol import json_codec, routes
 from mlsrv.protocol.json_parse import ExactParseNeeded
 from mlsrv.protocol.types import ExamplesRequest, InferenceMethod, ModelSpec, PredictRequest
 from mlsrv.server import rest_decode
+from mlsrv.server.admission import RETRY_AFTER_S, Admission, Ticket
 from mlsrv.server.dataplane import DataPlane
 from mlsrv.server.log_limits import RateLimitedLog, one_line
 from mlsrv.server.metrics import Metrics
@@ -87,8 +88,11 @@ class RestFrontend:
         max_body_bytes: int = 1 << 30,
         body_timeout_s: float = 60.0,
         workers: WorkerPool | None = None,
+        admission: Admission | None = None,
     ) -> None:
-        """``workers`` decode large bodies and encode large responses (None: everything on the loop)."""
+        """``workers`` decode large bodies and encode large responses (None: everything on the loop);
+        ``admission`` admits inference requests before their body is read (503 past its bounds)."""
+        self._admission = admission
         self._dataplane = dataplane
         self._timeout_s = timeout_s
         self._enable_cors = enable_cors
@@ -133,6 +137,8 @@ class RestFrontend:
             # REST carries the whole message: TF cuts messages at 1024 characters only for gRPC
             body = b"" if error.empty_body else json_codec.encode_error(error.message)
             response = web.Response(body=body, status=error.http_status, content_type=JSON)
+            if error.http_status == 503:  # overloaded or shutting down: when to come back
+                response.headers["Retry-After"] = str(RETRY_AFTER_S)
         except web.HTTPException:
             raise
         except ConnectionError as error:  # the client went away: nothing to answer, nothing wrong here
@@ -219,7 +225,15 @@ class RestFrontend:
             return self._json(json_codec.encode_status(self._dataplane.status(route.spec)))
         if route.verb is routes.Verb.METADATA:
             return self._json(json_codec.encode_metadata(self._dataplane.metadata(route.spec)))
+        if self._admission is None:
+            return self._json(await self._infer(request, route, None))
+        with self._admission.admit(request.content_length or 0) as ticket:  # before a byte of the body is read
+            return self._json(await self._infer(request, route, ticket))
+
+    async def _infer(self, request: web.BaseRequest, route: routes.Route, ticket: Ticket | None) -> bytes:
         raw = await read_body(request, self._max_body_bytes, self._body_timeout_s)
+        if ticket is not None and len(raw) > ticket.size:  # a chunked body: charged as it turned out
+            ticket.grow(len(raw) - ticket.size)
         encoding = request.headers.get("Content-Encoding", "")
         deadline = asyncio.get_running_loop().time() + self._timeout_s if self._timeout_s > 0 else None
         if route.verb is routes.Verb.PREDICT:
@@ -227,7 +241,7 @@ class RestFrontend:
         else:
             answer = self._examples(route, raw, encoding, deadline)
         del raw  # the coroutine drops its own reference once decoded: the body does not live through the model
-        return self._json(await answer)
+        return await answer
 
     async def _predict(self, spec: ModelSpec, raw: bytes, encoding: str, deadline: float | None) -> bytes:
         found = self._dataplane.signatures_or_error(spec)

@@ -1,0 +1,129 @@
+"""Admission at the door (issue #18): bounds on the inference requests and bytes in the server at once."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+from mlsrv.errors import Overloaded
+from mlsrv.protocol import tensor_codec
+from mlsrv.server import rest_decode
+from mlsrv.server.admission import Admission, AdmissionLimits, default_max_bytes
+from tests.fakes import FakeLoaderFactory, FakeServable
+from tests.server.harness import running_server
+
+
+def test_requests_past_the_bound_are_refused_and_a_release_makes_room() -> None:
+    admission = Admission(AdmissionLimits(max_requests=2, max_bytes=1000))
+    first, second = admission.admit(10), admission.admit(10)
+    with pytest.raises(Overloaded, match="--max_inflight_requests"):
+        admission.admit(10)
+    first.release()
+    with admission.admit(10):
+        assert admission.requests == 2 and admission.bytes == 20
+    second.release()
+    assert (admission.requests, admission.bytes, admission.rejected) == (0, 0, {"requests": 1, "bytes": 0})
+
+
+def test_bytes_past_the_bound_are_refused_but_one_large_request_alone_is_admitted() -> None:
+    admission = Admission(AdmissionLimits(max_requests=10, max_bytes=100))
+    alone = admission.admit(500)  # nothing else in flight: a legitimate large request is served
+    with pytest.raises(Overloaded, match="--max_inflight_bytes"):
+        admission.admit(1)
+    alone.release()
+    ticket = admission.admit(60)
+    ticket.grow(30)  # a chunked body, charged once read
+    assert admission.bytes == 90
+    with pytest.raises(Overloaded):
+        admission.admit(20)
+    ticket.release()
+    assert (admission.requests, admission.bytes, admission.rejected["bytes"]) == (0, 0, 2)
+
+
+def test_zero_means_the_defaults() -> None:
+    limits = AdmissionLimits.resolve(0, 0)
+    assert limits.max_requests == 1024 and limits.max_bytes == default_max_bytes()
+    assert 64 << 20 <= limits.max_bytes <= 4 << 30
+    assert AdmissionLimits.resolve(3, 5) == AdmissionLimits(3, 5)
+
+
+class GatedServable(FakeServable):
+    """half_plus_two whose runs wait for ``release()``, so a test can hold requests in flight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def run(self, signature: str, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str] = ()) -> Any:
+        self.entered.set()
+        assert self.gate.wait(30)
+        return super().run(signature, inputs, output_filter)
+
+
+def test_past_the_bound_rest_gets_503_unread_grpc_unavailable_and_probes_still_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    (tmp_path / "m" / "1" / "saved_model.pb").write_bytes(b"")
+    monitoring = tmp_path / "monitoring.txt"
+    monitoring.write_text("prometheus_config { enable: true }\n")
+    servable = GatedServable()
+    decoded: list[int] = []
+    real_decode = rest_decode.predict_request
+
+    def counting_decode(raw: bytes, *args: Any, **kw: Any) -> Any:
+        decoded.append(len(raw))
+        return real_decode(raw, *args, **kw)
+
+    monkeypatch.setattr(rest_decode, "predict_request", counting_decode)
+
+    async def main() -> None:
+        async with running_server(
+            loader_factory=FakeLoaderFactory(servable_for=lambda sid: servable),
+            model_name="m",
+            model_base_path=str(tmp_path / "m"),
+            max_inflight_requests=1,
+            monitoring_config_file=str(monitoring),
+        ) as s:
+            held = asyncio.create_task(s.post("/v1/models/m:predict", {"instances": [[1.0]]}))
+            assert await asyncio.to_thread(servable.entered.wait, 10)
+            assert decoded == [len(b'{"instances": [[1.0]]}')]
+
+            status, body, response = await s.request("POST", "/v1/models/m:predict", {"instances": [[2.0]] * 1000})
+            assert status == 503 and "--max_inflight_requests" in body["error"]
+            assert response.headers["Retry-After"] == "1"
+            assert len(decoded) == 1  # turned away before its body was read or decoded
+
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = "m"
+            tensor_codec.from_ndarray(np.array([[3.0]], np.float32), request.inputs["x"], as_tensor_content=True)
+            async with grpc.aio.insecure_channel(s.grpc_target) as channel:
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=10)
+            assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+            assert "--max_inflight_requests" in (caught.value.details() or "")
+
+            for path in ("/healthz", "/readyz", "/v1/models/m", "/v1/models/m/metadata"):
+                assert (await s.get(path))[0] == 200, path
+            status, page = await s.get("/monitoring/prometheus/metrics")
+            assert status == 200
+            assert ':mlsrv:admission:rejected_count{reason="requests"} 2' in page
+            assert ":mlsrv:admission:in_flight_requests 1" in page
+
+            servable.gate.set()
+            assert (await held)[0] == 200
+            assert (await s.post("/v1/models/m:predict", {"instances": [[4.0]]}))[0] == 200  # room again
+            status, page = await s.get("/monitoring/prometheus/metrics")
+            assert ":mlsrv:admission:in_flight_requests 0" in page
+            assert ":mlsrv:admission:in_flight_bytes 0" in page
+
+    asyncio.run(main())
