@@ -127,3 +127,46 @@ def test_past_the_bound_rest_gets_503_unread_grpc_unavailable_and_probes_still_a
             assert ":mlsrv:admission:in_flight_bytes 0" in page
 
     asyncio.run(main())
+
+
+def test_a_rest_client_that_disconnects_takes_its_request_out_of_the_queue(tmp_path: Path) -> None:
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    (tmp_path / "m" / "1" / "saved_model.pb").write_bytes(b"")
+    params = tmp_path / "batching.txt"
+    params.write_text("max_batch_size { value: 8 } batch_timeout_micros { value: 0 } num_batch_threads { value: 1 }")
+    servable = GatedServable()
+
+    async def main() -> None:
+        async with running_server(
+            loader_factory=FakeLoaderFactory(servable_for=lambda sid: servable),
+            model_name="m",
+            model_base_path=str(tmp_path / "m"),
+            enable_batching=True,
+            batching_parameters_file=str(params),
+        ) as s:
+            admission = s.server.admission
+            held = asyncio.create_task(s.post("/v1/models/m:predict", {"instances": [[1.0]]}))
+            assert await asyncio.to_thread(servable.entered.wait, 10)
+            port = int(s.rest_url.rsplit(":", 1)[1])
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            body = b'{"instances": [[2.0], [3.0]]}'
+            writer.write(b"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+            for _ in range(200):  # the second request is admitted and queued behind the running batch
+                if admission.requests == 2:
+                    break
+                await asyncio.sleep(0.01)
+            assert admission.requests == 2
+            writer.close()
+            for _ in range(200):  # its client is gone: the request leaves the server without running
+                if admission.requests == 1:
+                    break
+                await asyncio.sleep(0.01)
+            assert admission.requests == 1
+            servable.gate.set()
+            assert (await held)[0] == 200
+            assert (await s.post("/v1/models/m:predict", {"instances": [[4.0]]}))[0] == 200
+            assert servable.batch_sizes == [1, 1]  # the two rows nobody waited for were never computed
+
+    asyncio.run(main())
