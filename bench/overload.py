@@ -1,0 +1,205 @@
+"""Open-loop overload: goodput, latency, rejections and memory at 0.5x-5x the measured capacity (issue #18).
+
+    .venv/bin/python bench/overload.py --duration 10 --plots docs/perf     # ~12 minutes on 2 cores
+    .venv/bin/python bench/overload.py --cases half_plus_two:rest --multiples 1,3
+
+For each case (model, protocol, rows per request) a fresh `mlsrv serve --enable_batching` (TF
+Serving's default batching parameters, Prometheus on) is measured closed-loop first (`mlsrv bench
+-c 32 --workers 2`, the same client processes as the steps): that is the capacity. Then `mlsrv
+bench --rate` sends open-loop load at each multiple of it (latency from the intended send time,
+10 s client timeout, 2 client processes) while this script
+samples the server's RSS (20 Hz) and times a `/healthz` probe every 20 ms. Between steps it waits
+until the server has nothing in flight. Printed per step: goodput (successful requests/s) as a share
+of capacity, p50/p99 of successful requests, errors by code, the client's CPU, the server's peak
+RSS, and the probe's p99; `--plots DIR` draws goodput against offered load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare import export  # noqa: E402
+from run_benchmarks import EXAMPLES, MLSRV, metrics_page, server  # noqa: E402
+
+CASES = {  # name: (model folder kind, protocol, rows per request)
+    "half_plus_two:rest": ("half_plus_two", "rest", 1),
+    "half_plus_two:grpc": ("half_plus_two", "grpc", 1),
+    "mlp:rest": ("mlp", "rest", 64),
+    "mlp:grpc": ("mlp", "grpc", 256),
+}
+
+
+def bench(target: str, protocol: str, model: str, rows: int, duration: float, *load: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [*MLSRV, "bench", "--target", target, "--protocol", protocol, "--model", model, "--batch-size", str(rows),
+         "--duration", f"{duration:g}s", "--warmup", "1s", "--timeout", "10s", "--json", *load],
+        capture_output=True, text=True, timeout=duration + 120)
+    if done.returncode not in (0, 1):
+        raise RuntimeError(done.stderr[-2000:])
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
+
+
+class Sampler:
+    """Peak RSS of the server (20 Hz) and /healthz latency (every 20 ms) while a step runs."""
+
+    def __init__(self, pid: int, rest_port: int) -> None:
+        self.pid, self.rest_port = pid, rest_port
+        self.peak_rss = 0
+        self.probes: list[float] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._rss), threading.Thread(target=self._probe)]
+
+    def __enter__(self) -> Sampler:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(15)
+
+    def _rss(self) -> None:
+        while not self._stop.wait(0.05):
+            match = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{self.pid}/status").read_text())
+            if match:
+                self.peak_rss = max(self.peak_rss, int(match.group(1)) * 1024)
+
+    def _probe(self) -> None:
+        url = f"http://127.0.0.1:{self.rest_port}/healthz"
+        while not self._stop.wait(0.02):
+            started = time.perf_counter()
+            try:
+                with urllib.request.urlopen(url, timeout=10) as reply:
+                    reply.read()
+            except OSError:
+                pass  # a failed probe counts with its full wait
+            self.probes.append(time.perf_counter() - started)
+
+    def probe_p99_ms(self) -> float:
+        if not self.probes:
+            return float("nan")
+        return 1000 * statistics.quantiles(self.probes, n=100)[98] if len(self.probes) > 1 else 1000 * self.probes[0]
+
+
+def in_flight(rest_port: int) -> int:
+    match = re.search(r":mlsrv:admission:in_flight_requests (\d+)", metrics_page(rest_port))
+    return int(match.group(1)) if match else 0
+
+
+def settle(rest_port: int, limit_s: float = 60.0) -> float:
+    """Wait until nothing is in flight; the seconds it took (the step's leftovers)."""
+    started = time.monotonic()
+    while in_flight(rest_port) and time.monotonic() - started < limit_s:
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+def run_case(name: str, multiples: list[float], duration: float, scratch: Path) -> list[dict[str, Any]]:
+    kind, protocol, rows = CASES[name]
+    base = EXAMPLES / "half_plus_two" if kind == "half_plus_two" else export("mlp", scratch / "mlp")
+    model = "half_plus_two" if kind == "half_plus_two" else "mlp"
+    monitoring = scratch / "monitoring.txt"
+    monitoring.write_text("prometheus_config { enable: true }\n")
+    results = []
+    with server(model, base, "--enable_batching", f"--monitoring_config_file={monitoring}") as (rest, grpc_port, pid):
+        target = f"127.0.0.1:{rest if protocol == 'rest' else grpc_port}"
+        # the same client (2 processes) as the open-loop steps: on a small host it shares the cores
+        capacity = bench(target, protocol, model, rows, duration, "--concurrency", "32", "--workers", "2")["rps"]
+        settle(rest)
+        rss_at_rest = int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1)) * 1024  # type: ignore[union-attr]
+        for multiple in multiples:
+            rate = multiple * capacity
+            with Sampler(pid, rest) as sampler:
+                report = bench(target, protocol, model, rows, duration, "--rate", f"{rate:.1f}", "--workers", "2",
+                               "--max-in-flight", "100000")
+                leftover_s = settle(rest)
+            errors = {f"{e['code']}" + (f"/{e['kind']}" if e["kind"] in ("ClientTimeout", "Cancelled") else ""):
+                      e["count"] for e in report["errors"]}
+            results.append({
+                "case": name, "capacity": capacity, "multiple": multiple, "offered": rate,
+                "goodput": report["rps"], "share": report["rps"] / capacity,
+                "p50_ms": report["latency"]["p50_ms"], "p99_ms": report["latency"]["p99_ms"],
+                "sent": report["requests"]["sent"], "late": report["requests"]["late"],
+                "dropped": report["requests"]["dropped"], "errors": errors,
+                "client_cpu": report["client"]["cpu_fraction"] if "cpu_fraction" in report["client"] else float("nan"),
+                "peak_rss": sampler.peak_rss, "rss_at_rest": rss_at_rest,
+                "probe_p99_ms": sampler.probe_p99_ms(), "leftover_s": leftover_s,
+            })
+            print(row(results[-1]), file=sys.stderr, flush=True)
+    return results
+
+
+HEADER = ("| case | capacity req/s | offered | goodput req/s | goodput / capacity | p50 ms | p99 ms | errors by code "
+          "| client CPU | server peak RSS | /healthz p99 ms | drain after step |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def row(r: dict[str, Any]) -> str:
+    errors = ", ".join(f"{code} {count}" for code, count in sorted(r["errors"].items())) or "none"
+    return (f"| {r['case']} | {r['capacity']:,.0f} | {r['multiple']:g}x ({r['offered']:,.0f}/s) | {r['goodput']:,.0f} "
+            f"| {100 * r['share']:.0f}% | {r['p50_ms']:,.1f} | {r['p99_ms']:,.1f} | {errors} "
+            f"| {r['client_cpu']:.2f} | {r['peak_rss'] / 2**20:,.0f} MiB | {r['probe_p99_ms']:.1f} "
+            f"| {r['leftover_s']:.1f} s |")
+
+
+def plot(results: list[dict[str, Any]], folder: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for case in dict.fromkeys(r["case"] for r in results):
+        points = [r for r in results if r["case"] == case]
+        axes.plot([r["multiple"] for r in points], [100 * r["share"] for r in points], marker="o", label=case)
+    axes.axhline(100, color="grey", linewidth=0.5)
+    axes.set_xlabel("offered load (x measured capacity)")
+    axes.set_ylabel("goodput (% of capacity)")
+    axes.set_ylim(0, 120)
+    axes.set_title("mlsrv under open-loop overload")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "overload-goodput.png"
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--multiples", default="0.5,1,2,3,5")
+    parser.add_argument("--plots", type=Path, default=None)
+    args = parser.parse_args()
+    multiples = [float(m) for m in args.multiples.split(",")]
+    print(f"<!-- bench/overload.py {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, "
+          f"{args.duration:g} s per step -->")
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.cases.split(","):
+            results += run_case(name, multiples, args.duration, Path(tmp))
+    print(HEADER)
+    print("\n".join(row(r) for r in results))
+    if args.plots is not None:
+        print(f"\nplot: {plot(results, args.plots)}")
+
+
+if __name__ == "__main__":
+    main()
