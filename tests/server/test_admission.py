@@ -48,6 +48,57 @@ def test_bytes_past_the_bound_are_refused_but_one_large_request_alone_is_admitte
     assert (admission.requests, admission.bytes, admission.rejected["bytes"]) == (0, 0, 2)
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_past_capacity_the_bound_follows_what_the_server_completes_in_a_second() -> None:
+    clock = Clock()
+    admission = Admission(AdmissionLimits(max_requests=1024, max_bytes=1 << 30), clock)
+    tickets = [admission.admit(0) for _ in range(300)]  # a burst: all admitted, the rate is not known yet
+    clock.now = 0.5
+    for ticket in tickets[:150]:  # the server completes 150 while never running dry
+        ticket.release()
+    tickets = tickets[150:]
+    clock.now = 1.0
+    with pytest.raises(Overloaded, match="in a second"):  # the window closes: 150 per second, busy throughout
+        admission.admit(0)
+    assert admission.busy_rate == pytest.approx(150.0)
+    assert admission.request_limit == 150 and admission.requests == 150  # 1 s of measured completions
+    tickets.pop().release()
+    tickets.append(admission.admit(0))  # room for one again
+    assert admission.rejected["requests"] == 1
+    for ticket in tickets:
+        ticket.release()
+
+
+def test_an_idle_spell_does_not_shrink_the_bound() -> None:
+    clock = Clock()
+    admission = Admission(AdmissionLimits(max_requests=1024, max_bytes=1 << 30), clock)
+    for step in range(5):  # one request at a time, the server runs dry between them
+        clock.now = step * 0.6
+        admission.admit(0).release()
+    clock.now = 10.0
+    admission.admit(0)
+    assert admission.busy_rate is None and admission.request_limit == 1024
+
+
+def test_the_adaptive_bound_has_a_floor() -> None:
+    clock = Clock()
+    admission = Admission(AdmissionLimits(max_requests=1024, max_bytes=1 << 30), clock)
+    slow = [admission.admit(0) for _ in range(10)]
+    clock.now = 0.9
+    slow.pop().release()  # one completion in a busy second: a very slow model
+    clock.now = 1.0
+    slow.append(admission.admit(0))
+    assert admission.busy_rate == pytest.approx(1.0)
+    assert admission.request_limit == 64
+
+
 def test_zero_means_the_defaults() -> None:
     limits = AdmissionLimits.resolve(0, 0)
     assert limits.max_requests == 1024 and limits.max_bytes == default_max_bytes()
@@ -118,6 +169,7 @@ def test_past_the_bound_rest_gets_503_unread_grpc_unavailable_and_probes_still_a
             assert status == 200
             assert ':mlsrv:admission:rejected_count{reason="requests"} 2' in page
             assert ":mlsrv:admission:in_flight_requests 1" in page
+            assert ":mlsrv:admission:request_limit 1" in page
 
             servable.gate.set()
             assert (await held)[0] == 200

@@ -11,8 +11,11 @@ balancers retry it elsewhere). Status, metadata, health and metrics requests are
 
 Bounds (flags ``--max_inflight_requests``, ``--max_inflight_bytes``; 0 means the default):
 
-* requests: :data:`DEFAULT_MAX_REQUESTS`, far above what a closed-loop client fleet keeps in flight
-  on one replica, low enough that a spike cannot queue unbounded work;
+* requests: at most :data:`DEFAULT_MAX_REQUESTS`, and, once the server has been measured busy for a
+  whole second, no more than it completes in :data:`TARGET_WAIT_S` (the measured completion rate
+  times that wait, at least :data:`MIN_ADAPTIVE_REQUESTS`): past capacity, requests that would only
+  wait until their callers give up are turned away at once instead. The rate is measured only over
+  windows in which the server never ran dry, so an idle spell cannot shrink the bound;
 * bytes: an eighth of the host's memory, at most :data:`MAX_DEFAULT_BYTES`: what decoded tensors of
   admitted requests may pin at once (a decoded tensor is about as large as its wire form or smaller).
 
@@ -23,13 +26,23 @@ Loop-affine: every call comes from the event loop, so plain integers suffice.
 
 from __future__ import annotations
 
+import math
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
 from mlsrv.errors import Overloaded
 
 DEFAULT_MAX_REQUESTS: Final = 1024
+#: The queueing an admitted request may expect past capacity: the adaptive bound admits this many
+#: seconds of measured completions.
+TARGET_WAIT_S: Final = 1.0
+#: The adaptive bound never goes below this many requests (a batch or two of a slow model).
+MIN_ADAPTIVE_REQUESTS: Final = 64
+#: Completions are counted over windows this long.
+RATE_WINDOW_S: Final = 1.0
 MAX_DEFAULT_BYTES: Final = 4 << 30
 #: How long a turned-away client should wait before retrying (REST ``Retry-After``), in seconds.
 RETRY_AFTER_S: Final = 1
@@ -59,20 +72,36 @@ class AdmissionLimits:
 class Admission:
     """Counts what is admitted; :meth:`admit` returns a ticket to release, or raises ``Overloaded``."""
 
-    def __init__(self, limits: AdmissionLimits) -> None:
+    def __init__(self, limits: AdmissionLimits, clock: Callable[[], float] = time.monotonic) -> None:
         self.limits = limits
         self.requests = 0
         self.bytes = 0
         #: requests turned away, by the bound they hit ("requests" or "bytes")
         self.rejected: dict[str, int] = {"requests": 0, "bytes": 0}
+        #: completions per second measured while the server was busy throughout (None: not yet)
+        self.busy_rate: float | None = None
+        self._clock = clock
+        self._window_start = clock()
+        self._window_done = 0
+        self._window_ran_dry = False
+
+    @property
+    def request_limit(self) -> int:
+        """The bound now: the configured one, or less once the busy completion rate is known."""
+        if self.busy_rate is None:
+            return self.limits.max_requests
+        adaptive = max(MIN_ADAPTIVE_REQUESTS, math.ceil(self.busy_rate * TARGET_WAIT_S))
+        return min(self.limits.max_requests, adaptive)
 
     def admit(self, size: int) -> Ticket:
         """Admit one request of ``size`` bytes (its body or message; 0 when unknown yet)."""
-        if self.requests >= self.limits.max_requests:
+        self._roll_window()
+        limit = self.request_limit
+        if self.requests >= limit:
             self.rejected["requests"] += 1
             raise Overloaded(
-                f"The server is at its limit of {self.limits.max_requests} requests in progress "
-                "(--max_inflight_requests); retry later"
+                f"The server is at its limit of {limit} requests in progress "
+                "(--max_inflight_requests, and what it completes in a second); retry later"
             )
         if self.requests and self.bytes + size > self.limits.max_bytes:
             self.rejected["bytes"] += 1
@@ -83,6 +112,22 @@ class Admission:
         self.requests += 1
         self.bytes += size
         return Ticket(self, size)
+
+    def _completed(self) -> None:
+        self._window_done += 1
+        if self.requests == 0:
+            self._window_ran_dry = True
+        self._roll_window()
+
+    def _roll_window(self) -> None:
+        now = self._clock()
+        elapsed = now - self._window_start
+        if elapsed < RATE_WINDOW_S:
+            return
+        if not self._window_ran_dry and self.requests > 0 and self._window_done > 0:
+            rate = self._window_done / elapsed
+            self.busy_rate = rate if self.busy_rate is None else 0.5 * (self.busy_rate + rate)
+        self._window_start, self._window_done, self._window_ran_dry = now, 0, self.requests == 0
 
 
 class Ticket:
@@ -104,6 +149,7 @@ class Ticket:
         admission.requests -= 1
         admission.bytes -= self.size
         self.size = 0
+        admission._completed()
 
     def __enter__(self) -> Ticket:
         return self

@@ -290,6 +290,7 @@ class Metrics:
         watched = [
             Observed("/mlsrv/admission/in_flight_requests", "gauge", (), lambda: {(): admission.requests}),
             Observed("/mlsrv/admission/in_flight_bytes", "gauge", (), lambda: {(): admission.bytes}),
+            Observed("/mlsrv/admission/request_limit", "gauge", (), lambda: {(): admission.request_limit}),
             Observed(
                 "/mlsrv/admission/rejected_count",
                 "counter",
