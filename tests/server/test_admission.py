@@ -59,19 +59,21 @@ class Clock:
 def test_past_capacity_the_bound_follows_what_the_server_completes_in_a_second() -> None:
     clock = Clock()
     admission = Admission(AdmissionLimits(max_requests=1024, max_bytes=1 << 30), clock)
-    tickets = [admission.admit(0) for _ in range(300)]  # a burst: all admitted, the rate is not known yet
+    tickets = [admission.admit(0) for _ in range(900)]  # a burst: all admitted, the rate is not known yet
     clock.now = 0.5
-    for ticket in tickets[:150]:  # the server completes 150 while never running dry
+    for ticket in tickets[:500]:  # the server completes 500 while never running dry
         ticket.release()
-    tickets = tickets[150:]
+    tickets = tickets[500:]
     clock.now = 1.0
-    with pytest.raises(Overloaded, match="in a second"):  # the window closes: 150 per second, busy throughout
+    tickets.append(admission.admit(0))  # the window closes: 500 per second, busy throughout
+    assert admission.busy_rate == pytest.approx(500.0)
+    assert admission.request_limit == 500  # 1 s of measured completions
+    tickets += [admission.admit(0) for _ in range(500 - admission.requests)]
+    with pytest.raises(Overloaded, match="in a second"):
         admission.admit(0)
-    assert admission.busy_rate == pytest.approx(150.0)
-    assert admission.request_limit == 150 and admission.requests == 150  # 1 s of measured completions
+    assert admission.rejected["requests"] == 1
     tickets.pop().release()
     tickets.append(admission.admit(0))  # room for one again
-    assert admission.rejected["requests"] == 1
     for ticket in tickets:
         ticket.release()
 
@@ -96,7 +98,7 @@ def test_the_adaptive_bound_has_a_floor() -> None:
     clock.now = 1.0
     slow.append(admission.admit(0))
     assert admission.busy_rate == pytest.approx(1.0)
-    assert admission.request_limit == 64
+    assert admission.request_limit == 256
 
 
 def test_zero_means_the_defaults() -> None:
