@@ -109,14 +109,16 @@ def settle(rest_port: int, limit_s: float = 60.0) -> float:
     return time.monotonic() - started
 
 
-def run_case(name: str, multiples: list[float], duration: float, scratch: Path) -> list[dict[str, Any]]:
+def run_case(name: str, multiples: list[float], duration: float, scratch: Path,
+             server_flags: list[str]) -> list[dict[str, Any]]:
     kind, protocol, rows = CASES[name]
     base = EXAMPLES / "half_plus_two" if kind == "half_plus_two" else export("mlp", scratch / "mlp")
     model = "half_plus_two" if kind == "half_plus_two" else "mlp"
     monitoring = scratch / "monitoring.txt"
     monitoring.write_text("prometheus_config { enable: true }\n")
     results = []
-    with server(model, base, "--enable_batching", f"--monitoring_config_file={monitoring}") as (rest, grpc_port, pid):
+    flags = ["--enable_batching", f"--monitoring_config_file={monitoring}", *server_flags]
+    with server(model, base, *flags) as (rest, grpc_port, pid):
         target = f"127.0.0.1:{rest if protocol == 'rest' else grpc_port}"
         # the same client (2 processes) as the open-loop steps: on a small host it shares the cores
         capacity = bench(target, protocol, model, rows, duration, "--concurrency", "32", "--workers", "2")["rps"]
@@ -187,6 +189,7 @@ def main() -> None:
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--multiples", default="0.5,1,2,3,5")
     parser.add_argument("--plots", type=Path, default=None)
+    parser.add_argument("--server-flags", default="", help="extra `mlsrv serve` flags, space-separated")
     args = parser.parse_args()
     multiples = [float(m) for m in args.multiples.split(",")]
     print(f"<!-- bench/overload.py {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, "
@@ -194,7 +197,7 @@ def main() -> None:
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.cases.split(","):
-            results += run_case(name, multiples, args.duration, Path(tmp))
+            results += run_case(name, multiples, args.duration, Path(tmp), args.server_flags.split())
     print(HEADER)
     print("\n".join(row(r) for r in results))
     if args.plots is not None:
