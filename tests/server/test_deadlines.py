@@ -37,3 +37,31 @@ def test_rest_timeout_is_504_and_grpc_deadline_is_deadline_exceeded(tmp_path: Pa
                 assert list(response.outputs["y"].float_val) == [2.5]
 
     asyncio.run(main())
+
+
+def test_a_rest_caller_can_send_its_own_deadline(tmp_path: Path) -> None:
+    factory = FakeLoaderFactory(servable_for=lambda _id: FakeServable(delay=0.5))
+    body = {"instances": [[1.0]]}
+
+    async def main() -> None:
+        async with running_server(loader_factory=factory, model_name="m",
+                                  model_base_path=str(model_dir(tmp_path, 1))) as s:
+            for header in ("X-Request-Timeout-Ms", "x-envoy-expected-rq-timeout-ms"):
+                status, answer, _ = await s.request("POST", "/v1/models/m:predict", body, headers={header: "100"})
+                assert status == 504 and answer["error"], header
+            for bad in ("abc", "0", "-5", "1.5", "²", "9" * 13):
+                status, answer, _ = await s.request(
+                    "POST", "/v1/models/m:predict", body, headers={"X-Request-Timeout-Ms": bad}
+                )
+                assert status == 400 and "X-Request-Timeout-Ms must be a positive whole number" in answer["error"]
+            status, answer, _ = await s.request(  # the shortest of the two wins
+                "POST", "/v1/models/m:predict", body,
+                headers={"X-Request-Timeout-Ms": "20000", "x-envoy-expected-rq-timeout-ms": "100"},
+            )
+            assert status == 504
+            status, answer, _ = await s.request(
+                "POST", "/v1/models/m:predict", body, headers={"X-Request-Timeout-Ms": "20000"}
+            )
+            assert status == 200 and answer == {"predictions": [[2.5]]}
+
+    asyncio.run(main())

@@ -233,11 +233,16 @@ class RestFrontend:
             return self._json(await self._infer(request, route, ticket))
 
     async def _infer(self, request: web.BaseRequest, route: routes.Route, ticket: Ticket | None) -> bytes:
+        loop = asyncio.get_running_loop()
+        asked = caller_timeout_s(request)  # the caller's own deadline counts from arrival
+        caller_deadline = None if asked is None else loop.time() + asked
         raw = await read_body(request, self._max_body_bytes, self._body_timeout_s)
         if ticket is not None and len(raw) > ticket.size:  # a chunked body: charged as it turned out
             ticket.grow(len(raw) - ticket.size)
         encoding = request.headers.get("Content-Encoding", "")
-        deadline = asyncio.get_running_loop().time() + self._timeout_s if self._timeout_s > 0 else None
+        deadline = loop.time() + self._timeout_s if self._timeout_s > 0 else None
+        if caller_deadline is not None:
+            deadline = caller_deadline if deadline is None else min(deadline, caller_deadline)
         if route.verb is routes.Verb.PREDICT:
             answer = self._predict(route.spec, raw, encoding, deadline)
         else:
@@ -307,6 +312,31 @@ class RestFrontend:
     @staticmethod
     def _json(body: bytes) -> web.Response:
         return web.Response(body=body, content_type=JSON)
+
+
+#: Headers that carry the caller's deadline in milliseconds: mlsrv's own, and the one Envoy (and so
+#: Istio) adds to every request it forwards with a route timeout.
+TIMEOUT_HEADERS: Final = ("X-Request-Timeout-Ms", "x-envoy-expected-rq-timeout-ms")
+
+
+def caller_timeout_s(request: web.BaseRequest) -> float | None:
+    """The shortest deadline the caller sent in :data:`TIMEOUT_HEADERS`, in seconds; None without one.
+
+    It bounds the request like ``--rest_api_timeout_in_ms`` (504 once it passes; a request whose
+    deadline passed while it waited never runs). A value that is not a positive whole number of
+    milliseconds is the client's mistake: 400.
+    """
+    shortest: float | None = None
+    for header in TIMEOUT_HEADERS:
+        text = request.headers.get(header)
+        if text is None:
+            continue
+        digits = text.strip()
+        if not (digits.isascii() and digits.isdigit()) or len(digits) > 12 or int(digits) == 0:
+            raise InvalidArgument(f"{header} must be a positive whole number of milliseconds, got {text[:40]!r}")
+        seconds = int(digits) / 1000
+        shortest = seconds if shortest is None else min(shortest, seconds)
+    return shortest
 
 
 def raw_path(request: web.BaseRequest) -> str:
