@@ -224,3 +224,27 @@ def test_a_rest_client_that_disconnects_takes_its_request_out_of_the_queue(tmp_p
             assert servable.batch_sizes == [1, 1]  # the two rows nobody waited for were never computed
 
     asyncio.run(main())
+
+
+def test_an_oversized_body_is_413_even_when_the_server_is_full(tmp_path: Path) -> None:
+    """A client's mistake is reported as such (413), not as a load the server could take later (503)."""
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    (tmp_path / "m" / "1" / "saved_model.pb").write_bytes(b"")
+    servable = GatedServable()
+
+    async def main() -> None:
+        async with running_server(
+            loader_factory=FakeLoaderFactory(servable_for=lambda sid: servable),
+            model_name="m",
+            model_base_path=str(tmp_path / "m"),
+            max_inflight_requests=1,
+            rest_max_body_bytes=1000,
+        ) as s:
+            held = asyncio.create_task(s.post("/v1/models/m:predict", {"instances": [[1.0]]}))
+            assert await asyncio.to_thread(servable.entered.wait, 10)
+            status, body, _ = await s.request("POST", "/v1/models/m:predict", {"instances": [[2.0]] * 1000})
+            assert status == 413 and "--rest_max_body_bytes" in body["error"]
+            servable.gate.set()
+            assert (await held)[0] == 200
+
+    asyncio.run(main())

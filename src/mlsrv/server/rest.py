@@ -229,7 +229,10 @@ class RestFrontend:
             return self._json(json_codec.encode_metadata(self._dataplane.metadata(route.spec)))
         if self._admission is None:
             return self._json(await self._infer(request, route, None))
-        with self._admission.admit(request.content_length or 0) as ticket:  # before a byte of the body is read
+        length = request.content_length or 0
+        if length > self._max_body_bytes:  # the client's mistake (413) comes before the server's load (503)
+            raise RequestTooLarge(_too_large(length, self._max_body_bytes))
+        with self._admission.admit(length) as ticket:  # before a byte of the body is read
             return self._json(await self._infer(request, route, ticket))
 
     async def _infer(self, request: web.BaseRequest, route: routes.Route, ticket: Ticket | None) -> bytes:
