@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import socket
 import statistics
 import subprocess
@@ -42,11 +41,12 @@ from run_benchmarks import (  # noqa: E402
     MLSRV,
     PYTHON,
     ROOT,
+    batch_counts,
     cpu_seconds,
     free_port,
     h2load_grpc,
     hey,
-    metrics_page,
+    mean_batch_rows,
     ok_predictions,
     row,
     server,
@@ -194,7 +194,7 @@ class Run:
             before = cpu_seconds(pid)
             result = hey(url, body, c, self.duration)
             used = cpu_seconds(pid) - before  # includes hey's warm-up second: an upper bound
-            batch = mean_batch_since(metrics_port, batches_before) if metrics_port is not None else float("nan")
+            batch = mean_batch_rows(metrics_port, batches_before) if metrics_port is not None else float("nan")
             requests = result["rps"] * (self.duration + 1)
             self.record(model.name, name, "REST", c, result, batch, 1e6 * used / max(1.0, requests))
 
@@ -212,7 +212,7 @@ class Run:
         if metrics_port is not None:  # the server's own count of successful calls
             failed = result["requests"] - (ok_predictions(metrics_port, model.name) - ok_before)
             result["errors"] += max(0, failed)
-        batch = mean_batch_since(metrics_port, batches_before) if metrics_port is not None else float("nan")
+        batch = mean_batch_rows(metrics_port, batches_before) if metrics_port is not None else float("nan")
         self.record(model.name, name, "gRPC", 32, result, batch, 1e6 * used / max(1, result["requests"]))
 
     def rps(self, model: str, name: str, protocol: str, concurrency: int) -> float:
@@ -222,17 +222,6 @@ class Run:
     def p50(self, model: str, name: str, concurrency: int) -> float:
         cell = self.cells.get((model, name, "REST", concurrency))
         return cell["p50_ms"] if cell else float("nan")
-
-
-def batch_counts(rest_port: int) -> tuple[int, int]:
-    """(batches, rows) the server has run so far, from TF's padding_size histogram (one count per batch)."""
-    counts = re.findall(r'padding_size_count\{execution_batch_size="(\d+)"\} (\d+)', metrics_page(rest_port))
-    return sum(int(n) for _, n in counts), sum(int(size) * int(n) for size, n in counts)
-
-
-def mean_batch_since(rest_port: int, before: tuple[int, int]) -> float:
-    batches, rows = batch_counts(rest_port)
-    return (rows - before[1]) / (batches - before[0]) if batches > before[0] else float("nan")
 
 
 def probe_grpc(port: int, model: Model) -> None:

@@ -319,11 +319,16 @@ def metrics_page(rest_port: int) -> str:
         return str(reply.read().decode())
 
 
-def mean_batch_rows(rest_port: int) -> float:
-    """Mean executed batch size, from TF's padding_size histogram (one count per batch, by batch size)."""
+def batch_counts(rest_port: int) -> tuple[int, int]:
+    """(batches, rows) the server has run so far, from TF's padding_size histogram (one count per batch)."""
     counts = re.findall(r'padding_size_count\{execution_batch_size="(\d+)"\} (\d+)', metrics_page(rest_port))
-    batches = sum(int(n) for _, n in counts)
-    return sum(int(size) * int(n) for size, n in counts) / batches if batches else float("nan")
+    return sum(int(n) for _, n in counts), sum(int(size) * int(n) for size, n in counts)
+
+
+def mean_batch_rows(rest_port: int, since: tuple[int, int] = (0, 0)) -> float:
+    """Mean executed batch size since ``since`` (an earlier :func:`batch_counts`), NaN without batches."""
+    batches, rows = batch_counts(rest_port)
+    return (rows - since[1]) / (batches - since[0]) if batches > since[0] else float("nan")
 
 
 def ok_predictions(rest_port: int, model: str) -> int:

@@ -31,7 +31,7 @@ def test_labels_resolve_to_versions() -> None:
     async def scenario() -> None:
         manager, executor = await two_versions()
         manager.replace_labels({"m": {"stable": 1, "canary": 2}}, allow_unavailable=False)
-        async with manager.lease(ModelSpec("m", label="stable")) as lease:
+        with manager.lease(ModelSpec("m", label="stable")) as lease:
             assert lease.id.version == 1
         assert manager.peek(ModelSpec("m", label="canary"))[0].version == 2
         assert manager.labels("m") == {"stable": 1, "canary": 2}

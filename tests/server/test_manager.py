@@ -51,7 +51,7 @@ def test_load_serves_and_reports_every_transition() -> None:
         async with running(factory) as (manager, monitor):
             manager.set_aspired("m", paths(1))
             assert await monitor.wait_until("m", [1], AVAILABLE, timeout=2)
-            async with manager.lease(ModelSpec("m")) as lease:
+            with manager.lease(ModelSpec("m")) as lease:
                 assert lease.id == ServableId("m", 1)
                 y = lease.servable.run("serving_default", {"x": np.array([[1.0], [2.0]], np.float32)})
                 np.testing.assert_allclose(y["y"], [[2.5], [3.0]])
@@ -85,7 +85,7 @@ def test_load_failure_ends_with_error_and_other_models_serve() -> None:
             assert (status.state, status.error_code) == (State.END, Code.INTERNAL)
             assert status.error_message == "OSError: disk on fire"
             assert monitor.states("good").versions[0].state is State.AVAILABLE
-            async with manager.lease(ModelSpec("good")) as lease:
+            with manager.lease(ModelSpec("good")) as lease:
                 assert lease.id == ServableId("good", 1)
             with pytest.raises(ModelNotFound, match=r"^Servable not found for request: Latest\(bad\)$"):
                 manager.peek(ModelSpec("bad"))
@@ -147,7 +147,7 @@ def test_unload_waits_for_in_flight_lease() -> None:
             manager.set_aspired("m", paths(1))
             assert await monitor.wait_until("m", [1], AVAILABLE, timeout=2)
             loader = factory.loaders[ServableId("m", 1)]
-            async with manager.lease(ModelSpec("m", version=1)):
+            with manager.lease(ModelSpec("m", version=1)):
                 manager.set_aspired("m", {})
                 assert await monitor.wait_until("m", [1], {State.UNLOADING}, timeout=2)
                 with pytest.raises(ModelNotFound):  # no new leases on an unloading version
@@ -171,7 +171,7 @@ def test_new_version_replaces_old_only_once_available() -> None:
             assert await monitor.wait_until("m", [1], AVAILABLE, timeout=2)
             manager.set_aspired("m", paths(2))
             assert await monitor.wait_until("m", [2], {State.LOADING}, timeout=2)
-            async with manager.lease(ModelSpec("m")) as lease:  # the old version still serves
+            with manager.lease(ModelSpec("m")) as lease:  # the old version still serves
                 assert lease.id.version == 1
             gate.set()
             assert await monitor.wait_until("m", [1], {State.END}, timeout=2)
@@ -276,7 +276,7 @@ def test_lease_errors_use_tf_messages() -> None:
             ]
             for spec, kind, message in cases:
                 with pytest.raises(kind) as info:
-                    async with manager.lease(spec):
+                    with manager.lease(spec):
                         pass
                 assert str(info.value) == message
                 with pytest.raises(kind):
@@ -329,7 +329,7 @@ def test_unload_waits_for_a_running_call_whose_lease_was_returned() -> None:
             manager.set_aspired("m", paths(1))
             assert await monitor.wait_until("m", [1], AVAILABLE, timeout=2)
             loop = asyncio.get_running_loop()
-            async with manager.lease(ModelSpec("m")) as lease:
+            with manager.lease(ModelSpec("m")) as lease:
                 call = loop.run_in_executor(executor, lease.servable.run, "s", {}, ())
                 with pytest.raises(asyncio.TimeoutError):  # the caller's deadline passes; its lease goes back
                     await asyncio.wait_for(asyncio.shield(call), 0.05)

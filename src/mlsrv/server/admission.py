@@ -63,8 +63,8 @@ def default_max_bytes() -> int:
 class AdmissionLimits:
     """The server-wide bounds; build with :meth:`resolve` so 0 means "the default"."""
 
-    max_requests: int = DEFAULT_MAX_REQUESTS
-    max_bytes: int = 1 << 30
+    max_requests: int
+    max_bytes: int
 
     @classmethod
     def resolve(cls, max_requests: int, max_bytes: int) -> AdmissionLimits:

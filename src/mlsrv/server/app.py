@@ -88,13 +88,13 @@ class Server:
         self.source = FileSystemSource(config.models, self.manager, config.lifecycle.file_system_poll_wait_s)
         self._models = config.models
         self._version_paths: dict[Any, str] = {}
-        self.batching = self._batching_pool(config)
-        if self.batching is not None:
-            self.monitor.subscribe(self.batching.on_state)
         #: bounds the inference requests (and bytes) in the server at once, REST and gRPC together
         self.admission = Admission(AdmissionLimits.resolve(config.max_inflight_requests, config.max_inflight_bytes))
         if self.metrics is not None:
             self.metrics.watch_admission(self.admission)
+        self.batching = self._batching_pool(config)
+        if self.batching is not None:
+            self.monitor.subscribe(self.batching.on_state)
         self.dataplane = DataPlane(
             self.manager,
             self.monitor,
@@ -130,10 +130,8 @@ class Server:
         )
 
     def requests_in_flight(self) -> int:
-        """API requests being handled by either frontend right now (health probes and scrapes excluded)."""
-        rest = self._rest_frontend.in_flight if self._rest_frontend is not None else 0
-        grpc = self._grpc.in_flight if self._grpc is not None else 0
-        return rest + grpc
+        """Inference requests in the server right now, REST and gRPC (the admission's count)."""
+        return self.admission.requests
 
     def _make_loader(self, servable_id: Any, path: str) -> Loader:
         self._version_paths[servable_id] = path

@@ -12,7 +12,7 @@ TF Serving's ``SharedBatchScheduler`` + ``BatchingSession`` at Python size. Cont
 * When: a batch starts when a worker is free and either ``batch_timeout_s`` has passed since its first task
   was enqueued or the queued rows reach the execution batch size. With timeout 0 a free worker takes what
   is queued at once; the queue keeps filling while a batch runs, which is where the gain comes from.
-  One exception to TF's rule: when every request in flight in the whole server is already queued here
+  One exception to TF's rule: when every inference request in the server (the admission's count) is queued here
   or running in this batcher (``requests_in_flight``), nothing could join the batch, so it starts at
   once instead of waiting out the window: a lone request pays no batching latency, while under load
   (other requests being read, decoded or checked) the window applies as before.

@@ -387,11 +387,6 @@ class GrpcFrontend:
             await self._health.enter_graceful_shutdown()
 
     @property
-    def in_flight(self) -> int:
-        """Calls being handled now (any method)."""
-        return 0 if self._adapter is None else self._adapter.running
-
-    @property
     def last_call_at(self) -> float:
         """``time.monotonic()`` of the latest call (-inf before the first)."""
         return float("-inf") if self._adapter is None else self._adapter.last_call_at

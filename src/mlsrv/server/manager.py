@@ -94,8 +94,8 @@ LoaderFactory = Callable[[ServableId, str], Loader]
 class Lease:
     """A servable that cannot finish unloading until the lease is returned. Keep it short-lived.
 
-    Held from ``__enter__`` to ``__exit__`` (``with`` on the loop, or ``async with``); entering
-    counts the version's leases, leaving the last one sets its ``drained`` event.
+    Held by a ``with`` block on the loop; entering counts the version's leases, leaving the last one
+    sets its ``drained`` event.
     """
 
     __slots__ = ("_rec", "id", "servable")
@@ -117,12 +117,6 @@ class Lease:
         rec.leases -= 1
         if rec.leases == 0:
             rec.drained.set()
-
-    async def __aenter__(self) -> Lease:
-        return self.__enter__()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.__exit__()
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,14 +354,12 @@ class Manager:
         return rec.id, rec.servable
 
     def lease(self, spec: ModelSpec) -> Lease:
-        """Resolve ``spec`` and hold that version until the ``with`` (or ``async with``) block exits.
+        """Resolve ``spec`` and hold that version until the ``with`` block exits.
 
         Raises ModelNotFound (no such AVAILABLE version) or InvalidArgument (no name, unknown label).
         A plain object, not a generator-based context manager: it is taken once per request.
         """
-        rec = self._resolve(spec)
-        assert rec.servable is not None
-        return Lease(rec)
+        return Lease(self._resolve(spec))
 
     # --- labels -----------------------------------------------------------------------------------
 

@@ -105,8 +105,6 @@ class RestFrontend:
         self._internal_log = RateLimitedLog(log)
         #: ``time.monotonic()`` of the latest request (for a graceful stop: see ``Server._drain``)
         self.last_request_at = float("-inf")
-        #: API requests being handled now (the batcher's "is anything else coming?")
-        self.in_flight = 0
         self._routes: dict[tuple[str, str], routes.Route] = {}
 
     def web_server(self) -> web.Server:
@@ -173,13 +171,9 @@ class RestFrontend:
             origin = request.headers.get("Origin", "")
             ok = origin.startswith(("http://", "https://"))
             return web.Response(status=200 if ok else 400, content_type=JSON)
-        self.in_flight += 1
-        try:
-            if self._metrics is None:
-                return await self._api(request, self._route(request.method, path))
-            return await self._counted(request, path, self._metrics)
-        finally:
-            self.in_flight -= 1
+        if self._metrics is None:
+            return await self._api(request, self._route(request.method, path))
+        return await self._counted(request, path, self._metrics)
 
     def _route(self, method: str, path: str) -> routes.Route:
         """``routes.parse``, remembered: clients send the same few paths again and again.
@@ -229,9 +223,8 @@ class RestFrontend:
             return self._json(json_codec.encode_metadata(self._dataplane.metadata(route.spec)))
         if self._admission is None:
             return self._json(await self._infer(request, route, None))
-        length = request.content_length or 0
-        if length > self._max_body_bytes:  # the client's mistake (413) comes before the server's load (503)
-            raise RequestTooLarge(_too_large(length, self._max_body_bytes))
+        # the client's mistake (413) comes before the server's load (503)
+        length = refuse_declared_oversize(request, self._max_body_bytes)
         with self._admission.admit(length) as ticket:  # before a byte of the body is read
             return self._json(await self._infer(request, route, ticket))
 
@@ -360,9 +353,7 @@ async def read_body(request: web.BaseRequest, max_bytes: int, timeout_s: float) 
     and with it the partial body (up to the cap), alive in a reference cycle until a full
     collection; here the chunks are dropped before anything is raised.
     """
-    length = request.content_length
-    if length is not None and length > max_bytes:
-        raise RequestTooLarge(_too_large(length, max_bytes))
+    refuse_declared_oversize(request, max_bytes)
     stream = request.content
     chunks: list[bytes] = []
     size = 0
@@ -383,6 +374,14 @@ async def read_body(request: web.BaseRequest, max_bytes: int, timeout_s: float) 
         chunks.clear()
         raise RequestTooLarge(_too_large(None, max_bytes))
     return b"".join(chunks)
+
+
+def refuse_declared_oversize(request: web.BaseRequest, max_bytes: int) -> int:
+    """The declared ``Content-Length`` (0 when none); ``RequestTooLarge`` when it is over the cap."""
+    length = request.content_length or 0
+    if length > max_bytes:
+        raise RequestTooLarge(_too_large(length, max_bytes))
+    return length
 
 
 async def _collect(stream: StreamReader, chunks: list[bytes], max_bytes: int) -> int:

@@ -1,7 +1,7 @@
 """Profile a hot path of `mlsrv serve` (or a reference server) under load with py-spy; print a summary.
 
-    .venv/bin/python bench/profile.py --path rest-small  > docs/perf/rest-small.txt
-    .venv/bin/python bench/profile.py --path rest-small --server bare > docs/perf/rest-small-bare.txt
+    .venv/bin/python bench/pyspy_profile.py --path rest-small  > docs/perf/rest-small.txt
+    .venv/bin/python bench/pyspy_profile.py --path rest-small --server bare > docs/perf/rest-small-bare.txt
 
 Paths: rest-small (half_plus_two, hey c=32), rest-image (MobileNetV2 224x224x3 JSON, hey c=32),
 grpc-small and grpc-image (h2load, 32 streams). The server runs with batching on (bench/compare.py's
@@ -150,7 +150,7 @@ def main() -> None:
             print(f"# {args.path}, {args.server}: {results.get('rps', 0):,.0f} requests/s over the run "
                   f"(p50 {results.get('p50_ms', 0):.1f} ms, p99 {results.get('p99_ms', 0):.1f} ms)")
             source = f" --src {args.src}" if args.src is not None else ""
-            print(f"<!-- bench/profile.py --path {args.path} --server {args.server}{source} "
+            print(f"<!-- bench/pyspy_profile.py --path {args.path} --server {args.server}{source} "
                   f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} -->\n")
             print("\n".join(summarise(raw, requests, args.duration)))
 
