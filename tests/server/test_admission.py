@@ -248,3 +248,79 @@ def test_an_oversized_body_is_413_even_when_the_server_is_full(tmp_path: Path) -
             assert (await held)[0] == 200
 
     asyncio.run(main())
+
+
+def test_queue_depth_deadline_drops_cancellations_and_full_queue_rejections_are_on_the_metrics_page(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    (tmp_path / "m" / "1" / "saved_model.pb").write_bytes(b"")
+    monitoring = tmp_path / "monitoring.txt"
+    monitoring.write_text("prometheus_config { enable: true }\n")
+    params = tmp_path / "batching.txt"  # a queue of one row: one waiting request fills it
+    params.write_text(
+        "max_batch_size { value: 1 } batch_timeout_micros { value: 0 } num_batch_threads { value: 1 } "
+        "max_enqueued_batches { value: 1 }"
+    )
+    servable = GatedServable()
+
+    def value(page: str, series: str) -> int:
+        lines = [line for line in page.splitlines() if line.startswith(series + " ")]
+        assert len(lines) == 1, (series, page)
+        return int(lines[0].rsplit(" ", 1)[1])
+
+    async def main() -> None:
+        async with running_server(
+            loader_factory=FakeLoaderFactory(servable_for=lambda sid: servable),
+            model_name="m",
+            model_base_path=str(tmp_path / "m"),
+            enable_batching=True,
+            batching_parameters_file=str(params),
+            monitoring_config_file=str(monitoring),
+        ) as s:
+            held = asyncio.create_task(s.post("/v1/models/m:predict", {"instances": [[1.0]]}))
+            assert await asyncio.to_thread(servable.entered.wait, 10)
+            timed = asyncio.create_task(
+                s.request(
+                    "POST", "/v1/models/m:predict", {"instances": [[2.0]]}, headers={"X-Request-Timeout-Ms": "400"}
+                )
+            )
+            page = ""
+            for _ in range(200):  # the second request waits in the batch queue
+                page = (await s.get("/monitoring/prometheus/metrics"))[1]
+                if value(page, ':mlsrv:batching:queued_rows{model_name="m"}') == 1:
+                    break
+                await asyncio.sleep(0.01)
+            assert value(page, ':mlsrv:batching:queued_rows{model_name="m"}') == 1
+            status, body = await s.post("/v1/models/m:predict", {"instances": [[3.0]]})  # no room in the queue
+            assert status == 503 and "batch scheduling queue" in body["error"]
+            status, _, _ = await timed  # its deadline passes while it waits: answered then, not later
+            assert status == 504 and not servable.gate.is_set()
+
+            port = int(s.rest_url.rsplit(":", 1)[1])  # a client that queues a request and goes away
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            raw = b'{"instances": [[4.0]]}'
+            head = b"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(raw)
+            writer.write(head + raw)
+            await writer.drain()
+            for _ in range(200):
+                page = (await s.get("/monitoring/prometheus/metrics"))[1]
+                if value(page, ':mlsrv:batching:queued_rows{model_name="m"}') == 1:
+                    break
+                await asyncio.sleep(0.01)
+            writer.close()
+            for _ in range(200):
+                page = (await s.get("/monitoring/prometheus/metrics"))[1]
+                if value(page, ':mlsrv:batching:cancelled_count{model_name="m"}') == 1:
+                    break
+                await asyncio.sleep(0.01)
+            assert value(page, ':mlsrv:batching:cancelled_count{model_name="m"}') == 1
+            assert value(page, ':mlsrv:batching:deadline_dropped_count{model_name="m"}') == 1
+            assert value(page, ':mlsrv:admission:rejected_count{reason="batch_queue_full"}') == 1
+            assert value(page, ':mlsrv:admission:rejected_count{reason="requests"}') == 0
+            assert value(page, ':mlsrv:batching:queued_rows{model_name="m"}') == 0
+            servable.gate.set()
+            assert (await held)[0] == 200
+            assert servable.batch_sizes == [1]  # neither dropped request ran
+
+    asyncio.run(main())

@@ -105,6 +105,7 @@ def test_expired_deadline_gives_deadline_exceeded() -> None:
         await settle()
         assert b.stats().queued_rows == 2  # both queued before the deadline
         await asyncio.sleep(deadline - loop.time() + 0.01)  # the deadline passes while they wait
+        assert late.done() and b.stats().queued_rows == 1  # answered at its deadline, the model still busy
         model.release()
         with pytest.raises(DeadlineExceeded) as info:
             await late
@@ -327,5 +328,49 @@ def test_tiny_batches_of_the_pool_run_on_the_executor_so_the_loop_keeps_reading(
                 assert (await batcher.submit(x(float(i))))["y"][0, 0] == i * 0.5 + 2
             await pool.stop()
         assert threading.get_ident() not in servable.threads
+
+    asyncio.run(main())
+
+
+def test_the_pool_keeps_a_models_drop_counts_after_its_version_unloads() -> None:
+    """Counters never go down on the metrics page: an unloaded version's deadline drops stay counted."""
+    from mlsrv.protocol.types import State
+    from mlsrv.server.batching_pool import BatchingPool
+    from mlsrv.server.ids import ServableId
+    from mlsrv.server.monitor import StateEvent
+
+    class Gated:
+        def __init__(self) -> None:
+            self.gate = threading.Event()
+
+        def run(self, signature: str, inputs: Mapping[str, np.ndarray], output_filter: Any = ()) -> dict[str, Any]:
+            assert self.gate.wait(5)
+            return {"y": inputs["x"] * 0.5 + 2}
+
+    async def main() -> None:
+        servable, loop = Gated(), asyncio.get_running_loop()
+        with ThreadPoolExecutor(1) as executor:
+            pool = BatchingPool(executor, lambda _: opts(max_batch_size=1))
+            version = ServableId("m", 1)
+            batcher = await pool.batcher_for(version, "serving_default", servable)
+            assert batcher is not None
+            running = asyncio.ensure_future(batcher.submit(x(1.0)))
+            await settle()
+            late = asyncio.ensure_future(batcher.submit(x(2.0), loop.time() + 0.05))
+            await settle()
+            assert pool.queue_totals()["m"].queued_rows == 1
+            with pytest.raises(DeadlineExceeded):
+                await late
+            assert (pool.queue_totals()["m"].expired, pool.queue_totals()["m"].queued_rows) == (1, 0)
+            pool.on_state(StateEvent(version, State.UNLOADING, None, loop.time()))
+            servable.gate.set()
+            await running
+            for _ in range(100):
+                if not pool._closing:
+                    break
+                await asyncio.sleep(0.01)
+            assert not pool._closing and pool.stats() == {}
+            assert pool.queue_totals()["m"].expired == 1  # still counted once its batcher is gone
+            await pool.stop()
 
     asyncio.run(main())

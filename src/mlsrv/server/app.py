@@ -90,9 +90,10 @@ class Server:
         self._version_paths: dict[Any, str] = {}
         #: bounds the inference requests (and bytes) in the server at once, REST and gRPC together
         self.admission = Admission(AdmissionLimits.resolve(config.max_inflight_requests, config.max_inflight_bytes))
-        if self.metrics is not None:
-            self.metrics.watch_admission(self.admission)
         self.batching = self._batching_pool(config)
+        if self.metrics is not None:
+            batching = self.batching
+            self.metrics.watch_admission(self.admission, batching.queue_totals if batching is not None else dict)
         if self.batching is not None:
             self.monitor.subscribe(self.batching.on_state)
         self.dataplane = DataPlane(

@@ -9,7 +9,8 @@ module decides *what* goes in it. Rules, following TF's ``SharedBatchScheduler``
   task that does not fit is split and its first part fills the batch (TF's eager split), otherwise it waits
   for the next batch;
 * cancelled tasks are skipped and tasks past their deadline fail with ``DeadlineExceeded``, both when a
-  batch is formed (as TF checks at ``ProcessBatch``);
+  batch is formed (as TF checks at ``ProcessBatch``); ``expired`` and ``cancelled`` count them (the
+  metrics' deadline drops and cancellations);
 * only tasks with the same input names, dtypes and non-batch dims (or rank, when padding variable-length
   inputs) share a batch; TF instead fails the whole batch, punishing every caller for one odd request.
 """
@@ -32,6 +33,8 @@ from mlsrv.server.batch_tensors import Tensors
 
 QUEUE_FULL: Final = "The batch scheduling queue to which this task was submitted is full"
 QUEUE_TIMEOUT: Final = "Run() timeout exceeded while waiting in batching queue"
+#: A cancellation this close to a task's deadline is the deadline's doing (timers fire a little early).
+DEADLINE_SLACK_S: Final = 0.002
 
 
 class Task:
@@ -130,14 +133,22 @@ class BatchQueue:
         self.rows += task.rows
         task.future.add_done_callback(functools.partial(self._on_done, task))
 
-    def _on_done(self, task: Task, _future: object) -> None:
-        """A task finished, failed or was cancelled: give back its rows still in the queue."""
+    def _on_done(self, task: Task, future: asyncio.Future[list[Tensors]]) -> None:
+        """A task finished, failed or was cancelled: give back its rows still in the queue.
+
+        A task cancelled at its deadline (the caller's timeout fired while it waited) counts as
+        ``expired``, like one found expired when a batch is formed; any other cancellation (the
+        client went away) as ``cancelled``.
+        """
         left = task.rows - task.taken
         if left:
             task.taken = task.rows
             self.rows -= left
-        if task.future.cancelled():
-            self.cancelled += 1
+        if future.cancelled():
+            if task.deadline is not None and future.get_loop().time() >= task.deadline - DEADLINE_SLACK_S:
+                self.expired += 1
+            else:
+                self.cancelled += 1
 
     def head(self, now: float) -> Task | None:
         """The first live task, after dropping cancelled ones and failing expired ones."""

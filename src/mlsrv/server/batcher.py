@@ -17,6 +17,9 @@ TF Serving's ``SharedBatchScheduler`` + ``BatchingSession`` at Python size. Cont
   once instead of waiting out the window: a lone request pays no batching latency, while under load
   (other requests being read, decoded or checked) the window applies as before.
 * What: see ``batch_queue`` (queue bound, FIFO, splitting, cancelled and expired tasks, shape groups).
+* A task with a deadline is answered ``DeadlineExceeded`` when it passes, wherever the task is: the
+  caller is not held until a batch forms (a stuck or slow model would hold it indefinitely), and its
+  rows not yet in a batch are never computed.
 * At most ``num_batch_threads`` batches of this Batcher run at once. A failing batch fails every caller in
   it with the same error (``MlsrvError`` as raised, anything else as ``InternalError``); the next batch runs.
 * ``stop`` rejects new tasks, flushes the gather window and finishes every queued and running task.
@@ -185,11 +188,17 @@ class Batcher:
             self._rejected_full += 1
             raise
         future: asyncio.Future[list[Tensors]] = loop.create_future()
-        self._queue.push(Task(dict(inputs), rows, self._queue.key(inputs), future, deadline, now))
+        task = Task(dict(inputs), rows, self._queue.key(inputs), future, deadline, now)
+        self._queue.push(task)
         self._counts["tasks"] += 1
         if self._waiter is not None and self._queue.rows >= self._wake_rows:
             self._wake()
-        parts = await future
+        timer = None if deadline is None else loop.call_at(deadline, self._expire, task)
+        try:
+            parts = await future
+        finally:
+            if timer is not None:
+                timer.cancel()
         if len(parts) == 1:
             return parts[0]
         return await loop.run_in_executor(self._executor, batch_tensors.join_parts, parts)
@@ -211,6 +220,16 @@ class Batcher:
             queued_rows=self._queue.rows,
             running_batches=self._running_batches,
         )
+
+    def _expire(self, task: Task) -> None:
+        """The task's deadline passed: its caller gets ``DeadlineExceeded`` now, not when a batch forms.
+
+        Rows not yet in a batch are given back (never computed); rows already running finish unseen.
+        """
+        if task.future.done():
+            return
+        self._queue.expired += 1
+        task.fail(DeadlineExceeded(QUEUE_TIMEOUT if task.taken == 0 else "Deadline Exceeded"))
 
     def _shutting_down(self) -> Overloaded:
         return Overloaded(f"Batcher {self.name} is shutting down")

@@ -35,6 +35,7 @@ from mlsrv.server.batcher import BatchCallback
 
 if TYPE_CHECKING:
     from mlsrv.server.admission import Admission
+    from mlsrv.server.batching_pool import QueueTotals
 
 _METRIC_CHARS: Final = re.compile(r"[^a-zA-Z0-9_]")
 _LABEL_CHARS: Final = re.compile(r"[^a-zA-Z0-9]")
@@ -285,17 +286,41 @@ class Metrics:
 
         return on_batch
 
-    def watch_admission(self, admission: Admission) -> None:
-        """mlsrv's admission metrics (TF Serving has none): what is in the server, what was turned away."""
+    def watch_admission(self, admission: Admission, queues: Callable[[], Mapping[str, QueueTotals]]) -> None:
+        """mlsrv's overload metrics (TF Serving has none): what is in the server, what was turned away.
+
+        ``queues`` gives the batch queues per model (empty without batching). Rejections by reason:
+        ``requests`` and ``bytes`` (admission bounds), ``batch_queue_full`` (TF's full batch queue);
+        ``deadline_dropped_count`` counts requests whose deadline passed while they were queued.
+        """
+
+        def rejected() -> dict[Labels, int]:
+            cells: dict[Labels, int] = {(reason,): count for reason, count in admission.rejected.items()}
+            cells[("batch_queue_full",)] = sum(t.rejected_full for t in queues().values())
+            return cells
+
         watched = [
             Observed("/mlsrv/admission/in_flight_requests", "gauge", (), lambda: {(): admission.requests}),
             Observed("/mlsrv/admission/in_flight_bytes", "gauge", (), lambda: {(): admission.bytes}),
             Observed("/mlsrv/admission/request_limit", "gauge", (), lambda: {(): admission.request_limit}),
+            Observed("/mlsrv/admission/rejected_count", "counter", ("reason",), rejected),
             Observed(
-                "/mlsrv/admission/rejected_count",
+                "/mlsrv/batching/queued_rows",
+                "gauge",
+                ("model_name",),
+                lambda: {(name,): t.queued_rows for name, t in queues().items()},
+            ),
+            Observed(
+                "/mlsrv/batching/deadline_dropped_count",
                 "counter",
-                ("reason",),
-                lambda: {(reason,): count for reason, count in admission.rejected.items()},
+                ("model_name",),
+                lambda: {(name,): t.expired for name, t in queues().items()},
+            ),
+            Observed(
+                "/mlsrv/batching/cancelled_count",
+                "counter",
+                ("model_name",),
+                lambda: {(name,): t.cancelled for name, t in queues().items()},
             ),
         ]
         self._all = sorted([*self._all, *watched], key=lambda metric: metric.name)
