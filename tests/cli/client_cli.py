@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from mlsrv.cli.app import app
+from mlsrv.client import server_metrics
 from mlsrv.client.api import Endpoint
 from mlsrv.client.transports import Call, MockTransport, Op
 from mlsrv.errors import ModelNotFound
@@ -76,6 +77,8 @@ def use_mock(monkeypatch: pytest.MonkeyPatch, handler: Callable[[Call], Any] = h
     """Make every CLI command talk to ``handler`` instead of a server; returns the transport (its calls)."""
     transport = MockTransport(handler)
     monkeypatch.setattr(Endpoint, "transport", lambda self: transport)
+    # bench reads the server's metrics page: there is no server, and nothing else may be asked
+    monkeypatch.setattr(server_metrics, "scrape", lambda url, context=None: "mock: no metrics page")
     return transport
 
 

@@ -1,7 +1,8 @@
 """A real ``mlsrv serve`` subprocess shared by the client command tests (one per session: TF loads once).
 
 It serves the bundled ``half_plus_two`` and ``slow`` example models on free 127.0.0.1 ports (REST and
-gRPC). Tests reach it through :class:`Served`; ``served.args(protocol)`` gives the connection options.
+gRPC), with its Prometheus page at TF Serving's default path. Tests reach it through :class:`Served`;
+``served.args(protocol)`` gives the connection options.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         )
         + "}\n"
     )
+    monitoring = folder / "monitoring.config"
+    monitoring.write_text("prometheus_config { enable: true }\n")
     served = Served(free_port(), free_port())
     log = (folder / "server.log").open("wb")
     process = subprocess.Popen(
@@ -70,6 +73,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             f"--port={served.grpc_port}",
             f"--rest_api_port={served.rest_port}",
             f"--model_config_file={config}",
+            f"--monitoring_config_file={monitoring}",
         ),
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -27,7 +27,8 @@ def bench_json(*args: str) -> Any:
 def keys(doc: Any) -> Any:
     """The key structure of a report (values dropped), to compare with the documented golden report."""
     if isinstance(doc, dict):
-        return {k: None if k == "meta" else keys(v) for k, v in doc.items() if k not in ("errors", "series")}
+        skipped = ("errors", "series")
+        return {k: None if k in ("meta", "rejected") else keys(v) for k, v in doc.items() if k not in skipped}
     return None
 
 
@@ -218,3 +219,21 @@ def test_rate_mode_counts_queueing_that_concurrency_hides(served: Served) -> Non
     assert 15 < closed["latency"]["p50_ms"] < 100
     assert opened["latency"]["p99_ms"] > 5 * closed["latency"]["p50_ms"]
     assert opened["rps"] < 250  # the server could not keep up, so requests queued
+
+
+def test_the_servers_own_figures_are_read_from_its_metrics_page(served: Served) -> None:
+    common = ["bench", "-m", "half_plus_two", "-c", "2", "-n", "20", "--json"]
+    report = json.loads(invoke(*common, *served.args("rest")).stdout)
+    server = report["server"]
+    assert server["url"] == f"http://127.0.0.1:{served.rest_port}/monitoring/prometheus/metrics"
+    assert server["note"] == "" and server["batches"] == 0 and server["mean_batch_size"] is None  # not batched
+    assert server["rejected"] == {"batch_queue_full": 0, "bytes": 0, "requests": 0}
+    assert json.loads(invoke(*common, *served.args("grpc")).stdout)["server"] is None  # no REST address known
+    both = [*served.args("rest"), *served.args("grpc"), "--protocol", "grpc"]
+    assert json.loads(invoke(*common, *both).stdout)["server"]["url"] == server["url"]
+    assert json.loads(invoke(*common, *served.args("rest"), "--server-metrics", "off").stdout)["server"] is None
+    elsewhere = f"127.0.0.1:{served.rest_port}/nowhere"
+    noted = json.loads(invoke(*common, *served.args("rest"), "--server-metrics", elsewhere).stdout)["server"]
+    assert "HTTP 404" in noted["note"] and noted["batches"] == 0
+    text = invoke("bench", "-m", "half_plus_two", "-c", "2", "-n", "20", *served.args("rest")).stdout
+    assert "server: 0 batches; rejected: none; deadline drops 0, cancelled in queue 0" in text

@@ -15,6 +15,7 @@ from mlsrv.client.bench_compare import check_gates, compare_reports
 from mlsrv.client.bench_record import Recorder
 from mlsrv.client.bench_report import CSV_COLUMNS, SCHEMA_VERSION, BenchReport, to_csv
 from mlsrv.client.bench_spec import BenchSpec, parse_duration, parse_latency, parse_levels, parse_rate_percent
+from mlsrv.client.server_metrics import ServerStats
 from mlsrv.errors import Overloaded, TransportError, UsageError
 
 GOLDEN = Path(__file__).resolve().parents[1] / "testdata" / "golden" / "bench_report.json"
@@ -32,7 +33,12 @@ def _fixed_report(spec: BenchSpec | None = None, scale: float = 1.0) -> BenchRep
     rec.late, rec.dropped = 3, 1
     rec.window_s = 2.0
     rec.cpu = [(0.95, 3.0), (2.85, 3.0)]
-    return rec.to_report(spec, started_at="2025-01-02T03:04:05+00:00", meta={"target": "http://127.0.0.1:8501"})
+    report = rec.to_report(spec, started_at="2025-01-02T03:04:05+00:00", meta={"target": "http://127.0.0.1:8501"})
+    server = ServerStats(
+        "http://127.0.0.1:8501/monitoring/prometheus/metrics", batches=40, mean_batch_size=5.0,
+        mean_queue_wait_ms=1.25, rejected={"batch_queue_full": 2, "bytes": 0, "requests": 0},
+    )  # fmt: skip
+    return replace(report, server=server)
 
 
 def test_json_matches_golden_schema() -> None:

@@ -38,9 +38,12 @@ from mlsrv.cli.client_options import (
     with_connection,
 )
 from mlsrv.cli.runner import print_error, run
+from mlsrv.client import server_metrics
+from mlsrv.client.api import Endpoint
 from mlsrv.client.bench import level_spec
 from mlsrv.client.bench_spec import Arrival, BenchSpec, parse_duration, parse_latency, parse_levels, parse_rate_percent
 from mlsrv.client.bench_workers import run_bench_workers
+from mlsrv.client.server_metrics import ServerProbe
 from mlsrv.errors import EXIT_REQUEST_ERROR, UsageError
 
 LOAD = "Load"
@@ -137,6 +140,16 @@ def bench(
             rich_help_panel=INPUTS,
         ),
     ] = None,
+    server_metrics: Annotated[
+        str | None,
+        typer.Option(
+            "--server-metrics",
+            help="The server's Prometheus page, read before and after each run for its mean batch size, queue"
+            " wait and rejections: a URL, or 'off'. Default: the REST endpoint's"
+            " /monitoring/prometheus/metrics.",
+            rich_help_panel=LOAD,
+        ),
+    ] = None,
     csv: Annotated[bool, typer.Option("--csv", help="CSV on stdout, one row per run (docs/bench-json.md).")] = False,
     compare: Annotated[
         tuple[str, str] | None,
@@ -173,6 +186,7 @@ def bench(
         input_files=tuple(input_file or ()), inputs=tuple(input_ or ()), shapes=tuple(shape or ()),
         fill=fill, check=check, expected=expected, timeout=timeout,
         as_json=json_, csv=csv, quiet=quiet, max_p99=max_p99, min_rps=min_rps, max_error_rate=max_error_rate,
+        server_metrics=server_metrics,
     )  # fmt: skip
     violations = run(lambda: _main(conn, options, compare))
     if violations:
@@ -209,6 +223,7 @@ class _Options:
     max_p99: str | None
     min_rps: float | None
     max_error_rate: str | None
+    server_metrics: str | None
 
     def input_options(self) -> InputOptions:
         return InputOptions(
@@ -250,13 +265,44 @@ def _main(conn: ConnectionArgs, options: _Options, compare: tuple[str, str] | No
         "signature": model.signature_or_default,
         "inputs": inputs.note(),
     }
+    probe = _server_probe(conn, endpoint, options.server_metrics, model.name)
     if options.workers == 1:
-        reports = asyncio.run(run_here(workload, spec, levels, meta, _progress(options)))
+        reports = asyncio.run(run_here(workload, spec, levels, meta, _progress(options), probe))
     else:
         make_send = functools.partial(open_send, workload)
-        reports = [run_bench_workers(level_spec(spec, lv), options.workers, make_send, meta=meta) for lv in levels]
+        reports = []
+        for level in levels:
+            before = probe.read() if probe is not None else ""
+            report = run_bench_workers(level_spec(spec, level), options.workers, make_send, meta=meta)
+            reports.append(report if probe is None else replace(report, server=probe.since(before)))
     bench_output.print_reports(console, reports, as_json=options.as_json, csv=options.csv, sweep=len(levels) > 1)
     return [line for report in reports for line in bench_output.gate_lines(report, gates, len(reports) > 1)]
+
+
+def _server_probe(conn: ConnectionArgs, endpoint: Endpoint, asked: str | None, model: str) -> ServerProbe | None:
+    """Where the server's metrics page is: ``--server-metrics``, else the REST endpoint's default path.
+
+    A gRPC run knows a REST address only when ``--rest`` is given too; without one the page is not read.
+    """
+    if asked is not None and asked.strip().lower() == "off":
+        return None
+    if asked is not None:
+        url = asked.strip()
+        if "://" not in url:
+            url = "http://" + url
+        scheme, _, rest = url.partition("://")
+        if scheme.lower() not in ("http", "https") or not rest.strip("/"):
+            raise UsageError(f"--server-metrics must be an http(s) URL or 'off', got {asked!r}")
+        if "/" not in rest:
+            url = server_metrics.metrics_url(url)
+    elif endpoint.protocol == "rest":
+        url = server_metrics.metrics_url(endpoint.address)
+    elif conn.rest is not None:
+        url = server_metrics.metrics_url(Endpoint.parse(conn.rest, "rest", endpoint.tls).address)
+    else:
+        return None
+    context = endpoint.tls.ssl_context() if url.lower().startswith("https") else None
+    return server_metrics.ServerProbe(url, model, context)
 
 
 def _bench_spec(options: _Options) -> tuple[BenchSpec, list[float]]:

@@ -8,9 +8,10 @@ compares every response with a reference answer taken before the run (or ``--exp
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -22,6 +23,7 @@ from mlsrv.client.api import Client, Endpoint, conform_outputs
 from mlsrv.client.bench import SendFn, level_spec, run_bench
 from mlsrv.client.bench_report import BenchReport
 from mlsrv.client.bench_spec import BenchSpec
+from mlsrv.client.server_metrics import ServerProbe
 from mlsrv.client.transports import Op
 from mlsrv.errors import Code, MlsrvError, UsageError
 from mlsrv.protocol.types import ModelSpec, PredictRequest, PredictResponse, SignatureInfo
@@ -168,19 +170,32 @@ def load_expected(path: str) -> dict[str, np.ndarray]:
 
 
 async def run_here(
-    workload: Workload, spec: BenchSpec, levels: Sequence[float], meta: dict[str, str], progress: Progress | None
+    workload: Workload,
+    spec: BenchSpec,
+    levels: Sequence[float],
+    meta: dict[str, str],
+    progress: Progress | None,
+    probe: ServerProbe | None = None,
 ) -> list[BenchReport]:
-    """``--workers 1``: each level in this process, with live progress when given."""
+    """``--workers 1``: each level in this process, with live progress when given.
+
+    With a ``probe``, the server's metrics page is read before and after each level (off the
+    measured time) and its figures attached to the level's report.
+    """
     reports = []
     async with open_send(workload) as send:
         for level in levels:
             one = level_spec(spec, level)
+            before = await asyncio.to_thread(probe.read) if probe is not None else None
             if progress is not None:
                 progress.start(one)
             try:
                 on_progress = progress.update if progress is not None else None
-                reports.append(await run_bench(one, send, on_progress=on_progress, progress_interval_s=0.25, meta=meta))
+                report = await run_bench(one, send, on_progress=on_progress, progress_interval_s=0.25, meta=meta)
             finally:
                 if progress is not None:
                     progress.stop()
+            if probe is not None and before is not None:
+                report = replace(report, server=await asyncio.to_thread(probe.since, before))
+            reports.append(report)
     return reports

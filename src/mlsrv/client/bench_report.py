@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Final, Literal
 
 from mlsrv.client.bench_spec import BenchSpec
+from mlsrv.client.server_metrics import ServerStats
 
 #: Bumped on any incompatible change to the JSON shape; additive fields keep the version.
 SCHEMA_VERSION: Final = 1
@@ -101,6 +102,8 @@ class BenchReport:
     errors: tuple[ErrorCount, ...] = ()
     series: tuple[SeriesPoint, ...] = ()
     client: ClientStats = field(default_factory=ClientStats)
+    #: what the server's metrics page says about the run (None: not read)
+    server: ServerStats | None = None
     started_at: str = ""
     meta: dict[str, str] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
@@ -136,6 +139,7 @@ class BenchReport:
             errors=tuple(ErrorCount(**_known(ErrorCount, e)) for e in data.get("errors", ())),
             series=tuple(SeriesPoint(**_known(SeriesPoint, s)) for s in data.get("series", ())),
             client=ClientStats(**_known(ClientStats, data.get("client", {}))),
+            server=ServerStats(**_known(ServerStats, data["server"])) if data.get("server") else None,
             started_at=str(data.get("started_at", "")),
             meta={str(k): str(v) for k, v in data.get("meta", {}).items()},
             schema_version=version,
@@ -157,6 +161,8 @@ class BenchReport:
         for e in self.errors:
             status = f" HTTP {e.http_status}" if e.http_status is not None else ""
             lines.append(f"error: {e.code}{status} {e.kind} x{e.count}" + (f": {e.sample}" if e.sample else ""))
+        if self.server is not None:
+            lines.append(self.server.summary_line())
         if req.dropped:
             lines.append(f"warning: {req.dropped} requests dropped (more than {s.max_in_flight} in flight)")
         if req.late:
