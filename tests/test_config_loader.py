@@ -177,3 +177,18 @@ def test_channel_arguments(tmp_path: Path) -> None:
     config = load_config({"model_base_path": str(tmp_path),
                           "grpc_channel_arguments": "grpc.max_connection_age_ms=2000,grpc.primary_user_agent=x"})
     assert config.grpc.channel_arguments == (("grpc.max_connection_age_ms", 2000), ("grpc.primary_user_agent", "x"))
+
+
+def test_workers_from_flags_and_toml(tmp_path: Path) -> None:
+    import os
+
+    assert load_config({"model_base_path": str(tmp_path)}).workers == 1
+    assert load_config({"model_base_path": str(tmp_path), "workers": "3"}).workers == 3
+    assert load_config({"model_base_path": str(tmp_path), "workers": "auto"}).workers == len(os.sched_getaffinity(0))
+    toml = tmp_path / "mlsrv.toml"
+    for value, expected in (("2", 2), ('"auto"', len(os.sched_getaffinity(0)))):
+        toml.write_text(f'[server]\nmodel_base_path = "{tmp_path}"\nworkers = {value}\n')
+        assert load_config({"config": str(toml)}).workers == expected
+    for bad in ("0", "1.5", "many"):
+        with pytest.raises(ConfigError, match="--workers must be a whole number >= 1 or 'auto'"):
+            load_config({"model_base_path": str(tmp_path), "workers": bad})

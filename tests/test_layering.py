@@ -74,3 +74,10 @@ def test_cli_start_does_not_import_ml_dtypes() -> None:
     resolved = "from mlsrv.protocol import dtypes; assert dtypes.by_name('DT_BFLOAT16').numpy.name == 'bfloat16'"
     result = subprocess.run([sys.executable, "-c", resolved], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-500:]
+
+
+def test_the_workers_supervisor_does_not_import_tensorflow() -> None:
+    """``--workers N`` runs N servers: the supervisor beside them must not hold a copy of TensorFlow too."""
+    code = "import sys, mlsrv.server.supervisor; assert 'tensorflow' not in sys.modules and 'numpy' not in sys.modules"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-500:]

@@ -72,6 +72,8 @@ def _toml_server_flags(doc: Mapping[str, Any], path: str) -> dict[str, flags.Fla
         flag = flags.BY_NAME.get(key)
         if flag is None or key in ("config", "version"):
             raise ConfigError(f"{path}: server.{key}: unknown setting (use tensorflow_model_server flag names)")
+        if key == "workers" and isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)  # a count or "auto": TOML's 2 and "auto" both mean what they say
         if not _toml_type_ok(flag.type, value):
             raise ConfigError(f"{path}: server.{key}: expected a {flag.type.__name__}, got {value!r}")
         out[key] = float(value) if flag.type is float else value
@@ -157,6 +159,17 @@ def parse_model_server_config(text: str, *, source: str) -> Any:
     if message.WhichOneof("config") == "custom_model_config":
         raise ConfigError(f"{source}: ModelServer does not yet support custom model config.")
     return message
+
+
+def parse_model_server_config_bytes(data: bytes) -> Any:
+    """A serialized ``ModelServerConfig`` (one a reload RPC carried, saved for ``--workers`` siblings)."""
+    from google.protobuf.message import DecodeError
+    from tensorflow_serving.config import model_server_config_pb2
+
+    try:
+        return model_server_config_pb2.ModelServerConfig.FromString(data)
+    except DecodeError as error:
+        raise ConfigError(f"a saved model config does not parse: {error}") from None
 
 
 def models_from_proto(message: Any, *, validate: bool = True) -> tuple[ModelConfig, ...]:
@@ -313,6 +326,19 @@ def _at_least(low: int, values: Mapping[str, flags.FlagValue], name: str) -> int
     return value
 
 
+def _workers(text: str) -> int:
+    """``--workers``: a whole number >= 1, or ``auto`` (one per core this process may use)."""
+    if text.strip().lower() == "auto":
+        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    try:
+        count = int(text)
+    except ValueError:
+        raise ConfigError(f"--workers must be a whole number >= 1 or 'auto', got {text!r}") from None
+    if count < 1:
+        raise ConfigError(f"--workers must be a whole number >= 1 or 'auto', got {text!r}")
+    return count
+
+
 def _positive_seconds(values: Mapping[str, flags.FlagValue], name: str) -> float:
     value = float(values[name])
     if not value > 0 or value == float("inf"):
@@ -386,5 +412,6 @@ def _build(
         monitoring_config_file=str(values["monitoring_config_file"]),
         max_inflight_requests=_at_least(0, values, "max_inflight_requests"),
         max_inflight_bytes=_at_least(0, values, "max_inflight_bytes"),
+        workers=_workers(str(values["workers"])),
         unimplemented_flags=flags.unimplemented({**_toml_server_flags(toml_doc, "toml"), **given}),
     )

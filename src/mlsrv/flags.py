@@ -105,6 +105,8 @@ FLAGS: Final[tuple[Flag, ...]] = (
        "Most inference requests in the server at once; more get 503 / UNAVAILABLE before they are read (0: 1024)."),
     _x("max_inflight_bytes", int, 0,
        "Most inference request bytes in the server at once; past it, 503 / UNAVAILABLE (0: 1/8 of memory, <= 4 GiB)."),
+    _x("workers", str, "1",
+       "Server processes sharing the REST and gRPC ports, each with its own models; 'auto': one per core."),
 )
 
 BY_NAME: Final[dict[str, Flag]] = {flag.name: flag for flag in FLAGS}

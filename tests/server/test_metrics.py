@@ -169,3 +169,15 @@ def test_examples_runtime_and_batching_hooks() -> None:
 def test_flag_is_implemented() -> None:
     assert flags.BY_NAME["monitoring_config_file"].implemented
     assert "monitoring_config_file" not in flags.unimplemented({"monitoring_config_file": "/m.txt"})
+
+
+def test_pages_of_several_workers_sum_sample_by_sample_within_their_families() -> None:
+    from mlsrv.server.metrics import sum_pages
+
+    first = '# TYPE a counter\na{m="x"} 2\n# TYPE h histogram\nh_bucket{le="1"} 1\nh_sum 0.5\nh_count 1\n'
+    second = '# TYPE a counter\na{m="y"} 5\na{m="x"} 3\n# TYPE h histogram\nh_bucket{le="1"} 2\nh_sum 1.25\nh_count 2\n'
+    assert sum_pages([first, second]) == (
+        '# TYPE a counter\na{m="x"} 5\na{m="y"} 5\n'  # y, seen only on the second worker, stays under a's TYPE
+        '# TYPE h histogram\nh_bucket{le="1"} 3\nh_sum 1.75\nh_count 3\n'
+    )
+    assert sum_pages([first]) == first

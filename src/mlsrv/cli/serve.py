@@ -12,13 +12,16 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from mlsrv import flags
 from mlsrv.cli.runner import print_error, run
-from mlsrv.errors import MlsrvError
+from mlsrv.errors import ConfigError, MlsrvError
+
+if TYPE_CHECKING:
+    from mlsrv.config import ServerConfig
 
 T = TypeVar("T")
 
@@ -32,13 +35,35 @@ def serve(**values: str | None) -> None:
     from mlsrv.config_loader import load_config
 
     config = _serving(lambda: load_config(given))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from mlsrv.server.siblings import Siblings
+
+    siblings = Siblings.from_environment()  # set when this process is one of --workers N
+    tag = "" if siblings is None else f"[worker {siblings.index}] "
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s")
+    if config.workers > 1 and siblings is None:
+        _supervise(config, values)
+        return
     from mlsrv.server.app import Server
     from mlsrv.server.process_tuning import event_loop_factory, tune_process
 
     tune_process()
-    server = _serving(lambda: Server(config))
+    server = _serving(lambda: Server(config, siblings=siblings))
     _serving(server.run(), loop_factory=event_loop_factory())
+
+
+def _supervise(config: ServerConfig, values: dict[str, str | None]) -> None:
+    """``--workers N``: run N servers on the same ports (``server.supervisor``); exits with its code."""
+    from mlsrv.server.supervisor import Supervisor, check_ports_free, worker_arguments
+
+    def check() -> None:
+        if config.grpc.socket_path:
+            raise ConfigError("--workers cannot share --grpc_socket_path: serve gRPC on a TCP port")
+        check_ports_free(config.grpc.host, [port for port in (config.grpc.port, config.rest.port) if port])
+
+    _serving(check)
+    code = _serving(Supervisor(config.workers, worker_arguments(values)).run())
+    if code:
+        raise typer.Exit(code)
 
 
 def _serving(

@@ -16,6 +16,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Final
 
 from aiohttp import web
@@ -26,6 +27,7 @@ from mlsrv.config_loader import (
     check_platforms_supported,
     models_from_proto,
     parse_model_server_config,
+    parse_model_server_config_bytes,
     validate_models,
 )
 from mlsrv.errors import ConfigError, LoadError, MlsrvError, UnknownError
@@ -38,7 +40,7 @@ from mlsrv.server.dataplane import DataPlane
 from mlsrv.server.loaders import BatchingFileCheckedLoader, MeteredLoader, on_loop
 from mlsrv.server.log_limits import FloodGuard
 from mlsrv.server.manager import Manager
-from mlsrv.server.metrics import Metrics
+from mlsrv.server.metrics import Metrics, sum_pages
 from mlsrv.server.monitor import StateEvent, StateMonitor
 from mlsrv.server.rest import Handler, RestFrontend, health_handlers, prometheus_handler
 from mlsrv.server.rest_connections import (
@@ -49,6 +51,7 @@ from mlsrv.server.rest_connections import (
     widen_listen_queue,
 )
 from mlsrv.server.servable import Loader
+from mlsrv.server.siblings import LocalWorker, Siblings
 from mlsrv.server.source import FileSystemSource
 from mlsrv.server.worker_pool import WorkerPool
 
@@ -70,8 +73,12 @@ SHUTDOWN_GRACE_S: Final = 5.0
 class Server:
     """One model server: lifecycle + DataPlane + frontends. ``async with Server(cfg):`` starts and stops it."""
 
-    def __init__(self, config: ServerConfig, *, loader_factory: LoaderFactory | None = None) -> None:
+    def __init__(
+        self, config: ServerConfig, *, loader_factory: LoaderFactory | None = None, siblings: Siblings | None = None
+    ) -> None:
+        """``siblings``: set in a worker of ``--workers N`` (see ``server.siblings``), None otherwise."""
         self.config = config
+        self.siblings = siblings
         self.metrics, self._metrics_path = _monitoring(config)  # first: a bad file fails before threads exist
         self._loader_factory = loader_factory
         workers = max(2, min(4, os.cpu_count() or 2))
@@ -85,8 +92,12 @@ class Server:
             max_load_retries=config.lifecycle.max_load_retries,
             load_retry_interval_s=config.lifecycle.load_retry_interval_s,
         )
-        self.source = FileSystemSource(config.models, self.manager, config.lifecycle.file_system_poll_wait_s)
-        self._models = config.models
+        models = config.models
+        saved = siblings.saved_config() if siblings is not None else None
+        if saved is not None:  # a reload RPC reached the workers before this one (re)started: it wins
+            models = models_from_proto(parse_model_server_config_bytes(saved), validate=False)
+        self.source = FileSystemSource(models, self.manager, config.lifecycle.file_system_poll_wait_s)
+        self._models = models
         self._version_paths: dict[Any, str] = {}
         #: bounds the inference requests (and bytes) in the server at once, REST and gRPC together
         self.admission = Admission(AdmissionLimits.resolve(config.max_inflight_requests, config.max_inflight_bytes))
@@ -182,6 +193,9 @@ class Server:
         await self._start_grpc()  # gRPC first, as TF: a failed gRPC bind never leaves REST briefly open
         await self._start_rest()
         self.flood_guard.apply()  # process-wide, like the GC settings: only once the server runs
+        if self.siblings is not None:  # now that it serves: until then its siblings count it not ready
+            page = self.metrics.render if self.metrics is not None else str
+            await self.siblings.start(LocalWorker(self._models_not_available, page, self._apply_config))
         self.gc_tuning.apply()
         self.monitor.subscribe(self.gc_tuning.on_state)
         if self.config.model_config_file and self.config.lifecycle.model_config_poll_wait_s > 0:
@@ -215,9 +229,12 @@ class Server:
         rest = self.config.rest
         if rest.port == 0:
             return
-        extra: dict[str, Handler] = health_handlers(self._models_not_available)
+        siblings = self.siblings
+        extra: dict[str, Handler] = health_handlers(
+            self._models_not_available, siblings.not_ready if siblings is not None else None
+        )
         if self.metrics is not None:
-            extra[self._metrics_path] = prometheus_handler(self.metrics)
+            extra[self._metrics_path] = prometheus_handler(self._metrics_page)
         self._rest_frontend = frontend = RestFrontend(
             self.dataplane,
             timeout_s=rest.timeout_s,
@@ -252,6 +269,7 @@ class Server:
                 rest.host,
                 rest.port,
                 reuse_address=True,
+                reuse_port=self.siblings is not None,  # --workers: every worker listens on the port
                 backlog=accept_backlog(limits.max_connections),
             )
         except (OSError, OverflowError) as error:
@@ -267,10 +285,40 @@ class Server:
             from mlsrv.server.grpc import GrpcFrontend
         except ImportError:  # gRPC frontend not built yet
             return
+        grpc_config = self.config.grpc
+        if self.siblings is not None:  # every worker listens on the port (grpc's default, made explicit)
+            arguments = (*grpc_config.channel_arguments, ("grpc.so_reuseport", 1))
+            grpc_config = replace(grpc_config, channel_arguments=arguments)
         self._grpc = GrpcFrontend(
-            self.dataplane, self.config.grpc, server=self, metrics=self.metrics, admission=self.admission
+            self.dataplane, grpc_config, server=self, metrics=self.metrics, admission=self.admission
         )
         self.grpc_port = await self._grpc.start()
+
+    async def reload_config(self, config: Any) -> None:
+        """``HandleReloadConfigRequest``: this server's models, and with ``--workers`` every worker's.
+
+        Workers take one reload at a time; a failure here changes nothing elsewhere; a failure on a
+        sibling is the RPC's error (this worker has the new config then, as TF would after a partial load).
+        """
+        models = models_from_proto(config, validate=False)
+        if self.siblings is None:
+            await self.reload_models(models)
+            return
+        async with self.siblings.reload_lock():
+            await self.reload_models(models)
+            await self.siblings.reload_others(config.SerializeToString())
+
+    async def _apply_config(self, serialized: bytes) -> None:
+        """A sibling's reload, applied here only (the sibling holds the lock and tells the others)."""
+        await self.reload_models(models_from_proto(parse_model_server_config_bytes(serialized), validate=False))
+
+    async def _metrics_page(self) -> str:
+        """The Prometheus page: this server's, or with ``--workers`` the sum over every worker."""
+        assert self.metrics is not None
+        page = self.metrics.render()
+        if self.siblings is None:
+            return page
+        return sum_pages([page, *await self.siblings.metrics_pages()])
 
     async def reload_models(self, models: tuple[Any, ...]) -> None:
         """Replace the model list (config reload) as TF's ``ServerCore::ReloadConfig`` does.
@@ -320,6 +368,8 @@ class Server:
         """Drain, then unload: both ports stop accepting at once, the calls in flight on either
         frontend finish (within ``grace_s``), and only then are batchers and models stopped."""
         self.gc_tuning.restore()  # first: unloads below need no re-freeze, and their cycles must be collectable
+        if self.siblings is not None:  # siblings see this worker not ready from now on
+            await self.siblings.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

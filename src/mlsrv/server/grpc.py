@@ -270,8 +270,6 @@ class ModelServicer:
         return 0 if metrics is None else metrics.int64_value(name)
 
     async def _reload(self, request: Any) -> None:
-        from mlsrv.config_loader import models_from_proto
-
         kind = request.config.WhichOneof("config")
         if kind != "model_config_list":  # an empty config too: TF's handler only takes a ModelConfigList
             raise InvalidArgument(
@@ -280,7 +278,7 @@ class ModelServicer:
             )
         if self._server is None:
             raise UnknownError("config reload is not available on this server")
-        await self._server.reload_models(models_from_proto(request.config, validate=False))
+        await self._server.reload_config(request.config)
 
 
 class GrpcFrontend:

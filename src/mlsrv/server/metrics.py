@@ -331,3 +331,35 @@ class Metrics:
         """The Prometheus text page, as TF Serving's ``PrometheusExporter::GeneratePage``."""
         lines = [line for metric in self._all for line in metric.lines()]
         return "\n".join(lines) + "\n"
+
+
+def sum_pages(pages: Sequence[str]) -> str:
+    """Several workers' pages as one: each sample summed over the pages, families in first-seen order.
+
+    Counters, histogram buckets, sums and counts add up to what one server would have counted;
+    gauges (requests in flight, queued rows) add up to the host's total. A sample only some workers
+    have (a model one worker has not loaded yet) is the sum of those that have it, still listed
+    under its own ``# TYPE`` line, as the text format requires.
+    """
+    families: dict[str, dict[str, tuple[float, bool]]] = {}  # TYPE line -> series -> (sum, all integers)
+    for page in pages:
+        family = families.setdefault("", {})
+        for line in page.splitlines():
+            if line.startswith("#"):
+                family = families.setdefault(line, {})
+                continue
+            series, _, text = line.rpartition(" ")
+            try:
+                value = float(text)
+            except ValueError:
+                continue
+            integral = text.lstrip("-").isdigit()
+            total, was_integral = family.get(series, (0.0, True))
+            family[series] = (total + value, was_integral and integral)
+    lines = []
+    for type_line, samples in families.items():
+        if type_line:
+            lines.append(type_line)
+        for series, (total, integral) in samples.items():
+            lines.append(f"{series} {int(total) if integral else format_double(total)}")
+    return "\n".join(lines) + "\n"

@@ -418,30 +418,36 @@ class _Request(web.BaseRequest):
         response.headers.pop("Server", None)
 
 
-def prometheus_handler(metrics: Metrics) -> Handler:
+def prometheus_handler(page: Callable[[], Awaitable[str]]) -> Handler:
     """The Prometheus page for ``extra_routes``: any method, ``Content-Type: text/plain`` exactly."""
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
-        return web.Response(body=metrics.render().encode(), headers={"Content-Type": "text/plain"})
+        return web.Response(body=(await page()).encode(), headers={"Content-Type": "text/plain"})
 
     return handle
 
 
-def health_handlers(ready: Callable[[], list[str]]) -> dict[str, Handler]:
+def health_handlers(
+    not_ready: Callable[[], list[str]], workers_not_ready: Callable[[], Awaitable[list[str]]] | None = None
+) -> dict[str, Handler]:
     """mlsrv extras for probes, outside TF Serving's ``/v1`` namespace so no path can collide.
 
     ``/healthz`` (liveness): 200 while the process serves. ``/readyz`` (readiness): 200 when every
-    configured model has an AVAILABLE version, else 503 listing the models that do not.
+    configured model has an AVAILABLE version, else 503 listing the models that do not; with
+    ``--workers``, also only when every sibling worker is ready (503 lists those that are not).
     """
 
     async def live(request: web.BaseRequest) -> web.StreamResponse:
         return web.Response(body=b'{"status": "ok"}', content_type=JSON)
 
     async def readiness(request: web.BaseRequest) -> web.StreamResponse:
-        waiting = ready()
-        if waiting:
-            body = json.dumps({"status": "not ready", "models_not_available": waiting}).encode()
-            return web.Response(body=body, status=503, content_type=JSON)
+        waiting = not_ready()
+        workers = await workers_not_ready() if workers_not_ready is not None else []
+        if waiting or workers:
+            answer: dict[str, object] = {"status": "not ready", "models_not_available": waiting}
+            if workers:
+                answer["workers_not_ready"] = workers
+            return web.Response(body=json.dumps(answer).encode(), status=503, content_type=JSON)
         return web.Response(body=b'{"status": "ready"}', content_type=JSON)
 
     return {"/healthz": live, "/readyz": readiness}
