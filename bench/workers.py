@@ -47,14 +47,26 @@ class Served:
     rest: int
     grpc: int
     supervisor: int
+    count: int
 
     def workers(self) -> list[int]:
-        """PIDs of the worker processes (children of the supervisor), or of the server itself for N=1."""
-        try:
-            children = Path(f"/proc/{self.supervisor}/task/{self.supervisor}/children").read_text().split()
-        except OSError:
-            return []
-        return [int(pid) for pid in children] or [self.supervisor]
+        """PIDs of the serving processes: the supervisor's children, or the server itself for N=1.
+
+        (A server's own children, the REST decode worker pool, are part of it and not listed.)
+        """
+        if self.count == 1:
+            return [self.supervisor]
+        children = Path(f"/proc/{self.supervisor}/task/{self.supervisor}/children").read_text()
+        return [int(pid) for pid in children.split()]
+
+
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and its children (a worker's REST decode pool included)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return cpu_seconds(pid) + sum(process_tree_cpu(int(child)) for child in children)
+    except OSError:
+        return 0.0
 
 
 def rss_mib(pid: int) -> float:
@@ -88,7 +100,7 @@ def serve(workers: int, scratch: Path) -> Iterator[Served]:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"server did not start; see {log.name}")
             time.sleep(0.3)
-        yield Served(rest, grpc_port, process.pid)
+        yield Served(rest, grpc_port, process.pid, workers)
     finally:
         process.terminate()
         try:
@@ -120,8 +132,7 @@ def measure(workers: int, duration: float, scratch: Path) -> dict[str, object]:
     with serve(workers, scratch) as served:
         pids = served.workers()
         memory = [rss_mib(pid) for pid in pids]
-        server_pids = pids if workers == 1 else [served.supervisor, *pids]
-        cpu_before = sum(cpu_seconds(pid) for pid in server_pids)
+        cpu_before = process_tree_cpu(served.supervisor)  # the server, or the supervisor and its workers
         started = os.times()
         rest = hey(f"http://127.0.0.1:{served.rest}/v1/models/half_plus_two:predict", BODY, 32, duration)
         ended = os.times()
@@ -130,7 +141,7 @@ def measure(workers: int, duration: float, scratch: Path) -> dict[str, object]:
         ok_before = ok_predictions(served.rest, "half_plus_two")
         grpc_rps, grpc_http_errors, h2_cpu = h2load(served.grpc, body, duration)
         ok_after = ok_predictions(served.rest, "half_plus_two")
-        server_cpu = sum(cpu_seconds(pid) for pid in server_pids if Path(f"/proc/{pid}").exists()) - cpu_before
+        server_cpu = process_tree_cpu(served.supervisor) - cpu_before
         supervisor_mib = rss_mib(served.supervisor) if workers > 1 else 0.0
         peak = [rss_mib(pid) for pid in pids]
     return {
