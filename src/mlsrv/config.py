@@ -100,6 +100,10 @@ class LifecycleConfig:
     """Version discovery and loading (file-system polling, retries, config-file reload)."""
 
     file_system_poll_wait_s: float = 1.0
+    #: object-store base paths are listed at most this often (``--remote_poll_wait_seconds``)
+    remote_poll_wait_s: float = 30.0
+    #: where versions of object-store base paths are downloaded ("" = ``remote_storage.default_cache_dir``)
+    remote_cache_dir: str = ""
     model_config_poll_wait_s: float = 0.0
     max_load_retries: int = 5
     load_retry_interval_s: float = 60.0

@@ -122,7 +122,8 @@ def _models(
     if config_file:
         return parse_model_config_file(config_file)
     if base_path and (flags_name_models or "models" not in toml_doc):
-        return (ModelConfig(name=str(values["model_name"]), base_path=os.path.abspath(base_path)),)
+        absolute = base_path if "://" in base_path else os.path.abspath(base_path)
+        return (ModelConfig(name=str(values["model_name"]), base_path=absolute),)
     if "models" in toml_doc:
         return _toml_models(toml_doc["models"], config_path)
     raise ConfigError("Both server_options.model_base_path and server_options.model_config_file are empty!")
@@ -400,6 +401,8 @@ def _build(
         ),
         lifecycle=LifecycleConfig(
             file_system_poll_wait_s=float(values["file_system_poll_wait_seconds"]),
+            remote_poll_wait_s=max(0.0, float(values["remote_poll_wait_seconds"])),
+            remote_cache_dir=str(values["remote_cache_dir"]),
             model_config_poll_wait_s=float(values["model_config_file_poll_wait_seconds"]),
             max_load_retries=max(0, int(values["max_num_load_retries"])),
             load_retry_interval_s=max(0, int(values["load_retry_interval_micros"])) / 1e6,

@@ -105,6 +105,10 @@ FLAGS: Final[tuple[Flag, ...]] = (
        "Most inference requests in the server at once; more get 503 / UNAVAILABLE before they are read (0: 1024)."),
     _x("max_inflight_bytes", int, 0,
        "Most inference request bytes in the server at once; past it, 503 / UNAVAILABLE (0: 1/8 of memory, <= 4 GiB)."),
+    _x("remote_cache_dir", str, "",
+       "Local cache for versions of s3://, gs://, az:// base paths (default $MLSRV_MODEL_CACHE or ~/.cache/mlsrv)."),
+    _x("remote_poll_wait_seconds", float, 30.0,
+       "Object-store base paths are listed at most this often (listings are billed); local ones every poll."),
     _x("workers", str, "1",
        "Server processes sharing the REST and gRPC ports, each with its own models; 'auto': one per core."),
 )

@@ -17,6 +17,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Final
 
 from aiohttp import web
@@ -42,6 +43,7 @@ from mlsrv.server.log_limits import FloodGuard
 from mlsrv.server.manager import Manager
 from mlsrv.server.metrics import Metrics, sum_pages
 from mlsrv.server.monitor import StateEvent, StateMonitor
+from mlsrv.server.remote_storage import RemoteStorage, default_cache_dir
 from mlsrv.server.rest import Handler, RestFrontend, health_handlers, prometheus_handler
 from mlsrv.server.rest_connections import (
     ConnectionGuard,
@@ -96,7 +98,11 @@ class Server:
         saved = siblings.saved_config() if siblings is not None else None
         if saved is not None:  # a reload RPC reached the workers before this one (re)started: it wins
             models = models_from_proto(parse_model_server_config_bytes(saved), validate=False)
-        self.source = FileSystemSource(models, self.manager, config.lifecycle.file_system_poll_wait_s)
+        lifecycle = config.lifecycle
+        remote = RemoteStorage(Path(lifecycle.remote_cache_dir) if lifecycle.remote_cache_dir else default_cache_dir())
+        self.source = FileSystemSource(
+            models, self.manager, lifecycle.file_system_poll_wait_s, remote, lifecycle.remote_poll_wait_s
+        )
         self._models = models
         self._version_paths: dict[Any, str] = {}
         #: bounds the inference requests (and bytes) in the server at once, REST and gRPC together

@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import re
+import time
 from collections.abc import Mapping, Sequence
 from typing import Final, Protocol
 
 from mlsrv.config import All, Latest, ModelConfig, Specific, VersionPolicy
+from mlsrv.server.remote_storage import RemoteStorage, RemoteStorageError, default_cache_dir, is_remote
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +83,26 @@ def scan_versions(base_path: str, policy: VersionPolicy, *, warned: set[str] | N
     return selected
 
 
+def scan_remote(
+    remote: RemoteStorage, base_path: str, policy: VersionPolicy, *, warned: set[str] | None = None
+) -> dict[int, str]:
+    """:func:`scan_versions` for an object-store base path: listed there, selected by ``policy``, the
+    selected versions downloaded into the local cache; version -> local folder. Blocking."""
+
+    def warn(message: str) -> None:
+        if warned is None or message not in warned:
+            log.warning("%s", message)
+            if warned is not None:
+                warned.add(message)
+
+    listed: dict[int, str] = {}
+    for name, path in sorted(remote.list_folders(base_path).items()):
+        version = parse_version(name)
+        if version is not None:
+            listed[version] = path
+    return remote.fetch(base_path, _select(listed, policy, base_path, warn), listed)
+
+
 def _select(found: dict[int, str], policy: VersionPolicy, base_path: str, warn: _Warn) -> dict[int, str]:
     if isinstance(policy, All):
         return dict(sorted(found.items()))
@@ -100,7 +123,22 @@ class FileSystemSource:
     retried on the next poll without affecting other models (TF Serving fails the whole poll).
     """
 
-    def __init__(self, models: Sequence[ModelConfig], sink: AspiredSink, poll_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        models: Sequence[ModelConfig],
+        sink: AspiredSink,
+        poll_seconds: float = 1.0,
+        remote: RemoteStorage | None = None,
+        remote_poll_seconds: float = 0.0,
+    ) -> None:
+        """``remote`` serves ``s3://``, ``gs://`` and ``az://`` base paths (None: a default cache).
+
+        An object store bills and throttles listings, so a remote base path is listed at most every
+        ``remote_poll_seconds`` (``--remote_poll_wait_seconds``; polls in between skip it).
+        """
+        self._remote = remote
+        self._remote_poll_seconds = remote_poll_seconds
+        self._listed_at: dict[str, float] = {}
         self._models = {m.name: m for m in models}
         self._sink = sink
         self._poll_seconds = poll_seconds
@@ -119,7 +157,11 @@ class FileSystemSource:
     async def poll(self) -> None:
         """One scan of every configured model."""
         async with self._lock:
+            now = time.monotonic()
             for model in list(self._models.values()):
+                listed_ago = now - self._listed_at.get(model.name, -math.inf)
+                if is_remote(model.base_path) and listed_ago < self._remote_poll_seconds:
+                    continue
                 await self._scan(model)
 
     async def set_models(self, models: Sequence[ModelConfig]) -> None:
@@ -143,6 +185,11 @@ class FileSystemSource:
                 await self._task
             self._task = None
 
+    def _remote_storage(self) -> RemoteStorage:
+        if self._remote is None:
+            self._remote = RemoteStorage(default_cache_dir())
+        return self._remote
+
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self._poll_seconds)
@@ -154,7 +201,16 @@ class FileSystemSource:
     async def _scan(self, model: ModelConfig) -> None:
         name, base = model.name, model.base_path
         try:
-            versions = await asyncio.to_thread(scan_versions, base, model.version_policy, warned=self._warned)
+            if is_remote(base):
+                self._listed_at[name] = time.monotonic()
+                versions = await asyncio.to_thread(
+                    scan_remote, self._remote_storage(), base, model.version_policy, warned=self._warned
+                )
+            else:
+                versions = await asyncio.to_thread(scan_versions, base, model.version_policy, warned=self._warned)
+        except RemoteStorageError as exc:  # keep what is loaded; the next poll tries again
+            log.error("Cannot read %s for servable %s; keeping its current versions: %s", base, name, exc)
+            return
         except OSError as exc:
             if name not in self._failing:
                 self._failing.add(name)
