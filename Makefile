@@ -19,6 +19,7 @@ serve: $(STAMP)
 
 ## The whole test suite: lint (ruff), types (mypy --strict on src), tests. .ci/run calls exactly this.
 test: $(STAMP)
+	scripts/install_tools.sh
 	$(BIN)/ruff check src tests bench examples scripts
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q

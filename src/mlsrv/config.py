@@ -128,6 +128,8 @@ class ServerConfig:
     #: Admission bounds (``server/admission.py``); 0 means the default.
     max_inflight_requests: int = 0
     max_inflight_bytes: int = 0
+    #: on stop: not ready but still serving this long, for load balancers that poll /readyz
+    drain_delay_s: float = 0.0
     #: server processes (``--workers``): 1 is this process alone; more are run by ``server.supervisor``
     workers: int = 1
     #: flags that were given but that this version does not implement (warned about once at start).

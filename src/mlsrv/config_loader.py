@@ -327,6 +327,13 @@ def _at_least(low: int, values: Mapping[str, flags.FlagValue], name: str) -> int
     return value
 
 
+def _at_least_seconds(low: float, values: Mapping[str, flags.FlagValue], name: str) -> float:
+    value = float(values[name])
+    if not low <= value < float("inf"):
+        raise ConfigError(f"--{name} must be a number of seconds >= {low:g}, got {values[name]}")
+    return value
+
+
 def _workers(text: str) -> int:
     """``--workers``: a whole number >= 1, or ``auto`` (one per core this process may use)."""
     if text.strip().lower() == "auto":
@@ -415,6 +422,7 @@ def _build(
         monitoring_config_file=str(values["monitoring_config_file"]),
         max_inflight_requests=_at_least(0, values, "max_inflight_requests"),
         max_inflight_bytes=_at_least(0, values, "max_inflight_bytes"),
+        drain_delay_s=_at_least_seconds(0.0, values, "drain_delay_seconds"),
         workers=_workers(str(values["workers"])),
         unimplemented_flags=flags.unimplemented({**_toml_server_flags(toml_doc, "toml"), **given}),
     )

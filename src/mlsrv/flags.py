@@ -109,6 +109,8 @@ FLAGS: Final[tuple[Flag, ...]] = (
        "Local cache for versions of s3://, gs://, az:// base paths (default $MLSRV_MODEL_CACHE or ~/.cache/mlsrv)."),
     _x("remote_poll_wait_seconds", float, 30.0,
        "Object-store base paths are listed at most this often (listings are billed); local ones every poll."),
+    _x("drain_delay_seconds", float, 0.0,
+       "On SIGTERM, /readyz turns 503 at once and requests are still served this long before the drain."),
     _x("workers", str, "1",
        "Server processes sharing the REST and gRPC ports, each with its own models; 'auto': one per core."),
 )

@@ -225,3 +225,4 @@ def test_workers_do_not_outlive_a_killed_supervisor(tmp_path: Path) -> None:
                        for pid in pids)  # fmt: skip
 
         wait_until(gone, 60, "the workers to stop")
+

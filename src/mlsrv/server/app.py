@@ -133,6 +133,8 @@ class Server:
         self.flood_guard = FloodGuard()
         self.rest_port = 0
         self.grpc_port = 0
+        #: set when stopping starts: /readyz answers 503 "draining" from then on
+        self.draining = False
 
     # -- construction helpers --
 
@@ -237,7 +239,7 @@ class Server:
             return
         siblings = self.siblings
         extra: dict[str, Handler] = health_handlers(
-            self._models_not_available, siblings.not_ready if siblings is not None else None
+            self._models_not_available, siblings.not_ready if siblings is not None else None, lambda: self.draining
         )
         if self.metrics is not None:
             extra[self._metrics_path] = prometheus_handler(self._metrics_page)
@@ -373,6 +375,10 @@ class Server:
     async def stop(self, grace_s: float = SHUTDOWN_GRACE_S) -> None:
         """Drain, then unload: both ports stop accepting at once, the calls in flight on either
         frontend finish (within ``grace_s``), and only then are batchers and models stopped."""
+        self.draining = True  # /readyz says so from now on, while everything is still served
+        if self.config.drain_delay_s > 0 and self._runner is not None:
+            log.info("draining: not ready; serving on for %.1f s (--drain_delay_seconds)", self.config.drain_delay_s)
+            await asyncio.sleep(self.config.drain_delay_s)
         self.gc_tuning.restore()  # first: unloads below need no re-freeze, and their cycles must be collectable
         if self.siblings is not None:  # siblings see this worker not ready from now on
             await self.siblings.stop()

@@ -428,19 +428,25 @@ def prometheus_handler(page: Callable[[], Awaitable[str]]) -> Handler:
 
 
 def health_handlers(
-    not_ready: Callable[[], list[str]], workers_not_ready: Callable[[], Awaitable[list[str]]] | None = None
+    not_ready: Callable[[], list[str]],
+    workers_not_ready: Callable[[], Awaitable[list[str]]] | None = None,
+    draining: Callable[[], bool] = lambda: False,
 ) -> dict[str, Handler]:
     """mlsrv extras for probes, outside TF Serving's ``/v1`` namespace so no path can collide.
 
     ``/healthz`` (liveness): 200 while the process serves. ``/readyz`` (readiness): 200 when every
     configured model has an AVAILABLE version, else 503 listing the models that do not; with
-    ``--workers``, also only when every sibling worker is ready (503 lists those that are not).
+    ``--workers``, also only when every sibling worker is ready (503 lists those that are not); and
+    503 ``draining`` from the moment the server is told to stop, while it still serves, so a load
+    balancer that polls it takes the server out before it stops taking requests.
     """
 
     async def live(request: web.BaseRequest) -> web.StreamResponse:
         return web.Response(body=b'{"status": "ok"}', content_type=JSON)
 
     async def readiness(request: web.BaseRequest) -> web.StreamResponse:
+        if draining():
+            return web.Response(body=b'{"status": "draining"}', status=503, content_type=JSON)
         waiting = not_ready()
         workers = await workers_not_ready() if workers_not_ready is not None else []
         if waiting or workers:
