@@ -366,10 +366,19 @@ class FleetResult:
             first = t.errors.get((phase, "rest")) or t.errors.get((phase, "grpc")) or ""
             out.append(f"| {phase} | {t.sent[(phase, 'rest')]:,} | {t.failed[(phase, 'rest')]} | {t.retried[phase]} | "
                        f"{t.sent[(phase, 'grpc')]:,} | {t.failed[(phase, 'grpc')]} | {first[:120]} |")  # fmt: skip
-        out += ["", "model version answering gRPC, per second (second: version x count):"]
-        for second in sorted(t.versions):
-            counts = ", ".join(f"v{v} x{n}" for v, n in sorted(t.versions[second].items()))
-            out.append(f"  {second:>3} s: {counts}")
+        out += ["", "model version answering gRPC over time (seconds since start; seconds alike are merged):"]
+        seconds = sorted(t.versions)
+        start = 0
+        while start < len(seconds):  # one line per run of seconds answered by the same set of versions
+            end, kinds = start, set(t.versions[seconds[start]])
+            while end + 1 < len(seconds) and set(t.versions[seconds[end + 1]]) == kinds:
+                end += 1
+            total: Counter[int] = Counter()
+            for second in seconds[start : end + 1]:
+                total.update(t.versions[second])
+            span = f"{seconds[start]}" if start == end else f"{seconds[start]}-{seconds[end]}"
+            out.append(f"  {span:>7} s: " + ", ".join(f"v{v} x{n}" for v, n in sorted(total.items())))
+            start = end + 1
         return out
 
 

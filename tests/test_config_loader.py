@@ -8,7 +8,7 @@ import pytest
 
 from mlsrv import flags
 from mlsrv.config import All, Latest, Specific
-from mlsrv.config_loader import load_config, parse_model_config_text
+from mlsrv.config_loader import available_cpus, load_config, parse_model_config_text
 from mlsrv.errors import ConfigError
 
 
@@ -180,15 +180,31 @@ def test_channel_arguments(tmp_path: Path) -> None:
 
 
 def test_workers_from_flags_and_toml(tmp_path: Path) -> None:
-    import os
 
     assert load_config({"model_base_path": str(tmp_path)}).workers == 1
     assert load_config({"model_base_path": str(tmp_path), "workers": "3"}).workers == 3
-    assert load_config({"model_base_path": str(tmp_path), "workers": "auto"}).workers == len(os.sched_getaffinity(0))
+    assert load_config({"model_base_path": str(tmp_path), "workers": "auto"}).workers == available_cpus()
     toml = tmp_path / "mlsrv.toml"
-    for value, expected in (("2", 2), ('"auto"', len(os.sched_getaffinity(0)))):
+    for value, expected in (("2", 2), ('"auto"', available_cpus())):
         toml.write_text(f'[server]\nmodel_base_path = "{tmp_path}"\nworkers = {value}\n')
         assert load_config({"config": str(toml)}).workers == expected
     for bad in ("0", "1.5", "many"):
         with pytest.raises(ConfigError, match="--workers must be a whole number >= 1 or 'auto'"):
             load_config({"model_base_path": str(tmp_path), "workers": bad})
+
+
+def test_auto_workers_follow_a_containers_cpu_quota(tmp_path: Path) -> None:
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert available_cpus(tmp_path) == cores
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # limits.cpu: 1.5 -> 2 workers (at most the cores)
+    assert available_cpus(tmp_path) == min(cores, 2)
+    (tmp_path / "cpu.max").write_text("50000 100000\n")
+    assert available_cpus(tmp_path) == 1
+    (tmp_path / "cpu.max").unlink()  # cgroup v1
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert available_cpus(tmp_path) == 1

@@ -334,10 +334,26 @@ def _at_least_seconds(low: float, values: Mapping[str, flags.FlagValue], name: s
     return value
 
 
+def available_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """Cores this process may use: its CPU affinity, capped by a cgroup CPU quota (a container's
+    ``resources.limits.cpu``, which affinity does not show), rounded up; at least 1."""
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    for quota_file, period_file in (("cpu.max", None), ("cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us")):
+        try:
+            fields = (cgroup / quota_file).read_text().split()
+            quota, period = fields[0], (fields[1] if period_file is None else (cgroup / period_file).read_text())
+            if quota not in ("max", "-1"):
+                count = min(count, -(-int(quota) // int(period)))
+            break
+        except (OSError, ValueError, IndexError):
+            continue
+    return max(1, count)
+
+
 def _workers(text: str) -> int:
     """``--workers``: a whole number >= 1, or ``auto`` (one per core this process may use)."""
     if text.strip().lower() == "auto":
-        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        return available_cpus()
     try:
         count = int(text)
     except ValueError:
