@@ -229,6 +229,13 @@ class Server:
             allow_unavailable=self.config.lifecycle.allow_labels_for_unavailable,
         )
 
+    def _draining(self) -> bool:
+        """Whether /readyz says "draining": once stopping, unless this is a worker retired alone
+        (a rolling restart), whose replacement is ready and answers for the host instead."""
+        if not self.draining:
+            return False
+        return self.siblings is None or self.siblings.listed()
+
     def _models_not_available(self) -> list[str]:
         """Configured models without an AVAILABLE version (readiness)."""
         return [m.name for m in self._models if not _available(self.monitor.states(m.name))]
@@ -239,7 +246,7 @@ class Server:
             return
         siblings = self.siblings
         extra: dict[str, Handler] = health_handlers(
-            self._models_not_available, siblings.not_ready if siblings is not None else None, lambda: self.draining
+            self._models_not_available, siblings.not_ready if siblings is not None else None, self._draining
         )
         if self.metrics is not None:
             extra[self._metrics_path] = prometheus_handler(self._metrics_page)

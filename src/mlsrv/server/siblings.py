@@ -144,6 +144,11 @@ class Siblings:
 
     # -- asking the others --
 
+    def listed(self) -> bool:
+        """Whether the supervisor still counts this worker: not when a replacement took its place
+        (rolling restart), while it drains alone."""
+        return any(sibling.pid == os.getpid() for sibling in read_registry(self.directory))
+
     def others(self) -> list[Sibling]:
         return [sibling for sibling in read_registry(self.directory) if sibling.pid != os.getpid()]
 
