@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -161,16 +162,19 @@ def test_broken_model_does_not_stop_the_others(tmp_path: Path) -> None:
 
 
 def test_startup_fails_when_no_model_loads(tmp_path: Path) -> None:
-    from mlsrv.errors import LoadError
+    """TF Serving: ``Failed to start server. Error: UNKNOWN: 1 servable(s) did not become available: ...``."""
+    from mlsrv.errors import Code, UnknownError
 
     base = tmp_path / "m"
     version(base, 7)
 
     async def main() -> None:
-        with pytest.raises(LoadError, match=r"1 servable\(s\) did not become available: .*name: m version: 7"):
+        expected = r"1 servable\(s\) did not become available: .*name: m version: 7"
+        with pytest.raises(UnknownError, match=expected) as info:
             async with running_server(loader_factory=FakeLoaderFactory(always_fail=True), model_name="m",
                                       model_base_path=str(base)):
                 pass
+        assert info.value.code is Code.UNKNOWN
 
     asyncio.run(main())
 
@@ -331,3 +335,27 @@ def test_a_config_file_that_changes_while_read_is_left_for_the_next_poll(tmp_pat
 
     monkeypatch.setattr(app.os, "stat", growing_stat)
     assert app.read_polled_model_config(str(config)) is None
+
+
+@pytest.mark.parametrize("which", ["port", "rest_api_port"])
+def test_a_taken_port_fails_start_up_before_any_model_loads(tmp_path: Path, which: str) -> None:
+    """gRPC would share a taken port (SO_REUSEPORT) and split clients between two servers: refused."""
+    from mlsrv.errors import ConfigError
+
+    version(tmp_path / "m", 1)
+    factory = FakeLoaderFactory()
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # as another gRPC server would
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        async def main() -> None:
+            async with running_server(loader_factory=factory, model_name="m", model_base_path=str(tmp_path / "m"),
+                                      **{which: port}):  # fmt: skip
+                pass
+
+        what = "gRPC" if which == "port" else "REST"
+        with pytest.raises(ConfigError, match=f"cannot serve {what} on 127.0.0.1:{port}"):
+            asyncio.run(main())
+    assert factory.loaders == {}  # refused before loading anything

@@ -53,12 +53,13 @@ def serve(**values: str | None) -> None:
 
 def _supervise(config: ServerConfig, values: dict[str, str | None]) -> None:
     """``--workers N``: run N servers on the same ports (``server.supervisor``); exits with its code."""
-    from mlsrv.server.supervisor import Supervisor, check_ports_free, worker_arguments
+    from mlsrv.server.ports import check_ports_free
+    from mlsrv.server.supervisor import Supervisor, worker_arguments
 
     def check() -> None:
         if config.grpc.socket_path:
             raise ConfigError("--workers cannot share --grpc_socket_path: serve gRPC on a TCP port")
-        check_ports_free(config.grpc.host, [port for port in (config.grpc.port, config.rest.port) if port])
+        check_ports_free(config.grpc.host, [("gRPC", config.grpc.port), ("REST", config.rest.port)])
 
     _serving(check)
     code = _serving(Supervisor(config.workers, worker_arguments(values)).run())

@@ -31,7 +31,7 @@ from mlsrv.config_loader import (
     parse_model_server_config_bytes,
     validate_models,
 )
-from mlsrv.errors import ConfigError, LoadError, MlsrvError, UnknownError
+from mlsrv.errors import ConfigError, MlsrvError, UnknownError
 from mlsrv.monitoring_config import load_monitoring_config
 from mlsrv.protocol.types import ModelStatus, State
 from mlsrv.server.admission import Admission, AdmissionLimits
@@ -43,6 +43,7 @@ from mlsrv.server.log_limits import FloodGuard
 from mlsrv.server.manager import Manager
 from mlsrv.server.metrics import Metrics, sum_pages
 from mlsrv.server.monitor import StateEvent, StateMonitor
+from mlsrv.server.ports import check_ports_free
 from mlsrv.server.remote_storage import RemoteStorage, default_cache_dir
 from mlsrv.server.rest import Handler, RestFrontend, health_handlers, prometheus_handler
 from mlsrv.server.rest_connections import (
@@ -196,6 +197,8 @@ class Server:
             runtime = self.config.runtime
             tf_runtime.configure(runtime.intra_op, runtime.inter_op, runtime.gpu_memory_fraction)
         self._apply_labels(self._models)  # before loading, as TF: only the allow flag lets them through
+        if self.siblings is None:  # a clash fails now, not after the models load (workers share on purpose)
+            check_ports_free(self.config.grpc.host, [("gRPC", self.config.grpc.port), ("REST", self.config.rest.port)])
         await self.source.start()
         await self._wait_for_initial_load()
         await self._start_grpc()  # gRPC first, as TF: a failed gRPC bind never leaves REST briefly open
@@ -220,7 +223,7 @@ class Server:
             for servable_id, error in report.failed:
                 log.error("%s failed to load: %s", servable_id, error.message)
             return
-        raise LoadError(report.message())
+        raise UnknownError(report.message())  # TF's load_servables_fast.cc: UNKNOWN, not the load's own code
 
     def _apply_labels(self, models: tuple[Any, ...]) -> None:
         """Rebuild the label map from ``models`` against what is AVAILABLE now (FailedPrecondition if not)."""
@@ -301,9 +304,10 @@ class Server:
         except ImportError:  # gRPC frontend not built yet
             return
         grpc_config = self.config.grpc
-        if self.siblings is not None:  # every worker listens on the port (grpc's default, made explicit)
-            arguments = (*grpc_config.channel_arguments, ("grpc.so_reuseport", 1))
-            grpc_config = replace(grpc_config, channel_arguments=arguments)
+        # grpc shares a port with any process by default (SO_REUSEPORT): only --workers share it, on purpose
+        reuse = ("grpc.so_reuseport", 1 if self.siblings is not None else 0)
+        if all(name != "grpc.so_reuseport" for name, _ in grpc_config.channel_arguments):  # a user's choice wins
+            grpc_config = replace(grpc_config, channel_arguments=(*grpc_config.channel_arguments, reuse))
         self._grpc = GrpcFrontend(
             self.dataplane, grpc_config, server=self, metrics=self.metrics, admission=self.admission
         )

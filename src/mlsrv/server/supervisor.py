@@ -7,7 +7,8 @@ new connections over them); what must agree across them is in ``server.siblings`
 
 The supervisor imports no TensorFlow and serves nothing. It:
 
-* checks that the ports are free first, so a busy port fails as it does for one process (exit 2);
+* is started once the ports are known to be free (``server.ports``), so a busy port fails as it
+  does for one process (exit 2);
 * starts each worker as this same command (``python -m mlsrv.cli serve`` with the flags as given,
   without ``--workers``) with :data:`~mlsrv.server.siblings.ENV_DIR` and ``ENV_INDEX`` set, and
   logs its PID and resident memory once it is ready;
@@ -31,7 +32,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -42,7 +42,6 @@ from typing import Final
 
 import aiohttp
 
-from mlsrv.errors import ConfigError
 from mlsrv.server.siblings import ENV_DIR, ENV_INDEX, Sibling, control_socket, write_registry
 
 log = logging.getLogger(__name__)
@@ -73,22 +72,6 @@ class Worker:
 
     def sibling(self) -> Sibling:
         return Sibling(self.index, self.pid)
-
-
-def check_ports_free(host: str, ports: Sequence[int]) -> None:
-    """Fail as one server would when a port is taken: ``ConfigError`` (exit 2), before any worker starts.
-
-    Bound without ``SO_REUSEPORT``, so a port another process listens on is busy even if that
-    process set the option.
-    """
-    for port in ports:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((host, port))
-            except OSError as error:
-                raise ConfigError(f"cannot serve on {host}:{port}: {error.strerror or error}") from None
 
 
 def worker_arguments(given: Mapping[str, str | None]) -> list[str]:
