@@ -208,3 +208,11 @@ def test_auto_workers_follow_a_containers_cpu_quota(tmp_path: Path) -> None:
     (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
     (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
     assert available_cpus(tmp_path) == 1
+
+
+def test_whether_the_rest_port_was_asked_for(tmp_path: Path) -> None:
+    assert load_config({"model_base_path": str(tmp_path)}).rest.port_asked is False
+    assert load_config({"model_base_path": str(tmp_path), "rest_api_port": 8501}).rest.port_asked is True
+    toml = tmp_path / "mlsrv.toml"
+    toml.write_text(f'[server]\nmodel_base_path = "{tmp_path}"\nrest_api_port = 9000\n')
+    assert load_config({"config": str(toml)}).rest.port_asked is True

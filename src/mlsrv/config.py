@@ -55,6 +55,8 @@ class RestConfig:
 
     host: str = "0.0.0.0"
     port: int = 8501
+    #: whether the port was asked for (flag or mlsrv.toml): a busy default port only warns (REST off)
+    port_asked: bool = True
     timeout_s: float = 30.0
     enable_cors: bool = False
     #: Limits TF Serving does not have (docs/differences.md): body size, read timeouts, connections.

@@ -394,6 +394,7 @@ def _build(
         rest=RestConfig(
             host=host,
             port=rest_port,
+            port_asked="rest_api_port" in given or "rest_api_port" in _toml_server_flags(toml_doc, "toml"),
             timeout_s=max(0, int(values["rest_api_timeout_in_ms"])) / 1000.0,
             enable_cors=bool(values["rest_api_enable_cors_support"]),
             max_body_bytes=_at_least(1, values, "rest_max_body_bytes"),

@@ -359,3 +359,40 @@ def test_a_taken_port_fails_start_up_before_any_model_loads(tmp_path: Path, whic
         with pytest.raises(ConfigError, match=f"cannot serve {what} on 127.0.0.1:{port}"):
             asyncio.run(main())
     assert factory.loaders == {}  # refused before loading anything
+
+
+def test_a_busy_default_rest_port_that_was_not_asked_for_leaves_grpc_serving(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """TF Serving opens no REST port unless asked: a busy 8501 the user never asked for only warns."""
+    import dataclasses
+
+    import grpc
+
+    from mlsrv.config_loader import load_config
+    from mlsrv.server.app import Server
+    from tests.server.harness import server_flags
+
+    version(tmp_path / "m", 1)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = load_config(server_flags(model_name="m", model_base_path=str(tmp_path / "m")))
+        config = dataclasses.replace(config, rest=dataclasses.replace(config.rest, port=port, port_asked=False))
+
+        async def main() -> None:
+            async with Server(config, loader_factory=FakeLoaderFactory()) as server:
+                assert server.rest_port == 0 and server.grpc_port == config.grpc.port
+                from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+
+                request = get_model_status_pb2.GetModelStatusRequest()
+                request.model_spec.name = "m"
+                async with grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+                    status = await model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(request, timeout=10)
+                assert status.model_version_status[0].version == 1
+
+        with caplog.at_level("WARNING"):
+            asyncio.run(main())
+    assert any(f"REST port {port} is busy" in r.getMessage() and "serving gRPC only" in r.getMessage()
+               for r in caplog.records)  # fmt: skip

@@ -53,16 +53,18 @@ def serve(**values: str | None) -> None:
 
 def _supervise(config: ServerConfig, values: dict[str, str | None]) -> None:
     """``--workers N``: run N servers on the same ports (``server.supervisor``); exits with its code."""
-    from mlsrv.server.ports import check_ports_free
+    from mlsrv.server.ports import check_ports
     from mlsrv.server.supervisor import Supervisor, worker_arguments
 
-    def check() -> None:
+    def check() -> bool:
         if config.grpc.socket_path:
             raise ConfigError("--workers cannot share --grpc_socket_path: serve gRPC on a TCP port")
-        check_ports_free(config.grpc.host, [("gRPC", config.grpc.port), ("REST", config.rest.port)])
+        return check_ports(config)
 
-    _serving(check)
-    code = _serving(Supervisor(config.workers, worker_arguments(values)).run())
+    arguments = worker_arguments(values)
+    if _serving(check):  # the default REST port is busy: the workers serve gRPC only
+        arguments.append("--rest_api_port=0")
+    code = _serving(Supervisor(config.workers, arguments).run())
     if code:
         raise typer.Exit(code)
 

@@ -43,7 +43,7 @@ from mlsrv.server.log_limits import FloodGuard
 from mlsrv.server.manager import Manager
 from mlsrv.server.metrics import Metrics, sum_pages
 from mlsrv.server.monitor import StateEvent, StateMonitor
-from mlsrv.server.ports import check_ports_free
+from mlsrv.server.ports import check_ports
 from mlsrv.server.remote_storage import RemoteStorage, default_cache_dir
 from mlsrv.server.rest import Handler, RestFrontend, health_handlers, prometheus_handler
 from mlsrv.server.rest_connections import (
@@ -136,6 +136,8 @@ class Server:
         self.grpc_port = 0
         #: set when stopping starts: /readyz answers 503 "draining" from then on
         self.draining = False
+        #: the default REST port was busy at start (and not asked for): gRPC only
+        self._skip_rest = False
 
     # -- construction helpers --
 
@@ -198,7 +200,7 @@ class Server:
             tf_runtime.configure(runtime.intra_op, runtime.inter_op, runtime.gpu_memory_fraction)
         self._apply_labels(self._models)  # before loading, as TF: only the allow flag lets them through
         if self.siblings is None:  # a clash fails now, not after the models load (workers share on purpose)
-            check_ports_free(self.config.grpc.host, [("gRPC", self.config.grpc.port), ("REST", self.config.rest.port)])
+            self._skip_rest = check_ports(self.config)
         await self.source.start()
         await self._wait_for_initial_load()
         await self._start_grpc()  # gRPC first, as TF: a failed gRPC bind never leaves REST briefly open
@@ -245,7 +247,7 @@ class Server:
 
     async def _start_rest(self) -> None:
         rest = self.config.rest
-        if rest.port == 0:
+        if rest.port == 0 or self._skip_rest:
             return
         siblings = self.siblings
         extra: dict[str, Handler] = health_handlers(
