@@ -117,6 +117,8 @@ class ServerConfig:
     """Everything ``mlsrv serve`` needs. Built by ``mlsrv.config_loader.load_config``."""
 
     models: tuple[ModelConfig, ...]
+    #: the one model of ``--model_name`` / ``--model_base_path`` (not a config file or ``[[models]]``)
+    single_model: bool = False
     model_config_file: str = ""
     rest: RestConfig = field(default_factory=RestConfig)
     grpc: GrpcConfig = field(default_factory=GrpcConfig)

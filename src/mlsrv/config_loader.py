@@ -49,8 +49,8 @@ def load_config(given: Mapping[str, flags.FlagValue]) -> ServerConfig:
     values.update(_toml_server_flags(toml_doc, config_path))
     values.update(given)
     _check_startup(values)
-    models = _models(values, given, toml_doc, config_path)
-    return _build(values, models, toml_doc, given)
+    models, single = _models(values, given, toml_doc, config_path)
+    return _build(values, models, toml_doc, given, single)
 
 
 def read_toml(path: str) -> dict[str, Any]:
@@ -115,17 +115,18 @@ def _models(
     given: Mapping[str, flags.FlagValue],
     toml_doc: Mapping[str, Any],
     config_path: str,
-) -> tuple[ModelConfig, ...]:
+) -> tuple[tuple[ModelConfig, ...], bool]:
+    """The models, and whether they are TF's single model of ``--model_name``/``--model_base_path``."""
     config_file = str(values["model_config_file"])
     base_path = str(values["model_base_path"])
     flags_name_models = "model_config_file" in given or "model_base_path" in given
     if config_file:
-        return parse_model_config_file(config_file)
+        return parse_model_config_file(config_file), False
     if base_path and (flags_name_models or "models" not in toml_doc):
         absolute = base_path if "://" in base_path else os.path.abspath(base_path)
-        return (ModelConfig(name=str(values["model_name"]), base_path=absolute),)
+        return (ModelConfig(name=str(values["model_name"]), base_path=absolute),), True
     if "models" in toml_doc:
-        return _toml_models(toml_doc["models"], config_path)
+        return _toml_models(toml_doc["models"], config_path), False
     raise ConfigError("Both server_options.model_base_path and server_options.model_config_file are empty!")
 
 
@@ -375,6 +376,7 @@ def _build(
     models: tuple[ModelConfig, ...],
     toml_doc: Mapping[str, Any],
     given: Mapping[str, flags.FlagValue],
+    single_model: bool,
 ) -> ServerConfig:
     host = str(values["host"])
     rest_port = int(values["rest_api_port"])
@@ -390,6 +392,7 @@ def _build(
         raise ConfigError("[batching] must be a table")
     return ServerConfig(
         models=models,
+        single_model=single_model,
         model_config_file=str(values["model_config_file"]),
         rest=RestConfig(
             host=host,

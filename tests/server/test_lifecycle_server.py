@@ -396,3 +396,51 @@ def test_a_busy_default_rest_port_that_was_not_asked_for_leaves_grpc_serving(
             asyncio.run(main())
     assert any(f"REST port {port} is busy" in r.getMessage() and "serving gRPC only" in r.getMessage()
                for r in caplog.records)  # fmt: skip
+
+
+def test_tf_servings_lifecycle_log_lines_in_order(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Tutorials quote, and deployment scripts wait for, TF Serving's lines: same words, same order."""
+    base = tmp_path / "m"
+    version(base, 1)
+
+    async def main() -> None:
+        async with running_server(loader_factory=offset_per_version(), model_name="m", model_base_path=str(base),
+                                  file_system_poll_wait_seconds=POLL) as s:  # fmt: skip
+            version(base, 2)  # a swap: 2 loads, then 1 unloads
+            await eventually(lambda: _answers(s, 2))
+            await eventually(lambda: _unloaded(caplog, 1))
+
+    with caplog.at_level("INFO"):
+        asyncio.run(main())
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("mlsrv")]
+    expected = [
+        f"Building single TensorFlow model file config:  model_name: m model_base_path: {base}",
+        "Adding/updating models.",
+        "(Re-)adding model: m",
+        "Successfully reserved resources to load servable {name: m version: 1}",
+        "Approving load for servable version {name: m version: 1}",
+        "Loading servable version {name: m version: 1}",
+        "Successfully loaded servable version {name: m version: 1}",
+        "Running gRPC ModelServer at 127.0.0.1:",
+        "Exporting HTTP/REST API at:localhost:",
+        "Successfully reserved resources to load servable {name: m version: 2}",
+        "Approving load for servable version {name: m version: 2}",
+        "Loading servable version {name: m version: 2}",
+        "Successfully loaded servable version {name: m version: 2}",
+        "Quiescing servable version {name: m version: 1}",
+        "Done quiescing servable version {name: m version: 1}",
+        "Unloading servable version {name: m version: 1}",
+        "Done unloading servable version {name: m version: 1}",
+    ]
+    found = iter(lines)
+    for want in expected:  # in this order, each once
+        assert any(line.startswith(want) for line in found), (want, lines)
+        assert sum(line.startswith(want) for line in lines) == 1, want
+
+
+async def _answers(s: Running, expected: int) -> bool:
+    return await served_version(s) == expected
+
+
+async def _unloaded(caplog: pytest.LogCaptureFixture, number: int) -> bool:
+    return f"Done unloading servable version {{name: m version: {number}}}" in caplog.text

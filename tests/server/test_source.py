@@ -14,6 +14,7 @@ import pytest
 
 from mlsrv.config import All, Latest, ModelConfig, Specific, VersionPolicy
 from mlsrv.protocol.types import ModelSpec, State
+from mlsrv.server import source as source_module
 from mlsrv.server.manager import Manager
 from mlsrv.server.monitor import StateMonitor, Waiters
 from mlsrv.server.source import FileSystemSource, parse_version, scan_versions
@@ -130,10 +131,17 @@ def test_source_polls_new_and_removed_versions(tmp_path: Path, caplog: pytest.Lo
     ) in caplog.messages
 
 
-def test_missing_base_path_is_logged_retried_and_isolated(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("repeat_s", [0.0, 30.0])
+def test_missing_base_path_is_logged_retried_and_isolated(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, repeat_s: float
+) -> None:
+    """TF says it on every poll; mlsrv too, at most every REPEAT_ERROR_S, and readiness says why."""
+    monkeypatch.setattr(source_module, "REPEAT_ERROR_S", repeat_s)
+    ghost = tmp_path / "ghost"
+    problems: list[dict[str, str]] = []
+
     async def scenario() -> None:
         make_version(tmp_path / "good", 1)
-        ghost = tmp_path / "ghost"
         models = [
             ModelConfig(name="ghost", base_path=str(ghost)),
             ModelConfig(name="good", base_path=str(tmp_path / "good")),
@@ -142,18 +150,23 @@ def test_missing_base_path_is_logged_retried_and_isolated(tmp_path: Path, caplog
         source = FileSystemSource(models, sink, POLL)
         await source.start()
         assert sink.calls == [("good", {1: str(tmp_path / "good" / "1")})]
+        problems.append(dict(source.problems))
+        await asyncio.sleep(POLL * 5)  # a few polls while it is missing
         make_version(ghost, 4)
         assert await sink.wait_for(lambda: sink.last("ghost") == [4])
+        problems.append(dict(source.problems))
         await source.stop()
 
     with caplog.at_level(logging.ERROR, logger="mlsrv.server.source"):
         asyncio.run(scenario())
-    errors = [m for m in caplog.messages if m.startswith("FileSystemStoragePathSource encountered")]
-    assert len(errors) == 1  # logged once per outage, not once per poll
-    assert errors[0].startswith(
+    expected = (
         "FileSystemStoragePathSource encountered a filesystem access error: "
-        f"Could not find base path {tmp_path / 'ghost'} for servable ghost with error "
+        f"Could not find base path {ghost} for servable ghost with error NOT_FOUND: {ghost} not found"
     )
+    errors = [m for m in caplog.messages if m.startswith("FileSystemStoragePathSource encountered")]
+    assert set(errors) == {expected}
+    assert len(errors) >= 3 if repeat_s == 0 else len(errors) == 1  # every poll, or rate-limited
+    assert problems == [{"ghost": expected.split("error: ", 1)[1]}, {}]
 
 
 def test_set_models_removes_and_adds(tmp_path: Path) -> None:

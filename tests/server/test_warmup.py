@@ -122,3 +122,17 @@ def test_warmup_latency_reaches_the_prometheus_page(tmp_path: Path) -> None:
             assert f':tensorflow:serving:model_warmup_latency_count{{model_path="{version}",status="OK"}} 1' in text
 
     asyncio.run(main())
+
+
+def test_reading_warmup_data_logs_no_deprecation_warning(tmp_path: Path) -> None:
+    """TF's ``tf_record_iterator`` deprecation notice is mlsrv's choice, not the user's to read (issue #19)."""
+    import subprocess
+    import sys
+
+    path = model_with_warmup(tmp_path, [predict_record()])
+    code = ("import logging; logging.basicConfig(level=logging.INFO); from mlsrv.server import tf_session; "
+            f"tf_session.SavedModelLoader({str(path)!r}).load()")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Number of warmup records read: 1." in result.stderr
+    assert "deprecated" not in result.stderr, result.stderr[-2000:]

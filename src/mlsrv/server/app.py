@@ -201,6 +201,11 @@ class Server:
         self._apply_labels(self._models)  # before loading, as TF: only the allow flag lets them through
         if self.siblings is None:  # a clash fails now, not after the models load (workers share on purpose)
             self._skip_rest = check_ports(self.config)
+        if self.config.single_model:  # TF's main.cc line (two spaces included), which scripts wait for
+            model = self._models[0]
+            log.info("Building single TensorFlow model file config:  model_name: %s model_base_path: %s",
+                     model.name, model.base_path)  # fmt: skip
+        _log_adding(self._models)
         await self.source.start()
         await self._wait_for_initial_load()
         await self._start_grpc()  # gRPC first, as TF: a failed gRPC bind never leaves REST briefly open
@@ -251,7 +256,10 @@ class Server:
             return
         siblings = self.siblings
         extra: dict[str, Handler] = health_handlers(
-            self._models_not_available, siblings.not_ready if siblings is not None else None, self._draining
+            self._models_not_available,
+            siblings.not_ready if siblings is not None else None,
+            self._draining,
+            lambda: self.source.problems,
         )
         if self.metrics is not None:
             extra[self._metrics_path] = prometheus_handler(self._metrics_page)
@@ -298,7 +306,7 @@ class Server:
         widen_listen_queue(self._rest_listener)
         sockets = self._rest_listener.sockets
         self.rest_port = int(sockets[0].getsockname()[1]) if sockets else 0
-        log.info("Exporting HTTP/REST API at:%s:%d ...", rest.host, self.rest_port)
+        log.info("Exporting HTTP/REST API at:localhost:%d ...", self.rest_port)  # TF's words, whatever the host
 
     async def _start_grpc(self) -> None:
         try:
@@ -354,6 +362,7 @@ class Server:
         self._apply_labels(models)
         check_platforms_supported(models)
         previous = {model.name for model in self._models}
+        _log_adding(models)
         self._models = models
         await self.source.set_models(models)
         report = await self.manager.wait_until_settled([m.name for m in models if m.name not in previous], None)
@@ -554,6 +563,13 @@ class GcTuning:
         if self._unfreeze_on_restore:
             gc.unfreeze()
         self._saved_threshold = None
+
+
+def _log_adding(models: tuple[Any, ...]) -> None:
+    """TF's ``ServerCore::AddModelsViaModelConfigList`` lines, at start and on every config change."""
+    log.info("Adding/updating models.")
+    for model in models:
+        log.info("(Re-)adding model: %s", model.name)
 
 
 def _monitoring(config: ServerConfig) -> tuple[Metrics | None, str]:

@@ -253,6 +253,10 @@ class Manager:
                 self._waiters.notify()
 
     async def _load(self, rec: _Version) -> None:
+        # TF Serving's lines, in its order (basic_manager.cc, loader_harness.cc): scripts wait for them
+        log.info("Successfully reserved resources to load servable %s", rec.id)
+        log.info("Approving load for servable version %s", rec.id)
+        log.info("Loading servable version %s", rec.id)
         self._transition(rec, State.LOADING)
         try:
             rec.loader = loader = self._loader_factory(rec.id, rec.path)
@@ -285,10 +289,13 @@ class Manager:
         return not rec.aspired
 
     async def _unload(self, rec: _Version) -> None:
+        log.info("Quiescing servable version %s", rec.id)
         self._transition(rec, State.UNLOADING)
         await rec.drained.wait()
         if rec.servable is not None:
             await rec.servable.wait_idle()  # calls whose requests gave up (deadline) still run
+        log.info("Done quiescing servable version %s", rec.id)
+        log.info("Unloading servable version %s", rec.id)
         rec.servable = None
         if rec.loader is not None:
             try:

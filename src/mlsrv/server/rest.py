@@ -19,7 +19,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Final, TypeVar, cast
 
@@ -431,11 +431,13 @@ def health_handlers(
     not_ready: Callable[[], list[str]],
     workers_not_ready: Callable[[], Awaitable[list[str]]] | None = None,
     draining: Callable[[], bool] = lambda: False,
+    problems: Callable[[], Mapping[str, str]] = dict,
 ) -> dict[str, Handler]:
     """mlsrv extras for probes, outside TF Serving's ``/v1`` namespace so no path can collide.
 
     ``/healthz`` (liveness): 200 while the process serves. ``/readyz`` (readiness): 200 when every
-    configured model has an AVAILABLE version, else 503 listing the models that do not; with
+    configured model has an AVAILABLE version, else 503 listing the models that do not (and, under
+    ``problems``, why, when it is known: a base path that does not exist); with
     ``--workers``, also only when every sibling worker is ready (503 lists those that are not); and
     503 ``draining`` from the moment the server is told to stop, while it still serves, so a load
     balancer that polls it takes the server out before it stops taking requests.
@@ -451,6 +453,9 @@ def health_handlers(
         workers = await workers_not_ready() if workers_not_ready is not None else []
         if waiting or workers:
             answer: dict[str, object] = {"status": "not ready", "models_not_available": waiting}
+            known = problems()
+            if any(name in known for name in waiting):
+                answer["problems"] = {name: known[name] for name in waiting if name in known}
             if workers:
                 answer["workers_not_ready"] = workers
             return web.Response(body=json.dumps(answer).encode(), status=503, content_type=JSON)

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 _INT64: Final = re.compile(r"[+-]?[0-9]+")
 _ASCII_SPACE: Final = " \t\n\v\f\r"
 _MODEL_FILES: Final = ("saved_model.pb", "saved_model.pbtxt")
+#: a base path that cannot be read is logged on every poll, at most this often (TF: every poll)
+REPEAT_ERROR_S: Final = 30.0
 
 
 class AspiredSink(Protocol):
@@ -37,6 +39,17 @@ class AspiredSink(Protocol):
 
 class _Warn(Protocol):
     def __call__(self, message: str) -> None: ...
+
+
+def _status_text(base: str, error: OSError) -> str:
+    """TF's status for a base path it cannot list: ``NOT_FOUND: /typo not found`` and the like."""
+    if isinstance(error, FileNotFoundError):
+        return f"NOT_FOUND: {base} not found"
+    if isinstance(error, PermissionError):
+        return f"PERMISSION_DENIED: {base}: {error.strerror}"
+    if isinstance(error, NotADirectoryError):
+        return f"FAILED_PRECONDITION: {base} is not a directory"
+    return f"UNKNOWN: {base}: {error.strerror or error}"
 
 
 def parse_version(name: str) -> int | None:
@@ -145,7 +158,10 @@ class FileSystemSource:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._warned: set[str] = set()
-        self._failing: set[str] = set()
+        #: model -> when its base path error was last logged (logged again every REPEAT_ERROR_S)
+        self._failing: dict[str, float] = {}
+        #: model -> why its versions cannot be read now (a missing base path): /readyz shows it
+        self.problems: dict[str, str] = {}
         self._empty: set[str] = set()
 
     async def start(self) -> None:
@@ -169,7 +185,8 @@ class FileSystemSource:
         async with self._lock:
             new = {m.name: m for m in models}
             for name in self._models.keys() - new.keys():
-                self._failing.discard(name)
+                self._failing.pop(name, None)
+                self.problems.pop(name, None)
                 self._empty.discard(name)
                 self._sink.set_aspired(name, {})
             changed = [m for m in new.values() if self._models.get(m.name) != m]
@@ -212,17 +229,15 @@ class FileSystemSource:
             log.error("Cannot read %s for servable %s; keeping its current versions: %s", base, name, exc)
             return
         except OSError as exc:
-            if name not in self._failing:
-                self._failing.add(name)
-                log.error(
-                    "FileSystemStoragePathSource encountered a filesystem access error: "
-                    "Could not find base path %s for servable %s with error %s",
-                    base,
-                    name,
-                    exc,
-                )
+            problem = f"Could not find base path {base} for servable {name} with error {_status_text(base, exc)}"
+            self.problems[name] = problem
+            now = time.monotonic()
+            if now - self._failing.get(name, -math.inf) >= REPEAT_ERROR_S:  # TF says it every poll: rate-limited
+                self._failing[name] = now
+                log.error("FileSystemStoragePathSource encountered a filesystem access error: %s", problem)
             return
-        self._failing.discard(name)
+        self._failing.pop(name, None)
+        self.problems.pop(name, None)
         if not versions and name not in self._empty:
             log.warning(
                 "No versions of servable %s found under base path %s. "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 import numpy as np
@@ -46,7 +46,7 @@ def warmup(servable: Servable, version_dir: str, iterations: int = 1, observe: W
     started = time.perf_counter()
     count = 0
     try:
-        for record in tf.compat.v1.io.tf_record_iterator(path):
+        for record in _records(path):
             count += 1
             if count > MAX_RECORDS:
                 raise InvalidArgument(f"Number of warmup records exceeds the maximum ({MAX_RECORDS}) at {path}")
@@ -94,3 +94,17 @@ def _run_examples(servable: Servable, signature: str, examples: list[bytes]) -> 
     tensor[:] = examples
     servable.run(signature or DEFAULT_SIGNATURE, {"inputs": tensor})
 
+
+
+def _records(path: str) -> Iterator[bytes]:
+    """The file's records, read as TF Serving reads them (``io::RecordReader``: the same DATA_LOSS texts).
+
+    ``tf_record_iterator`` is the reader whose errors match TF Serving's; it is deprecated in favour
+    of ``tf.data``, whose errors carry op names, and its deprecation warning would reach the server's
+    log on every load with warmup data: silenced here, where mlsrv chose it.
+    """
+    from tensorflow.python.util import deprecation
+
+    with deprecation.silence():  # the warning is printed when the reader is created
+        records = tf.compat.v1.io.tf_record_iterator(path)
+    yield from records
