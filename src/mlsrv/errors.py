@@ -191,6 +191,13 @@ class ConfigError(MlsrvError):
     exit_code = EXIT_USAGE
 
 
+class ConfigPreconditionError(ConfigError):
+    """A configuration TF Serving refuses with FAILED_PRECONDITION at start-up (a version label for a
+    version not loaded yet): TF's code in the message, a configuration error's exit code (2)."""
+
+    code = Code.FAILED_PRECONDITION
+
+
 class UsageError(MlsrvError):
     """A command line that cannot be acted on (bad file, bad expression). CLI exit code 2."""
 

@@ -31,7 +31,7 @@ from mlsrv.config_loader import (
     parse_model_server_config_bytes,
     validate_models,
 )
-from mlsrv.errors import ConfigError, MlsrvError, UnknownError
+from mlsrv.errors import ConfigError, ConfigPreconditionError, FailedPrecondition, MlsrvError, UnknownError
 from mlsrv.monitoring_config import load_monitoring_config
 from mlsrv.protocol.types import ModelStatus, State
 from mlsrv.server.admission import Admission, AdmissionLimits
@@ -198,7 +198,13 @@ class Server:
 
             runtime = self.config.runtime
             tf_runtime.configure(runtime.intra_op, runtime.inter_op, runtime.gpu_memory_fraction)
-        self._apply_labels(self._models)  # before loading, as TF: only the allow flag lets them through
+        try:  # before loading, as TF: only the allow flag lets labels of versions not loaded yet through
+            self._apply_labels(self._models)
+        except FailedPrecondition as error:
+            raise ConfigPreconditionError(
+                f"{error.message}. Start with --allow_version_labels_for_unavailable_models to allow labels of "
+                "versions that have not loaded yet"
+            ) from None
         if self.siblings is None:  # a clash fails now, not after the models load (workers share on purpose)
             self._skip_rest = check_ports(self.config)
         if self.config.single_model:  # TF's main.cc line (two spaces included), which scripts wait for
