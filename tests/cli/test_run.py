@@ -230,3 +230,8 @@ def test_no_tensorflow_log_lines_on_stderr(half_plus_two: str) -> None:
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout == "Result for output key y:\n[[2.5]]\n"
     assert result.stderr == ""
+
+
+def test_tf_debug_is_accepted_and_says_in_one_line_why_it_is_not_available(half_plus_two: str) -> None:
+    assert_one_line_error(run("--dir", half_plus_two, "--input_exprs", "x=[[1.0]]", "--tf_debug"), 2,
+                          "--tf_debug is not available: the TensorFlow debugger it opens (tfdbg v1) fails")

@@ -52,6 +52,12 @@ def run_command(
         int | None, typer.Option("--version", help="Version to run when --dir is a base path (default: newest).")
     ] = None,
     json_: Annotated[bool, typer.Option("--json", help="Machine-readable output (docs/cli-json.md).")] = False,
+    tf_debug: Annotated[
+        bool,
+        typer.Option(
+            "--tf_debug", "--tf-debug", help="saved_model_cli's tfdbg option: not available (the error says why)."
+        ),
+    ] = False,
 ) -> None:
     """Run a SavedModel signature on the given inputs and print or save its outputs (saved_model_cli run).
 
@@ -69,9 +75,10 @@ def run_command(
     """
     run(
         lambda: _run(
-            dir, tag_set, signature_def, inputs, input_exprs, input_examples, outdir, overwrite, version, json_
+            dir, tag_set, signature_def, inputs, input_exprs, input_examples, outdir, overwrite, version, json_,
+            tf_debug,
         )
-    )
+    )  # fmt: skip
 
 
 def _run(
@@ -85,7 +92,10 @@ def _run(
     overwrite: bool,
     version: int | None,
     as_json: bool,
+    tf_debug: bool = False,
 ) -> None:
+    if tf_debug:
+        raise UsageError(_NO_TF_DEBUG)
     files = input_exprs.parse_inputs(inputs or "")
     values: dict[str, Any] = dict(input_exprs.parse_input_exprs(exprs or ""))
     features = input_exprs.parse_input_examples(examples or "")
@@ -124,6 +134,18 @@ def _run(
     render.render_tensors(console, outputs)
     for key, path in targets.items():
         console.print(f"Output {key} is saved to {path}", markup=False)
+
+
+#: Why ``--tf_debug`` is refused. saved_model_cli wraps its session in tfdbg v1's
+#: ``LocalCLIDebugWrapperSession``; tried the same way here (TF 2.21), the debugger crashed on its
+#: first run with ``TypeError: 'NoneType' object is not iterable`` (a graph imported from a
+#: SavedModel has no Python tracebacks, which tfdbg reads), and TF 2's debugger instruments
+#: tf.function and eager code, not the graph session a SavedModel runs in.
+_NO_TF_DEBUG = (
+    "--tf_debug is not available: the TensorFlow debugger it opens (tfdbg v1) fails on graphs loaded from a "
+    "SavedModel in TensorFlow 2, and TF 2's debugger does not instrument them; use `mlsrv show --all` and "
+    "--outdir to look at a run"
+)
 
 
 def _check_disjoint(keys_by_option: Mapping[str, Any]) -> None:
