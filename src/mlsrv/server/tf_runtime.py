@@ -20,7 +20,7 @@ import tensorflow as tf
 from google.protobuf import message, text_format
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
-from mlsrv.errors import TRUNCATED_SUFFIX, MlsrvError, UsageError
+from mlsrv.errors import TRUNCATED_SUFFIX, Code, InternalError, MlsrvError, UsageError, error_for_code
 from mlsrv.protocol import dtypes, tensor_codec
 from mlsrv.protocol.types import SignatureInfo, TensorInfo
 
@@ -397,3 +397,13 @@ def list_concrete_functions(path: str) -> dict[str, Any] | None:
             )
         functions.append({"name": name, "options": options})
     return {"text": out.getvalue(), "functions": functions, "error": None}
+
+
+def translate_op_error(error: Any) -> MlsrvError:
+    """Map a TF error to ours by its canonical code (the same numbering as :class:`Code`)."""
+    text = clean_tf_message(error.message)
+    try:
+        code = Code(error.error_code)
+    except ValueError:
+        return InternalError(text)
+    return error_for_code(code, text) if code is not Code.OK else InternalError(text)

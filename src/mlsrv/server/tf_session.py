@@ -23,20 +23,17 @@ import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2
 
 from mlsrv.errors import (
-    Code,
-    InternalError,
     InvalidArgument,
     LoadError,
     MlsrvError,
     ModelNotFound,
     Unimplemented,
     UsageError,
-    error_for_code,
     first_line,
 )
 from mlsrv.protocol import dtypes
 from mlsrv.protocol.types import INIT_OP_SIGNATURE, SignatureInfo
-from mlsrv.server import tf_runtime, tf_warmup
+from mlsrv.server import tf_function, tf_runtime, tf_warmup
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +67,9 @@ class SavedModelLoader:
             self._config.gpu_options.per_process_gpu_memory_fraction = gpu_memory_fraction
         else:
             self._config.gpu_options.allow_growth = True
-        self._servable: TfServable | None = None
+        self._servable: TfServable | tf_function.FunctionServable | None = None
 
-    def load(self) -> TfServable:
+    def load(self) -> TfServable | tf_function.FunctionServable:
         _check_bundle_kind(self.path)
         try:
             info = tf_runtime.inspect_saved_model(self.path)
@@ -93,7 +90,19 @@ class SavedModelLoader:
         except Exception as error:  # TF raises many types here (OpError, RuntimeError, ValueError ...)
             session.close()
             raise LoadError(f"failed to load SavedModel from {self.path}: {first_line(error)}") from None
-        servable = TfServable(session, meta_graph_def, meta_graph.signatures, meta_graph.tags)
+        unrestored = _unrestored_variables(session, graph, meta_graph_def)
+        servable: TfServable | tf_function.FunctionServable
+        if unrestored:  # the Session cannot run this export; TF's object-based loader can (tf_function)
+            session.close()
+            log.warning(
+                "Serving %s through tf.saved_model.load: its signatures read variables TF Serving's loader "
+                "leaves uninitialized (%s), as a Keras 3 model saved with tf.saved_model.save does; "
+                "model.export() makes a SavedModel TF Serving can serve too",
+                self.path, ", ".join(unrestored[:3]) + (", ..." if len(unrestored) > 3 else ""),
+            )  # fmt: skip
+            servable = tf_function.load(self.path, self.tags, meta_graph.signatures)
+        else:
+            servable = TfServable(session, meta_graph_def, meta_graph.signatures, meta_graph.tags)
         if self._warmup_iterations is not None:
             try:
                 tf_warmup.warmup(servable, self.path, self._warmup_iterations, self._warmup_observer)
@@ -109,6 +118,44 @@ class SavedModelLoader:
             self._servable.close()
             self._servable = None
         gc.collect()
+
+
+def _unrestored_variables(session: Any, graph: Any, meta_graph_def: Any) -> list[str]:
+    """Resource variables the signatures read that the load left uninitialized (their shared names).
+
+    Static and side-effect free (no signature runs: a signature may change state, as a counter
+    does): walk back from every signature output to the ``VarHandleOp``s it depends on and ask TF
+    whether each is initialized. A SavedModel TF Serving can serve has none; a Keras 3 model saved
+    with ``tf.saved_model.save`` has all of its weights here.
+    """
+    with graph.as_default():
+        outputs = []
+        for key, definition in meta_graph_def.signature_def.items():
+            if key == INIT_OP_SIGNATURE:
+                continue
+            for tensor_info in definition.outputs.values():
+                try:
+                    outputs.append(graph.as_graph_element(tensor_info.name).op)
+                except (KeyError, ValueError):
+                    continue  # a dangling output fails its requests as in TF Serving; not this check's business
+        handles, seen, stack = [], set(), outputs
+        while stack:
+            op = stack.pop()
+            if op.name in seen:
+                continue
+            seen.add(op.name)
+            if op.type == "VarHandleOp":
+                handles.append(op)
+            stack.extend(tensor.op for tensor in op.inputs)
+            stack.extend(op.control_inputs)
+        if not handles:
+            return []
+        checks = [tf.raw_ops.VarIsInitializedOp(resource=handle.outputs[0]) for handle in handles]
+        try:
+            initialized = session.run(checks)
+        except tf.errors.OpError:
+            return []  # cannot tell: keep TF Serving's path, which reports its own errors
+    return sorted(h.get_attr("shared_name").decode() for h, ok in zip(handles, initialized, strict=True) if not ok)
 
 
 def _load_into(session: Any, tags: Sequence[str], path: str) -> Any:
@@ -170,7 +217,7 @@ class TfServable:
         try:
             results = call(*feeds)
         except tf.errors.OpError as error:
-            raise _translate(error) from None
+            raise tf_runtime.translate_op_error(error) from None
         except (TypeError, ValueError) as error:
             raise InvalidArgument(first_line(error)) from None
         return {name: np.asarray(value) for name, value in zip(outputs, results, strict=True)}
@@ -254,12 +301,3 @@ def _feedable(value: np.ndarray, dtype_enum: int, index: int) -> np.ndarray:
         return array.astype(want.numpy)
     return array
 
-
-def _translate(error: Any) -> MlsrvError:
-    """Map a TF error to ours by its canonical code (the same numbering as :class:`Code`)."""
-    text = tf_runtime.clean_tf_message(error.message)
-    try:
-        code = Code(error.error_code)
-    except ValueError:
-        return InternalError(text)
-    return error_for_code(code, text) if code is not Code.OK else InternalError(text)
