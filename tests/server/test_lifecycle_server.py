@@ -198,7 +198,7 @@ def test_in_flight_requests_finish_before_unload(tmp_path: Path) -> None:
 
 def test_labels_in_the_first_config_need_the_allow_flag(tmp_path: Path) -> None:
     """TF builds the label map before the first load, so nothing is AVAILABLE yet (spec 4.2, issue #1608)."""
-    from mlsrv.errors import FailedPrecondition
+    from mlsrv.errors import Code, ConfigPreconditionError
 
     m = tmp_path / "m"
     version(m, 1)
@@ -209,9 +209,10 @@ def test_labels_in_the_first_config_need_the_allow_flag(tmp_path: Path) -> None:
         async with running_server(loader_factory=FakeLoaderFactory(), model_config_file=config):
             raise AssertionError("started")
 
-    with pytest.raises(FailedPrecondition, match="Request to assign label to version 1 of model m, which is not "
-                                                 "currently available for inference"):
+    with pytest.raises(ConfigPreconditionError, match="Request to assign label to version 1 of model m, which is "
+                                                      "not currently available for inference") as info:
         asyncio.run(refused())
+    assert info.value.code is Code.FAILED_PRECONDITION and info.value.exit_code == 2
 
     async def allowed() -> None:
         async with running_server(loader_factory=FakeLoaderFactory(), model_config_file=config,

@@ -202,7 +202,7 @@ def test_a_busy_port_fails_before_any_worker_starts(tmp_path: Path) -> None:
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
     assert result.returncode == 2
-    assert f"cannot serve on 127.0.0.1:{port}" in result.stderr and "worker 0 started" not in result.stderr
+    assert f"cannot serve gRPC on 127.0.0.1:{port}" in result.stderr and "worker 0 started" not in result.stderr
 
 
 def test_bad_workers_values_are_config_errors() -> None:

@@ -146,14 +146,15 @@ class DataPlane:
         """Several classify/regress signatures of one model version over the same examples.
 
         As TF's ``TensorFlowMultiInferenceRunner``: the first task's spec picks the servable, then each
-        task is checked in turn (name, same model, duplicate, signature, method, signature shape, same
-        input tensor) before any runs.
+        task is checked in turn (name, same model, duplicate, signature, method, signature shape)
+        before any runs. Since TF Serving 2.4 (commit abb8d3b5, ``testMultiInferenceTf2``) signatures
+        may read different input tensors, as each signature of a TF2 export does: the same serialized
+        examples feed every one of them.
         """
         if not tasks:
             raise InvalidArgument("Found no tasks in the MultiInferenceRequest.")
         with self._manager.lease(tasks[0].spec) as lease:
             signatures = lease.servable.signatures()
-            input_tensor: str | None = None
             seen: set[str] = set()
             for task in tasks:
                 spec = task.spec
@@ -170,11 +171,7 @@ class DataPlane:
                     raise Unimplemented(f"Unsupported signature method_name: {task.method_name}")
                 request = ExamplesRequest(spec, task.method, examples)
                 check = self._classify_signature if task.method is InferenceMethod.CLASSIFY else self._regress_signature
-                _, signature = check(signatures, request)
-                tensor = signature.inputs["inputs"].name
-                if input_tensor is not None and tensor != input_tensor:
-                    raise InvalidArgument("Input tensor must be the same for all Signatures.")
-                input_tensor = tensor
+                check(signatures, request)
             results: list[ClassifyResponse | RegressResponse] = []
             for task in tasks:
                 request = ExamplesRequest(task.spec, task.method or InferenceMethod.CLASSIFY, examples)
