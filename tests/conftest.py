@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,12 +14,31 @@ EXAMPLES = REPO / "examples" / "models"
 REFERENCE = REPO.parent / "shared" / "testdata" / "tfserving"
 
 
+#: Set by ``.ci/run``: CI has ``../shared``, so a missing reference folder there is a failure, not a skip.
+REQUIRE_REFERENCE_ENV = "MLSRV_REQUIRE_REFERENCE"
+REFERENCE_SKIP = "TF Serving reference models (../shared/testdata/tfserving) not present"
+
+
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
-    """TF Serving's own reference models; tests that need them skip when ../shared is absent."""
+    """TF Serving's own reference models; tests that need them skip when ../shared is absent (and
+    fail instead under ``MLSRV_REQUIRE_REFERENCE=1``, as in CI)."""
     if not REFERENCE.is_dir():
-        pytest.skip("TF Serving reference models (../shared/testdata/tfserving) not present")
+        if os.environ.get(REQUIRE_REFERENCE_ENV) == "1":
+            pytest.fail(f"{REFERENCE} is missing, and {REQUIRE_REFERENCE_ENV}=1 says it must be there (CI)")
+        pytest.skip(REFERENCE_SKIP)
     return REFERENCE
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """One line saying how many tests skipped for want of ../shared, and how to run them."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    count = sum(1 for report in skipped if REFERENCE_SKIP in str(getattr(report, "longrepr", "")))
+    if count:
+        terminalreporter.write_line(
+            f"{count} tests skipped: {REFERENCE} is absent (TF Serving's reference models); CI runs them "
+            f"with ../shared beside the clone ({REQUIRE_REFERENCE_ENV}=1 makes the absence a failure)"
+        )
 
 
 @pytest.fixture(scope="session")
