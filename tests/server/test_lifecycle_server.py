@@ -445,3 +445,60 @@ async def _answers(s: Running, expected: int) -> bool:
 
 async def _unloaded(caplog: pytest.LogCaptureFixture, number: int) -> bool:
     return f"Done unloading servable version {{name: m version: {number}}}" in caplog.text
+
+
+def test_a_polled_label_for_a_version_not_loaded_yet_holds_back_nothing_else(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The other changes of the file apply at once; the label follows when its version is AVAILABLE;
+    one warning, not one per poll. A version that leaves service under a label is said once too."""
+    m, other = tmp_path / "m", tmp_path / "other"
+    version(m, 1)
+    version(other, 1)
+    path = tmp_path / "models.config"
+    write_config(path, {"m": (m, 'model_version_policy { all {} } version_labels { key: "stable" value: 1 }')})
+
+    async def main() -> None:
+        async with running_server(loader_factory=offset_per_version(), model_config_file=str(path),
+                                  model_config_file_poll_wait_seconds=POLL, file_system_poll_wait_seconds=POLL,
+                                  allow_version_labels_for_unavailable_models=True) as s:  # fmt: skip
+            assert await served_version_via(s, "stable") == 1
+            write_config(path, {"m": (m, 'model_version_policy { all {} } version_labels { key: "stable" value: 2 }'),
+                                "other": (other, "")})  # fmt: skip
+            await eventually(lambda: _available(s, "other"))  # the rest of the change is applied
+            await asyncio.sleep(POLL * 6)  # several polls while version 2 does not exist
+            assert await served_version_via(s, "stable") == 1  # the label stays where it was
+            version(m, 2)
+            await eventually(lambda: _is_label(s, "stable", 2))  # and follows once version 2 is AVAILABLE
+            shutil.rmtree(m / "1")  # version 1 leaves; no label points at it any more: nothing said
+            write_config(path, {"m": (m, 'model_version_policy { all {} } version_labels { key: "old" value: 2 } '
+                                         'version_labels { key: "stable" value: 2 }'), "other": (other, "")})
+            await eventually(lambda: _is_label(s, "old", 2))
+            shutil.rmtree(m / "2")  # a version leaves while labels point at it: said once per label
+            await eventually(lambda: _said(caplog, "points to version 2, which is no longer loaded", 2))
+
+    with caplog.at_level("INFO"):
+        asyncio.run(main())
+    deferred = [r.getMessage() for r in caplog.records if "is not moved to version 2 yet" in r.getMessage()]
+    assert len(deferred) == 1 and "Version label stable of model m" in deferred[0]
+    assert "Version label stable of model m now points to version 2" in caplog.text
+    assert "PollFilesystemAndReloadConfig failed" not in caplog.text
+    assert "points to version 1, which is no longer loaded" not in caplog.text
+
+
+async def served_version_via(s: Running, label: str) -> int | None:
+    status, body = await s.post(f"/v1/models/m/labels/{label}:predict", {"instances": [[0.0]]})
+    return int(body["predictions"][0][0]) if status == 200 else None
+
+
+async def _available(s: Running, name: str) -> bool:
+    status, body = await s.get(f"/v1/models/{name}")
+    return status == 200 and any(v["state"] == "AVAILABLE" for v in body["model_version_status"])
+
+
+async def _is_label(s: Running, label: str, expected: int) -> bool:
+    return await served_version_via(s, label) == expected
+
+
+async def _said(caplog: pytest.LogCaptureFixture, text: str, times: int) -> bool:
+    return sum(text in r.getMessage() for r in caplog.records) >= times

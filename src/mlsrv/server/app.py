@@ -138,6 +138,9 @@ class Server:
         self.draining = False
         #: the default REST port was busy at start (and not asked for): gRPC only
         self._skip_rest = False
+        #: labels of the polled config that cannot point at their version yet: (model, label) -> version
+        self._deferred_labels: dict[tuple[str, str], int] = {}
+        self.monitor.subscribe(self._warn_of_dangling_labels)
 
     # -- construction helpers --
 
@@ -252,6 +255,48 @@ class Server:
             return False
         return self.siblings is None or self.siblings.listed()
 
+    def _apply_labels_when_possible(self, models: tuple[Any, ...]) -> None:
+        """The labels of ``models`` that may point where asked now; the others keep their current
+        version (or wait, when new) and are retried on every poll, with one warning each."""
+        allow = self.config.lifecycle.allow_labels_for_unavailable
+        applicable: dict[str, dict[str, int]] = {}
+        deferred: dict[tuple[str, str], int] = {}
+        for model in models:
+            current = self.manager.labels(model.name)
+            kept = applicable.setdefault(model.name, {})
+            for label, version in model.version_labels.items():
+                try:
+                    self.manager.validate_labels(model.name, {label: version}, allow_unavailable=allow)
+                    kept[label] = version
+                except FailedPrecondition:
+                    deferred[(model.name, label)] = version
+                    if label in current:
+                        kept[label] = current[label]
+        self.manager.replace_labels(applicable, allow_unavailable=True)  # each label checked above
+        for (name, label), version in deferred.items():
+            if self._deferred_labels.get((name, label)) != version:
+                log.warning(
+                    "Version label %s of model %s is not moved to version %d yet: that version is not available "
+                    "for inference. The rest of the config is applied; the label follows once version %d is "
+                    "AVAILABLE (--allow_version_labels_for_unavailable_models allows it at once for a new label)",
+                    label, name, version, version,
+                )  # fmt: skip
+        for (name, label), version in self._deferred_labels.items():
+            if (name, label) not in deferred and applicable.get(name, {}).get(label) == version:
+                log.info("Version label %s of model %s now points to version %d", label, name, version)
+        self._deferred_labels = deferred
+
+    def _warn_of_dangling_labels(self, event: StateEvent) -> None:
+        """Monitor listener: a version that leaves service while a label points at it, said once."""
+        if event.state is not State.END:
+            return
+        for label, version in self.manager.labels(event.id.name).items():
+            if version == event.id.version:
+                log.warning(
+                    "Version label %s of model %s points to version %d, which is no longer loaded: requests "
+                    "for the label fail until the config moves it", label, event.id.name, version,
+                )  # fmt: skip
+
     def _models_not_available(self) -> list[str]:
         """Configured models without an AVAILABLE version (readiness)."""
         return [m.name for m in self._models if not _available(self.monitor.states(m.name))]
@@ -355,17 +400,21 @@ class Server:
             return page
         return sum_pages([page, *await self.siblings.metrics_pages()])
 
-    async def reload_models(self, models: tuple[Any, ...]) -> None:
+    async def reload_models(self, models: tuple[Any, ...], *, defer_labels: bool = False) -> None:
         """Replace the model list (config reload) as TF's ``ServerCore::ReloadConfig`` does.
 
         Checks in TF's order (unique names, absolute paths, platform changes, then the label map,
         rebuilt against what is AVAILABLE now, then unsupported platforms), so a bad config changes
         nothing; then models are added and removed, and the call blocks until the *newly added*
-        models settle.
+        models settle. ``defer_labels`` (a polled config file): a label that cannot point at its
+        version yet does not hold back the rest of the change; it is applied once it can be.
         """
         validate_models(models, check_platforms=False)
         check_no_platform_changes(self._models, models)
-        self._apply_labels(models)
+        if defer_labels:
+            self._apply_labels_when_possible(models)
+        else:
+            self._apply_labels(models)
         check_platforms_supported(models)
         previous = {model.name for model in self._models}
         _log_adding(models)
@@ -396,7 +445,9 @@ class Server:
                 continue
             try:
                 if models != self._models:
-                    await self.reload_models(models)
+                    await self.reload_models(models, defer_labels=True)
+                elif self._deferred_labels:
+                    self._apply_labels_when_possible(self._models)
             except MlsrvError as error:
                 log.error("PollFilesystemAndReloadConfig failed to ReloadConfig: %s", error.message)
 
