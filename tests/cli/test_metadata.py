@@ -63,3 +63,10 @@ def test_rest_and_grpc_give_the_same_metadata(served: Served) -> None:
     assert "signature_def['classify_x_to_y']:" in out["rest", False]
     assert json.loads(out["rest", True]) == json.loads(out["grpc", True])
     check_golden("metadata.json", out["grpc", True])
+
+
+def test_metadata_asked_by_label_says_which_version_the_label_points_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    use_mock(monkeypatch)
+    result = invoke("metadata", "-m", "m", "--label", "stable")
+    assert result.exit_code == 0, result.stderr
+    assert "Model m version 123 (label stable) has these signatures:" in result.stdout

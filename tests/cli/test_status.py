@@ -92,3 +92,10 @@ def test_rest_and_grpc_give_the_same_status(served: Served) -> None:
     check_golden("status.json", out["rest", ("--json",)])
     missing = [invoke("status", "-m", "nope", *served.args(p)) for p in ("rest", "grpc")]
     assert [r.exit_code for r in missing] == [1, 1] and missing[0].stderr == missing[1].stderr
+
+
+def test_a_status_asked_by_label_says_which_version_the_label_points_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    transport = use_mock(monkeypatch, lambda call: ModelStatus("m", (VersionStatus(3, State.AVAILABLE),)))
+    result = invoke("status", "-m", "m", "--label", "stable")
+    assert result.stdout == "m version 3 (label stable): AVAILABLE\n"
+    assert transport.calls[-1].request.label == "stable"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -77,3 +78,23 @@ def test_allow_unavailable_only_for_new_or_unchanged_labels() -> None:
         executor.shutdown()
 
     asyncio.run(scenario())
+
+
+def test_the_model_listing_shows_each_labels_version(tmp_path: Path) -> None:
+    """``GET /v1/models`` (mlsrv's listing) is where a label's version can be seen."""
+    from tests.server.harness import running_server
+    from tests.server.test_lifecycle_server import version, write_config
+
+    version(tmp_path / "m", 1)
+    version(tmp_path / "m", 2)
+    config = write_config(tmp_path / "models.config", {"m": (tmp_path / "m", 'model_version_policy { all {} } '
+                          'version_labels { key: "stable" value: 1 } version_labels { key: "canary" value: 2 }')})
+
+    async def main() -> None:
+        async with running_server(loader_factory=FakeLoaderFactory(), model_config_file=config,
+                                  allow_version_labels_for_unavailable_models=True) as s:  # fmt: skip
+            status, body = await s.get("/v1/models")
+            assert status == 200
+            assert body["models"][0]["version_labels"] == {"canary": "2", "stable": "1"}
+
+    asyncio.run(main())

@@ -85,11 +85,16 @@ def render_regress(console: Console, response: RegressResponse) -> None:
         console.print(f"example {i}: {float(value):.6g}", markup=False)
 
 
-def render_status(console: Console, status: ModelStatus) -> None:
-    """Every version, highest first: state, and the error code and message when there is one."""
+def render_status(console: Console, status: ModelStatus, label: str | None = None) -> None:
+    """Every version, highest first: state, and the error code and message when there is one.
+
+    ``label``: the status was asked for by version label; the server answered with the version the
+    label points to, and the output says which label that was.
+    """
     versions = sorted(status.versions, key=lambda v: v.version, reverse=True)
+    labelled = f" (label {label})" if label else ""
     if console.is_terminal:
-        title = Text(status.name, style="bold")
+        title = Text(f"{status.name}{labelled}", style="bold")
         table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
         for column in ("version", "state", "error"):
             table.add_column(column)
@@ -101,7 +106,7 @@ def render_status(console: Console, status: ModelStatus) -> None:
         console.print(table)
         return
     for v in versions:
-        line = f"{status.name} version {v.version}: {v.state.name}"
+        line = f"{status.name} version {v.version}{labelled}: {v.state.name}"
         if v.error_code.name != "OK" or v.error_message:
             line += f" ({v.error_code.name}: {v.error_message})"
         console.print(line, markup=False)

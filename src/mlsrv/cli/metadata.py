@@ -62,5 +62,6 @@ async def _main(
     header = None
     if not quiet:
         version = "" if meta.spec.version is None else f" version {meta.spec.version}"
-        header = f"Model {meta.spec.name or spec.name}{version} has these signatures:"
+        labelled = f" (label {spec.label})" if spec.label else ""
+        header = f"Model {meta.spec.name or spec.name}{version}{labelled} has these signatures:"
     render.render_signatures(console, meta.signatures, header=header)

@@ -94,4 +94,4 @@ async def _main(
     if as_json:
         client_render.print_wire_json(console, json_codec.encode_status(result))
     elif not quiet:
-        client_render.render_status(console, result)
+        client_render.render_status(console, result, spec.label)

@@ -46,12 +46,19 @@ def encode_status(status: ModelStatus) -> bytes:
     )
 
 
-def encode_model_list(statuses: list[ModelStatus]) -> bytes:
-    """mlsrv extra ``GET /v1/models``: ``{"models": [{"name": m, "model_version_status": [...]}]}``."""
+def encode_model_list(statuses: list[ModelStatus], labels: Mapping[str, Mapping[str, int]] | None = None) -> bytes:
+    """mlsrv extra ``GET /v1/models``: ``{"models": [{"name": m, "model_version_status": [...]}]}``.
+
+    A model with version labels also gets ``"version_labels": {"stable": "3"}`` (the ``ModelConfig``
+    field's name and its JSON form: int64 as a string), the only place a label's version shows.
+    """
     models = []
     for status in statuses:
-        entry = json.loads(encode_status(status))
-        models.append({"name": status.name, **entry})
+        entry = {"name": status.name, **json.loads(encode_status(status))}
+        named = (labels or {}).get(status.name)
+        if named:
+            entry["version_labels"] = {label: str(version) for label, version in sorted(named.items())}
+        models.append(entry)
     return _dump({"models": models})
 
 

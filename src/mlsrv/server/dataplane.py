@@ -288,6 +288,10 @@ class DataPlane:
         servable_id, servable = self._manager.peek(spec)
         return ModelMetadata(ModelSpec(spec.name, servable_id.version), dict(servable.signatures()))
 
+    def labels(self, name: str) -> dict[str, int]:
+        """The version labels of ``name`` now (label -> version)."""
+        return self._manager.labels(name)
+
     def status_or_empty(self, name: str) -> ModelStatus:
         """Status of every version seen for ``name`` (empty when none yet); for ``GET /v1/models``."""
         return self._monitor.states(name)

@@ -212,9 +212,11 @@ class RestFrontend:
 
     async def _api(self, request: web.BaseRequest, route: routes.Route) -> web.StreamResponse:
         if route.verb is routes.Verb.LIST:
+            names = sorted(self._model_names())
             return self._json(
                 json_codec.encode_model_list(
-                    [self._dataplane.status_or_empty(name) for name in sorted(self._model_names())]
+                    [self._dataplane.status_or_empty(name) for name in names],
+                    {name: self._dataplane.labels(name) for name in names},
                 )
             )
         if route.verb is routes.Verb.STATUS:
