@@ -11,7 +11,9 @@ import pytest
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "mlsrv"
 #: The only modules allowed to import tensorflow at module level.
-TF_MODULES = {"server/tf_runtime.py", "server/tf_session.py", "server/tf_function.py", "server/tf_warmup.py"}
+TF_MODULES = {
+    "server/tf_runtime.py", "server/tf_session.py", "server/tf_function.py", "server/tf_warmup.py", "server/tflite.py"
+}
 
 
 def module_imports(path: Path) -> list[tuple[str, bool]]:

@@ -95,6 +95,10 @@ class RuntimeConfig:
     enable_warmup: bool = True
     warmup_iterations: int = 0
     method_name_check: bool = False
+    #: ``--prefer_tflite_model``: a version's ``model.tflite`` is served when present
+    prefer_tflite: bool = False
+    #: TF Lite interpreters per version (``--num_tflite_pools`` x ``--num_tflite_interpreters_per_pool``)
+    tflite_interpreters: int = 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

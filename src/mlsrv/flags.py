@@ -89,9 +89,9 @@ FLAGS: Final[tuple[Flag, ...]] = (
     _f("use_alts_credentials", bool, False, "Google ALTS credentials for gRPC.", implemented=False),
     _f("version", bool, False, "Print the versions and exit."),
     # 1.9 TFLite
-    _f("prefer_tflite_model", bool, False, "Prefer model.tflite.", implemented=False),
-    _f("num_tflite_pools", int, 0, "TFLite interpreter pools.", implemented=False),
-    _f("num_tflite_interpreters_per_pool", int, 1, "TFLite interpreters per pool.", implemented=False),
+    _f("prefer_tflite_model", bool, False, "Serve a version's model.tflite when it has one (TF Lite, via LiteRT)."),
+    _f("num_tflite_pools", int, 0, "TF Lite interpreter pools per version (0: one per CPU)."),
+    _f("num_tflite_interpreters_per_pool", int, 1, "TF Lite interpreters per pool."),
     # mlsrv extras
     _x("config", str, "", "mlsrv.toml with [server], [batching] and [[models]] tables; flags override it."),
     _x("host", str, "0.0.0.0", "Address to bind REST and TCP gRPC to (mlsrv extra)."),

@@ -171,16 +171,20 @@ class Server:
     def _new_loader(self, servable_id: Any, path: str) -> Loader:
         if self._loader_factory is not None:
             return self._loader_factory(servable_id, path)
-        from mlsrv.server import tf_session
+        from mlsrv.server import tf_session, tflite
 
         runtime = self.config.runtime
+        warmup = max(1, runtime.warmup_iterations) if runtime.enable_warmup else None
+        if runtime.prefer_tflite and tflite.has_tflite_model(path):
+            return tflite.TfLiteLoader(path, interpreters=runtime.tflite_interpreters, warmup_iterations=warmup,
+                                       warmup_observer=self._warmup_observer())  # fmt: skip
         return tf_session.SavedModelLoader(
             path,
             runtime.saved_model_tags,
             intra_op=runtime.intra_op,
             inter_op=runtime.inter_op,
             gpu_memory_fraction=runtime.gpu_memory_fraction,
-            warmup_iterations=max(1, runtime.warmup_iterations) if runtime.enable_warmup else None,
+            warmup_iterations=warmup,
             warmup_observer=self._warmup_observer(),
         )
 

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 _INT64: Final = re.compile(r"[+-]?[0-9]+")
 _ASCII_SPACE: Final = " \t\n\v\f\r"
-_MODEL_FILES: Final = ("saved_model.pb", "saved_model.pbtxt")
+_MODEL_FILES: Final = ("saved_model.pb", "saved_model.pbtxt", "model.tflite")
 #: a base path that cannot be read is logged on every poll, at most this often (TF: every poll)
 REPEAT_ERROR_S: Final = 30.0
 
