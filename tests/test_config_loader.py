@@ -137,7 +137,7 @@ version_labels = { stable = 1 }
     ("toml", "message"),
     [
         ("[server]\nbogus = 1\n", "server.bogus: unknown setting"),
-        ("[server]\nport = 'x'\n", "server.port: expected a int"),
+        ("[server]\nport = 'x'\n", "server.port: expected an integer, got 'x'"),
         ("[[models]]\nname = 'm'\n", "models[0].base_path: required string"),
         ("[[models]]\nname='m'\nbase_path='/x'\nversion_policy='newest'\n", "models[0].version_policy"),
         ("[srv]\n", "unknown table"),
@@ -168,9 +168,10 @@ def test_parse_values_and_bad_value() -> None:
 
 
 def test_unimplemented_flags_are_reported(tmp_path: Path) -> None:
-    config = load_config({"model_base_path": str(tmp_path), "prefer_tflite_model": True, "enable_profiler": True,
-                          "rest_api_num_threads": 8, "num_load_threads": 2})
-    assert sorted(config.unimplemented_flags) == ["num_load_threads", "prefer_tflite_model", "rest_api_num_threads"]
+    config = load_config({"model_base_path": str(tmp_path), "xla_cpu_compilation_enabled": True,
+                          "enable_profiler": True, "rest_api_num_threads": 8, "num_load_threads": 2})
+    assert sorted(config.unimplemented_flags) == ["num_load_threads", "rest_api_num_threads",
+                                                  "xla_cpu_compilation_enabled"]
 
 
 def test_channel_arguments(tmp_path: Path) -> None:

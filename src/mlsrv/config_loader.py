@@ -12,7 +12,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Final
 
 from mlsrv import flags
 from mlsrv.config import (
@@ -75,9 +75,12 @@ def _toml_server_flags(doc: Mapping[str, Any], path: str) -> dict[str, flags.Fla
         if key == "workers" and isinstance(value, int) and not isinstance(value, bool):
             value = str(value)  # a count or "auto": TOML's 2 and "auto" both mean what they say
         if not _toml_type_ok(flag.type, value):
-            raise ConfigError(f"{path}: server.{key}: expected a {flag.type.__name__}, got {value!r}")
+            raise ConfigError(f"{path}: server.{key}: expected {_KIND_WORDS[flag.type]}, got {value!r}")
         out[key] = float(value) if flag.type is float else value
     return out
+
+
+_KIND_WORDS: Final[dict[type, str]] = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
 
 def _toml_type_ok(kind: type, value: object) -> bool:

@@ -81,6 +81,10 @@ class MlsrvError(Exception):
         super().__init__(message)
         self.message = message
         self.empty_body = empty_body
+        #: client side: the HTTP status a REST server answered with, when several codes share it
+        #: (400: INVALID_ARGUMENT, FAILED_PRECONDITION, OUT_OF_RANGE): the class is then a guess, and
+        #: the CLI labels the error with the status it saw instead.
+        self.received_http_status: int | None = None
 
     def wire_message(self) -> str:
         """The message as sent to clients: at most 1024 characters, marked when cut."""
@@ -252,6 +256,12 @@ _CODE_FOR_HTTP: Final[dict[int, Code]] = {
 def error_for_code(code: Code, message: str) -> MlsrvError:
     """Rebuild the exception a server raised from its wire code (used by the client transports)."""
     return _CLASS_FOR_CODE.get(code, UnknownError)(message)
+
+
+def http_status_is_ambiguous(status: int) -> bool:
+    """Whether several codes share this status (400: INVALID_ARGUMENT, FAILED_PRECONDITION, OUT_OF_RANGE;
+    409; 500), so an error read back from it cannot be named by its code."""
+    return sum(1 for value in HTTP_STATUS.values() if value == status) > 1
 
 
 def code_for_http_status(status: int) -> Code:

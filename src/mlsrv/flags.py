@@ -93,7 +93,7 @@ FLAGS: Final[tuple[Flag, ...]] = (
     _f("num_tflite_pools", int, 0, "TF Lite interpreter pools per version (0: one per CPU)."),
     _f("num_tflite_interpreters_per_pool", int, 1, "TF Lite interpreters per pool."),
     # mlsrv extras
-    _x("config", str, "", "mlsrv.toml with [server], [batching] and [[models]] tables; flags override it."),
+    _x("config", str, "", "mlsrv.toml with server, batching and models tables; flags override it."),
     _x("host", str, "0.0.0.0", "Address to bind REST and TCP gRPC to (mlsrv extra)."),
     _x("rest_max_body_bytes", int, 1 << 30, "Largest REST request body; larger ones get 413 before they are read."),
     _x("rest_header_timeout_seconds", float, 10.0, "Time a REST client has to send a request's headers."),

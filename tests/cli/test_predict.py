@@ -168,10 +168,13 @@ def test_rest_and_grpc_print_the_same_result(served: Served, case: str) -> None:
 
 
 def test_errors_are_the_same_over_both_protocols(served: Served) -> None:
+    """Same message and exit code; the label too, unless REST's status stands for several codes."""
     for args in (["-m", "nope", "-d", ROW], ["-m", "half_plus_two", "-d", '{"instances": [["a"]]}']):
         results = [invoke("predict", *args, *served.args(p)) for p in PROTOCOLS]
         assert [r.exit_code for r in results] == [1, 1]
-        assert results[0].stderr == results[1].stderr
+        rest, grpc_ = (dict(zip(PROTOCOLS, results, strict=True))[p].stderr for p in ("rest", "grpc"))
+        assert rest.split(": ", 1)[1] == grpc_.split(": ", 1)[1]
+        assert rest == grpc_ or (rest.startswith("HTTP 400: ") and grpc_.startswith("InvalidArgument: "))
 
 
 def test_grpc_output_filter_and_outdir(served: Served, tmp_path: Path) -> None:
@@ -221,3 +224,13 @@ def test_outdir_with_a_folder_where_the_file_goes(monkeypatch: pytest.MonkeyPatc
     result = invoke("predict", "-m", "m", "-d", ROW, "--outdir", str(tmp_path), "--overwrite")
     assert result.exit_code == 2 and result.stderr.count("\n") == 1
     assert f"cannot save to {tmp_path / 'y.npy'}: it exists and is not a file" in result.stderr
+
+
+def test_a_rest_error_is_labelled_with_the_http_status_the_server_sent(served: Served) -> None:
+    """HTTP 400 stands for several gRPC codes (INVALID_ARGUMENT, FAILED_PRECONDITION...): no guessing."""
+    bad = invoke("predict", "-m", "half_plus_two", "--label", "nope", "-d", ROW, *served.args("rest"))
+    assert bad.exit_code == 1 and bad.stderr == "HTTP 400: Unrecognized servable version label: nope\n", bad.stderr
+    over_grpc = invoke("predict", "-m", "half_plus_two", "--label", "nope", "-d", ROW, *served.args("grpc"))
+    assert over_grpc.stderr == "InvalidArgument: Unrecognized servable version label: nope\n"  # the code itself
+    missing = invoke("predict", "-m", "nope", "-d", ROW, *served.args("rest"))  # 404 is NOT_FOUND only
+    assert missing.stderr == "ModelNotFound: Servable not found for request: Latest(nope)\n"

@@ -65,7 +65,7 @@ def test_serve_warns_predicts_and_stops_cleanly_on_sigterm() -> None:
     process = subprocess.Popen(
         [*MLSRV, "serve", "--host", "127.0.0.1", f"--port={free_port()}", "--rest_api_port", str(rest),
          "--model_name=half_plus_two", f"--model_base_path={EXAMPLES / 'half_plus_two'}",
-         "--enable_batching", "--prefer_tflite_model"],
+         "--enable_batching", "--xla_cpu_compilation_enabled"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
@@ -85,7 +85,7 @@ def test_serve_warns_predicts_and_stops_cleanly_on_sigterm() -> None:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=60)
         assert process.returncode == 0, stderr
-        assert "--prefer_tflite_model is accepted for compatibility but not implemented" in stderr
+        assert "--xla_cpu_compilation_enabled is accepted for compatibility but not implemented" in stderr
     finally:
         if process.poll() is None:
             process.kill()

@@ -68,3 +68,20 @@ def test_refused_connection_is_a_transport_error() -> None:
 
     with pytest.raises(TransportError, match="^cannot connect to http://here: Connection refused"):
         asyncio.run(main())
+
+
+def test_a_grpc_port_is_named_as_such() -> None:
+    """REST sent to a gRPC port gets an HTTP/2 SETTINGS frame and a close: say what it looks like."""
+    import grpc
+
+    async def main() -> None:
+        server = grpc.aio.server()
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            await Http1Pool("127.0.0.1", port, label="x").request("POST", "/v1/models/m:predict", b"{}")
+        finally:
+            await server.stop(0)
+
+    with pytest.raises(TransportError, match="this looks like a gRPC port; give it with --grpc"):
+        asyncio.run(main())

@@ -35,7 +35,8 @@ def print_error(label: str, message: str) -> None:
 
 def fail(error: MlsrvError) -> NoReturn:
     """Print one line for ``error`` on stderr and exit with the code the error table gives it."""
-    print_error(type(error).__name__, error.message)
+    label = type(error).__name__ if error.received_http_status is None else f"HTTP {error.received_http_status}"
+    print_error(label, error.message)
     raise typer.Exit(error.exit_code)
 
 

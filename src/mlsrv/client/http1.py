@@ -28,6 +28,11 @@ class Response:
     body: bytes
 
 
+def _looks_like_http2(data: bytes | bytearray) -> bool:
+    """An HTTP/2 server's first frame: SETTINGS (type 4) on stream 0, which a gRPC port sends to anyone."""
+    return len(data) >= 9 and data[3] == 0x04 and data[5:9] == b"\x00\x00\x00\x00"
+
+
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; parses exactly one response per ``request``."""
 
@@ -47,6 +52,11 @@ class _Connection(asyncio.Protocol):
             complete = self._parse(eof=True)
             if complete is not None:
                 self._waiter.set_result(complete)
+            elif _looks_like_http2(self._buffer):
+                self._waiter.set_exception(TransportError(
+                    "the server answered in HTTP/2 (a SETTINGS frame), not HTTP/1.1: this looks like a gRPC port; "
+                    "give it with --grpc, or use the REST port (8501 by default)"
+                ))  # fmt: skip
             else:
                 self._waiter.set_exception(TransportError(f"connection closed by the server: {exc or 'EOF'}"))
 

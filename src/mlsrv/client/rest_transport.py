@@ -24,6 +24,7 @@ from mlsrv.errors import (
     UsageError,
     code_for_http_status,
     error_for_code,
+    http_status_is_ambiguous,
 )
 from mlsrv.protocol import json_codec, routes
 from mlsrv.protocol.types import PredictRequest, PredictResponse
@@ -105,7 +106,10 @@ def _rest_error(status: int, body: bytes, content_type: str, url: str) -> MlsrvE
     if body.strip() and "json" not in content_type:
         return TransportError(f"HTTP {status} from {url} is not a model server response ({content_type or 'no type'})")
     message = json_codec.decode_error(body) or f"HTTP {status} with an empty body"
-    return error_for_code(code_for_http_status(status), message)
+    error = error_for_code(code_for_http_status(status), message)
+    if http_status_is_ambiguous(status):
+        error.received_http_status = status
+    return error
 
 
 def _rest_result(call: Call, body: bytes) -> Any:

@@ -427,6 +427,7 @@ class Server:
         report = await self.manager.wait_until_settled([m.name for m in models if m.name not in previous], None)
         if report.failed:
             raise UnknownError(report.message("model"))
+        log.info("Model config applied: serving %s", ", ".join(m.name for m in models) or "no model")
 
     async def _poll_model_config(self) -> None:
         """TF's ``PollFilesystemAndReloadConfig``, safe against files caught mid-write.

@@ -99,6 +99,11 @@ class BatchingPool:
         )
         self._batchers[key] = batcher
         await batcher.start()
+        log.info(
+            "Batching %s: max_batch_size=%d batch_timeout_micros=%d max_enqueued_batches=%d num_batch_threads=%d",
+            batcher.name, options.max_batch_size, round(options.batch_timeout_s * 1e6), options.max_enqueued_batches,
+            options.num_batch_threads,
+        )  # fmt: skip
         return batcher
 
     def on_state(self, event: StateEvent) -> None:
