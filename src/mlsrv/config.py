@@ -95,6 +95,8 @@ class RuntimeConfig:
     enable_warmup: bool = True
     warmup_iterations: int = 0
     method_name_check: bool = False
+    #: ``--load_op_packages``: modules imported for the TF ops they register, before models load
+    op_packages: tuple[str, ...] = ()
     #: ``--prefer_tflite_model``: a version's ``model.tflite`` is served when present
     prefer_tflite: bool = False
     #: TF Lite interpreters per version (``--num_tflite_pools`` x ``--num_tflite_interpreters_per_pool``)

@@ -428,6 +428,7 @@ def _build(
             enable_warmup=bool(values["enable_model_warmup"]),
             warmup_iterations=int(values["num_request_iterations_for_warmup"]),
             method_name_check=bool(values["enable_signature_method_name_check"]),
+            op_packages=tuple(name.strip() for name in str(values["load_op_packages"]).split(",") if name.strip()),
             prefer_tflite=bool(values["prefer_tflite_model"]),
             tflite_interpreters=max(1, int(values["num_tflite_pools"]) or (os.cpu_count() or 1))
             * max(1, int(values["num_tflite_interpreters_per_pool"])),

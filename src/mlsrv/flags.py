@@ -111,6 +111,8 @@ FLAGS: Final[tuple[Flag, ...]] = (
        "Object-store base paths are listed at most this often (listings are billed); local ones every poll."),
     _x("drain_delay_seconds", float, 0.0,
        "On SIGTERM, /readyz turns 503 at once and requests are still served this long before the drain."),
+    _x("load_op_packages", str, "",
+       "Python packages to import for their TF ops before models load, comma-separated (e.g. tensorflow_text)."),
     _x("workers", str, "1",
        "Server processes sharing the REST and gRPC ports, each with its own models; 'auto': one per core."),
 )

@@ -205,6 +205,9 @@ class Server:
 
             runtime = self.config.runtime
             tf_runtime.configure(runtime.intra_op, runtime.inter_op, runtime.gpu_memory_fraction)
+            from mlsrv.server import op_packages
+
+            op_packages.import_packages(runtime.op_packages)
         try:  # before loading, as TF: only the allow flag lets labels of versions not loaded yet through
             self._apply_labels(self._models)
         except FailedPrecondition as error:

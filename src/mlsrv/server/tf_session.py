@@ -33,7 +33,7 @@ from mlsrv.errors import (
 )
 from mlsrv.protocol import dtypes
 from mlsrv.protocol.types import INIT_OP_SIGNATURE, SignatureInfo
-from mlsrv.server import tf_function, tf_runtime, tf_warmup
+from mlsrv.server import op_packages, tf_function, tf_runtime, tf_warmup
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +82,16 @@ class SavedModelLoader:
                 "available tag-sets in the SavedModel, please use the SavedModel CLI: `saved_model_cli`"
             )
         meta_graph = info.meta_graph(wanted)
-        graph = tf.Graph()
-        session = tf.compat.v1.Session(graph=graph, config=self._config)
         try:
-            with graph.as_default():
-                meta_graph_def = _load_into(session, self.tags, self.path)
-        except Exception as error:  # TF raises many types here (OpError, RuntimeError, ValueError ...)
-            session.close()
-            raise LoadError(f"failed to load SavedModel from {self.path}: {first_line(error)}") from None
+            graph, session, meta_graph_def = self._session_load()
+        except LoadError as error:
+            op = op_packages.unregistered_op(error.message)
+            if op is None:
+                raise
+            if not op_packages.register_for(op):  # an op library that is installed registers on import
+                raise LoadError(f"{error.message.split('. Make sure', 1)[0]}: the op is not part of TensorFlow; "
+                                f"{op_packages.advice(op)}") from None  # fmt: skip
+            graph, session, meta_graph_def = self._session_load()
         unrestored = _unrestored_variables(session, graph, meta_graph_def)
         servable: TfServable | tf_function.FunctionServable
         if unrestored:  # the Session cannot run this export; TF's object-based loader can (tf_function)
@@ -111,6 +113,17 @@ class SavedModelLoader:
                 raise
         self._servable = servable
         return servable
+
+    def _session_load(self) -> tuple[Any, Any, Any]:
+        """The MetaGraph loaded into a new Graph and Session (TF's ``LoadSavedModel``); LoadError if not."""
+        graph = tf.Graph()
+        session = tf.compat.v1.Session(graph=graph, config=self._config)
+        try:
+            with graph.as_default():
+                return graph, session, _load_into(session, self.tags, self.path)
+        except Exception as error:  # TF raises many types here (OpError, RuntimeError, ValueError ...)
+            session.close()
+            raise LoadError(f"failed to load SavedModel from {self.path}: {first_line(error)}") from None
 
     def unload(self) -> None:
         """Close the Session so TF frees the model's memory now."""
