@@ -78,6 +78,8 @@ class GrpcConfig:
     channel_arguments: tuple[tuple[str, int | str], ...] = ()
     max_threads: int = 0
     enable_health: bool = True
+    #: ``--enable_profiler`` given explicitly: tensorflow.ProfilerService forwarded to TF's profiler server
+    enable_profiler: bool = False
     tensor_content_outputs: bool = False
     ssl_config_file: str = ""
     #: Bytes a request's TensorProtos may fill beyond the values they carry (TF has no such limit).

@@ -416,6 +416,8 @@ def _build(
             channel_arguments=_channel_arguments(str(values["grpc_channel_arguments"])),
             max_threads=int(values["grpc_max_threads"]),
             enable_health=bool(values["enable_grpc_healthcheck_service"]),
+            enable_profiler=bool(values["enable_profiler"])
+            and ("enable_profiler" in given or "enable_profiler" in _toml_server_flags(toml_doc, "toml")),
             tensor_content_outputs=bool(values["enable_serialization_as_tensor_content"]),
             ssl_config_file=str(values["ssl_config_file"]),
             max_fill_bytes=_at_least(0, values, "max_tensor_fill_bytes"),

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from google.protobuf.descriptor import ServiceDescriptor
 
     from mlsrv.server.app import Server
+    from mlsrv.server.profiler import ProfilerForwarder
 
 log = logging.getLogger(__name__)
 
@@ -301,6 +302,7 @@ class GrpcFrontend:
         self._server: grpc.aio.Server | None = None
         self._adapter: CallAdapter | None = None
         self._health: Any = None
+        self._profiler: ProfilerForwarder | None = None
 
     async def start(self) -> int:
         """Bind and start; returns the TCP port (0 when serving only on a UNIX socket)."""
@@ -331,6 +333,13 @@ class GrpcFrontend:
         names = list(SERVICE_NAMES)
         if self._config.enable_health:
             names.append(self._add_health(server))
+        if self._config.enable_profiler:
+            from mlsrv.server import tf_runtime
+            from mlsrv.server.profiler import SERVICE, ProfilerForwarder
+
+            self._profiler = ProfilerForwarder(tf_runtime.start_profiler_server)
+            server.add_generic_rpc_handlers((self._profiler.handler(),))
+            names.append(SERVICE)
         from grpc_reflection.v1alpha import reflection
 
         reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
@@ -408,3 +417,5 @@ class GrpcFrontend:
                     break
                 await asyncio.sleep(DRAIN_QUIET_S - quiet_for)
         await self._server.stop(max(0.0, deadline - loop.time()))
+        if self._profiler is not None:
+            await self._profiler.close()

@@ -407,3 +407,22 @@ def translate_op_error(error: Any) -> MlsrvError:
     except ValueError:
         return InternalError(text)
     return error_for_code(code, text) if code is not Code.OK else InternalError(text)
+
+
+_profiler_port: list[int] = []  # TF's profiler server is process-wide: started at most once
+
+
+def start_profiler_server() -> int:
+    """Start TensorFlow's profiler server on a free loopback port (once per process); its port.
+
+    TF binds all interfaces for it: the port is picked free and only mlsrv's forwarder is told it.
+    """
+    if not _profiler_port:
+        import socket
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        tf.profiler.experimental.server.start(port)
+        _profiler_port.append(port)
+    return _profiler_port[0]
