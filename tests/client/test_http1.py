@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 from aiohttp import web
@@ -85,3 +86,65 @@ def test_a_grpc_port_is_named_as_such() -> None:
 
     with pytest.raises(TransportError, match="this looks like a gRPC port; give it with --grpc"):
         asyncio.run(main())
+
+
+MALFORMED = {
+    "truncated body": (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", "after 3 of 10 body bytes"),
+    "bad length": (b"HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\nabc", "malformed response: Content-Length 'ten'"),
+    "negative length": (b"HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\n", "malformed response: Content-Length '-3'"),
+    "bad chunk size": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+                       "malformed response: chunk size b'zz'"),
+    "cut in a chunk": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nabc",
+                       "in the middle of a chunked body"),
+    "close before the headers end": (b"HTTP/1.1 200 OK\r\nContent-Le", "connection closed by the server"),
+    "not http": (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", "not an HTTP response"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_a_malformed_response_is_a_clear_error_at_once(case: str) -> None:
+    """Each ends the request with a TransportError quickly, never a hang until the caller's timeout."""
+    answer, expected = MALFORMED[case]
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        writer.close()  # a malformed head fails as it arrives; the rest fail at this close
+        await writer.wait_closed()
+
+    async def main() -> None:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            await asyncio.wait_for(Http1Pool("127.0.0.1", port).request("GET", "/"), 5)
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    with pytest.raises(TransportError, match=re.escape(expected)):
+        asyncio.run(main())
+
+
+def test_an_ipv6_host_keeps_its_brackets() -> None:
+    seen: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    async def main() -> None:
+        try:
+            server = await asyncio.start_server(serve, "::1", 0)
+        except OSError:
+            pytest.skip("no IPv6 loopback on this machine")
+        port = server.sockets[0].getsockname()[1]
+        try:
+            assert (await Http1Pool("::1", port).request("GET", "/")).body == b"ok"
+        finally:
+            server.close()
+
+    asyncio.run(main())
+    assert b"Host: [::1]:" in seen[0]

@@ -49,7 +49,11 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self._waiter is not None and not self._waiter.done():
-            complete = self._parse(eof=True)
+            try:
+                complete = self._parse(eof=True)
+            except TransportError as error:
+                self._waiter.set_exception(error)
+                return
             if complete is not None:
                 self._waiter.set_result(complete)
             elif _looks_like_http2(self._buffer):
@@ -89,14 +93,24 @@ class _Connection(asyncio.Protocol):
             headers[name.strip().lower()] = value.strip()
         start = end + 4
         if "content-length" in headers:
-            length = int(headers["content-length"])
+            text = headers["content-length"]
+            if not text.isdigit():  # a malformed length must end the request, not leave it waiting
+                raise TransportError(f"malformed response: Content-Length {text[:40]!r}")
+            length = int(text)
             if len(self._buffer) - start < length:
+                if eof:
+                    raise TransportError(
+                        f"connection closed by the server after {len(self._buffer) - start} of {length} body bytes"
+                    )
+                return None
                 return None
             body = bytes(self._buffer[start : start + length])
             del self._buffer[: start + length]
         elif headers.get("transfer-encoding", "").lower() == "chunked":
             parsed = _dechunk(self._buffer, start)
             if parsed is None:
+                if eof:
+                    raise TransportError("connection closed by the server in the middle of a chunked body")
                 return None
             body, consumed = parsed
             del self._buffer[:consumed]
@@ -125,7 +139,13 @@ def _dechunk(buffer: bytearray, start: int) -> tuple[bytes, int] | None:
         line_end = buffer.find(b"\r\n", position)
         if line_end < 0:
             return None
-        size = int(bytes(buffer[position:line_end]).split(b";")[0], 16)
+        text = bytes(buffer[position:line_end]).split(b";")[0].strip()
+        try:
+            size = int(text, 16)
+        except ValueError:
+            raise TransportError(f"malformed response: chunk size {text[:40]!r}") from None
+        if size < 0:
+            raise TransportError(f"malformed response: chunk size {text[:40]!r}")
         chunk_start = line_end + 2
         if size == 0:
             trailer_end = buffer.find(b"\r\n\r\n", line_end)
@@ -147,7 +167,8 @@ class Http1Pool:
         self._host, self._port, self._ssl = host, port, ssl_context
         self._label = label or f"{host}:{port}"
         self._idle: list[_Connection] = []
-        self._host_header = f"{host}:{port}".encode()
+        # an IPv6 literal keeps its brackets in Host (RFC 9110 7.2): "[::1]:8501", not "::1:8501"
+        self._host_header = (f"[{host}]:{port}" if ":" in host else f"{host}:{port}").encode()
 
     async def request(self, method: str, path: str, body: bytes | None = None,
                       content_type: str = "application/json") -> Response:
