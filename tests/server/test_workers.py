@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -225,4 +226,5 @@ def test_workers_do_not_outlive_a_killed_supervisor(tmp_path: Path) -> None:
                        for pid in pids)  # fmt: skip
 
         wait_until(gone, 60, "the workers to stop")
+        shutil.rmtree(control_directory(server), ignore_errors=True)  # a killed supervisor could not
 
