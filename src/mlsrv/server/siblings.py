@@ -45,6 +45,8 @@ SAVED_CONFIG: Final = "model_config.pb"
 RELOAD_LOCK: Final = "reload.lock"
 #: a sibling that does not answer a readiness or metrics question within this is counted as down
 ASK_TIMEOUT_S: Final = 2.0
+#: the largest model config a reload may carry to a sibling (aiohttp's default is 1 MiB)
+CONFIG_MAX_BYTES: Final = 64 << 20
 #: a reload may load models: as long as the RPC may take
 RELOAD_TIMEOUT_S: Final = 600.0
 
@@ -109,7 +111,7 @@ class Siblings:
 
     async def start(self, local: LocalWorker) -> None:
         """Open the control socket (once the worker serves: until then siblings see it as not ready)."""
-        app = web.Application()
+        app = web.Application(client_max_size=CONFIG_MAX_BYTES)
 
         async def ready(_request: web.Request) -> web.Response:
             waiting = local.not_ready()
