@@ -17,7 +17,7 @@ The supervisor imports no TensorFlow and serves nothing. It:
 * on SIGTERM or SIGINT forwards SIGTERM to every worker (each drains as one server does: readiness
   off, calls in flight finish), waits for them and exits 0;
 * on SIGHUP restarts the workers one at a time, each replacement ready before the worker it
-  replaces is told to stop, so the ports never lose more than one worker's capacity;
+  replaces is told to stop, so the ports never have fewer than N workers serving;
 * gives up at start-up if a worker exits before it was ever ready (a model that cannot load, a bad
   flag): the others are stopped and the supervisor exits with that worker's code;
 * makes workers die with it (``PR_SET_PDEATHSIG``), so a killed supervisor leaves no orphans.
