@@ -217,3 +217,16 @@ def test_whether_the_rest_port_was_asked_for(tmp_path: Path) -> None:
     toml = tmp_path / "mlsrv.toml"
     toml.write_text(f'[server]\nmodel_base_path = "{tmp_path}"\nrest_api_port = 9000\n')
     assert load_config({"config": str(toml)}).rest.port_asked is True
+
+
+def test_the_profiler_is_on_by_default_unless_its_server_would_be_more_open_than_the_grpc_port(
+    tmp_path: Path,
+) -> None:
+    base = {"model_base_path": str(tmp_path)}
+    assert load_config(base).grpc.enable_profiler is True  # 0.0.0.0, no TLS: as TF Serving
+    assert load_config({**base, "host": "127.0.0.1"}).grpc.enable_profiler is False
+    ssl = tmp_path / "ssl.txt"
+    ssl.write_text("")
+    assert load_config({**base, "ssl_config_file": str(ssl)}).grpc.enable_profiler is False
+    assert load_config({**base, "host": "127.0.0.1", "enable_profiler": True}).grpc.enable_profiler is True
+    assert load_config({**base, "enable_profiler": False}).grpc.enable_profiler is False

@@ -78,7 +78,7 @@ class GrpcConfig:
     channel_arguments: tuple[tuple[str, int | str], ...] = ()
     max_threads: int = 0
     enable_health: bool = True
-    #: ``--enable_profiler`` given explicitly: tensorflow.ProfilerService forwarded to TF's profiler server
+    #: tensorflow.ProfilerService forwarded to TF's profiler server (``config_loader._profiler_on``)
     enable_profiler: bool = False
     tensor_content_outputs: bool = False
     ssl_config_file: str = ""

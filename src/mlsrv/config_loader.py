@@ -354,6 +354,19 @@ def available_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
     return max(1, count)
 
 
+_LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def _profiler_on(values: Mapping[str, flags.FlagValue], given: Mapping[str, flags.FlagValue],
+                 toml_doc: Mapping[str, Any]) -> bool:  # fmt: skip
+    """``--enable_profiler``: as given; by default on, as in TF Serving, except where TF's profiler
+    server (all interfaces, its own port, no TLS) would be more open than the gRPC port itself: a
+    gRPC port with TLS (``--ssl_config_file``) or bound to loopback."""
+    if "enable_profiler" in given or "enable_profiler" in _toml_server_flags(toml_doc, "toml"):
+        return bool(values["enable_profiler"])
+    return bool(values["enable_profiler"]) and not values["ssl_config_file"] and values["host"] not in _LOOPBACK_HOSTS
+
+
 def _workers(text: str) -> int:
     """``--workers``: a whole number >= 1, or ``auto`` (one per core this process may use)."""
     if text.strip().lower() == "auto":
@@ -416,8 +429,7 @@ def _build(
             channel_arguments=_channel_arguments(str(values["grpc_channel_arguments"])),
             max_threads=int(values["grpc_max_threads"]),
             enable_health=bool(values["enable_grpc_healthcheck_service"]),
-            enable_profiler=bool(values["enable_profiler"])
-            and ("enable_profiler" in given or "enable_profiler" in _toml_server_flags(toml_doc, "toml")),
+            enable_profiler=_profiler_on(values, given, toml_doc),
             tensor_content_outputs=bool(values["enable_serialization_as_tensor_content"]),
             ssl_config_file=str(values["ssl_config_file"]),
             max_fill_bytes=_at_least(0, values, "max_tensor_fill_bytes"),

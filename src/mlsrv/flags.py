@@ -47,7 +47,7 @@ FLAGS: Final[tuple[Flag, ...]] = (
     _f("grpc_max_threads", int, 0, "Most gRPC calls handled at once; more wait their turn (0: no limit)."),
     _f("enable_grpc_healthcheck_service", bool, True, "Serve grpc.health.v1.Health (mlsrv: on by default)."),
     _f("enable_profiler", bool, True,
-       "tensorflow.ProfilerService on the gRPC port; in mlsrv only when given explicitly (docs/differences.md)."),
+       "tensorflow.ProfilerService on the gRPC port (default: not with TLS or a loopback host, see docs)."),
     _f("enable_serialization_as_tensor_content", bool, False, "Write Predict outputs as tensor_content."),
     # 1.3 model config
     _f("model_name", str, "default", "Model name in single-model mode."),
