@@ -46,11 +46,12 @@ def load_config(given: Mapping[str, flags.FlagValue]) -> ServerConfig:
     if config_path:
         toml_doc = read_toml(config_path)
     values: dict[str, flags.FlagValue] = {f.name: f.default for f in flags.FLAGS}
-    values.update(_toml_server_flags(toml_doc, config_path))
-    values.update(given)
+    #: what the user set, in mlsrv.toml or on the command line (the line wins), as against defaults
+    asked = {**_toml_server_flags(toml_doc, config_path), **given}
+    values.update(asked)
     _check_startup(values)
     models, single = _models(values, given, toml_doc, config_path)
-    return _build(values, models, toml_doc, given, single)
+    return _build(values, models, toml_doc, given, asked, single)
 
 
 def read_toml(path: str) -> dict[str, Any]:
@@ -357,12 +358,11 @@ def available_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
 _LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
-def _profiler_on(values: Mapping[str, flags.FlagValue], given: Mapping[str, flags.FlagValue],
-                 toml_doc: Mapping[str, Any]) -> bool:  # fmt: skip
-    """``--enable_profiler``: as given; by default on, as in TF Serving, except where TF's profiler
+def _profiler_on(values: Mapping[str, flags.FlagValue], asked: Mapping[str, flags.FlagValue]) -> bool:
+    """``--enable_profiler``: as asked; by default on, as in TF Serving, except where TF's profiler
     server (all interfaces, its own port, no TLS) would be more open than the gRPC port itself: a
     gRPC port with TLS (``--ssl_config_file``) or bound to loopback."""
-    if "enable_profiler" in given or "enable_profiler" in _toml_server_flags(toml_doc, "toml"):
+    if "enable_profiler" in asked:
         return bool(values["enable_profiler"])
     return bool(values["enable_profiler"]) and not values["ssl_config_file"] and values["host"] not in _LOOPBACK_HOSTS
 
@@ -392,6 +392,7 @@ def _build(
     models: tuple[ModelConfig, ...],
     toml_doc: Mapping[str, Any],
     given: Mapping[str, flags.FlagValue],
+    asked: Mapping[str, flags.FlagValue],
     single_model: bool,
 ) -> ServerConfig:
     host = str(values["host"])
@@ -413,7 +414,7 @@ def _build(
         rest=RestConfig(
             host=host,
             port=rest_port,
-            port_asked="rest_api_port" in given or "rest_api_port" in _toml_server_flags(toml_doc, "toml"),
+            port_asked="rest_api_port" in asked,
             timeout_s=max(0, int(values["rest_api_timeout_in_ms"])) / 1000.0,
             enable_cors=bool(values["rest_api_enable_cors_support"]),
             max_body_bytes=_at_least(1, values, "rest_max_body_bytes"),
@@ -429,7 +430,7 @@ def _build(
             channel_arguments=_channel_arguments(str(values["grpc_channel_arguments"])),
             max_threads=int(values["grpc_max_threads"]),
             enable_health=bool(values["enable_grpc_healthcheck_service"]),
-            enable_profiler=_profiler_on(values, given, toml_doc),
+            enable_profiler=_profiler_on(values, asked),
             tensor_content_outputs=bool(values["enable_serialization_as_tensor_content"]),
             ssl_config_file=str(values["ssl_config_file"]),
             max_fill_bytes=_at_least(0, values, "max_tensor_fill_bytes"),
@@ -444,7 +445,7 @@ def _build(
             method_name_check=bool(values["enable_signature_method_name_check"]),
             op_packages=tuple(name.strip() for name in str(values["load_op_packages"]).split(",") if name.strip()),
             prefer_tflite=bool(values["prefer_tflite_model"]),
-            tflite_interpreters=max(1, int(values["num_tflite_pools"]) or (os.cpu_count() or 1))
+            tflite_interpreters=max(1, int(values["num_tflite_pools"]) or available_cpus())
             * max(1, int(values["num_tflite_interpreters_per_pool"])),
         ),
         lifecycle=LifecycleConfig(
@@ -465,5 +466,5 @@ def _build(
         max_inflight_bytes=_at_least(0, values, "max_inflight_bytes"),
         drain_delay_s=_at_least_seconds(0.0, values, "drain_delay_seconds"),
         workers=_workers(str(values["workers"])),
-        unimplemented_flags=flags.unimplemented({**_toml_server_flags(toml_doc, "toml"), **given}),
+        unimplemented_flags=flags.unimplemented(asked),
     )

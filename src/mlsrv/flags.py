@@ -6,7 +6,7 @@ the one deliberate difference is ``rest_api_port`` defaulting to 8501.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -189,7 +189,7 @@ def parse_given(values: dict[str, str | None]) -> dict[str, FlagValue]:
     return {name: parse_value(BY_NAME[name], text) for name, text in values.items() if text is not None}
 
 
-def unimplemented(given: dict[str, FlagValue]) -> tuple[str, ...]:
+def unimplemented(given: Mapping[str, FlagValue]) -> tuple[str, ...]:
     """Flags the user set (to a non-default value) that mlsrv accepts but does not implement."""
     return tuple(
         name for name, value in given.items() if not BY_NAME[name].implemented and value != BY_NAME[name].default

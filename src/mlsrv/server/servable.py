@@ -7,12 +7,13 @@ use fakes, so the lifecycle and the DataPlane are testable without TensorFlow.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
 
-from mlsrv.protocol.types import SignatureInfo
+from mlsrv.errors import InvalidArgument
+from mlsrv.protocol.types import INIT_OP_SIGNATURE, SignatureInfo
 
 
 class Servable(Protocol):
@@ -38,3 +39,27 @@ class Loader(Protocol):
     def load(self) -> Servable: ...
 
     def unload(self) -> None: ...
+
+
+def checked_outputs(
+    signature: str, info: SignatureInfo | None, inputs: Iterable[str], output_filter: Sequence[str]
+) -> tuple[str, ...]:
+    """TF Serving's alias checks of one run, shared by every runtime (Session, tf.function, TF Lite):
+    the signature exists, each input and output alias belongs to it (TF's messages); returns the
+    outputs to fetch (all of them, sorted, for an empty ``output_filter``)."""
+    if info is None or signature == INIT_OP_SIGNATURE:
+        raise InvalidArgument(f"No signature was found with the name: {signature}")
+    for name in inputs:
+        if name not in info.inputs:
+            raise InvalidArgument(
+                f"input tensor alias not found in signature: {name}. "
+                f"Inputs expected to be in the set {{{','.join(sorted(info.inputs))}}}."
+            )
+    outputs = tuple(output_filter) or tuple(sorted(info.outputs))
+    for name in outputs:
+        if name not in info.outputs:
+            raise InvalidArgument(
+                f"output tensor alias not found in signature: {name} "
+                f"Outputs expected to be in the set {{{','.join(sorted(info.outputs))}}}."
+            )
+    return outputs

@@ -161,8 +161,8 @@ class Siblings:
 
     async def _ready(self, sibling: Sibling) -> str:
         try:
-            status, body = await self._ask(sibling, "GET", "/ready", timeout_s=ASK_TIMEOUT_S)
-        except (OSError, aiohttp.ClientError, asyncio.TimeoutError):
+            status, body = await ask_worker(self.directory, sibling.pid, "GET", "/ready", timeout_s=ASK_TIMEOUT_S)
+        except UNREACHABLE:
             return f"{sibling.describe()}: not serving yet"
         if status == 200:
             return ""
@@ -173,7 +173,7 @@ class Siblings:
         """The Prometheus pages of the siblings that answer (one that is down adds nothing)."""
         others = self.others()
         answers = await asyncio.gather(
-            *(self._ask(sibling, "GET", "/metrics", timeout_s=ASK_TIMEOUT_S) for sibling in others),
+            *(ask_worker(self.directory, s.pid, "GET", "/metrics", timeout_s=ASK_TIMEOUT_S) for s in others),
             return_exceptions=True,
         )
         pages = []
@@ -190,8 +190,10 @@ class Siblings:
         self.save_config(config)
         for sibling in self.others():
             try:
-                status, body = await self._ask(sibling, "POST", "/reload", config, timeout_s=RELOAD_TIMEOUT_S)
-            except (OSError, aiohttp.ClientError, asyncio.TimeoutError) as error:
+                status, body = await ask_worker(
+                    self.directory, sibling.pid, "POST", "/reload", config, timeout_s=RELOAD_TIMEOUT_S
+                )
+            except UNREACHABLE as error:
                 # a worker that is down starts from the saved config, so it will agree once back
                 log.warning("%s did not take the reload (it will start with it): %s", sibling.describe(), error)
                 continue
@@ -220,13 +222,18 @@ class Siblings:
         except FileNotFoundError:
             return None
 
-    async def _ask(
-        self, sibling: Sibling, method: str, path: str, body: bytes | None = None, *, timeout_s: float
-    ) -> tuple[int, bytes]:
-        connector_path = str(control_socket(self.directory, sibling.pid))
-        # one connector per call: each sibling has its own socket file
-        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=connector_path)) as session:
-            async with session.request(
-                method, f"http://worker{path}", data=body, timeout=aiohttp.ClientTimeout(total=timeout_s)
-            ) as response:
-                return response.status, await response.read()
+
+#: what asking a worker that is not (or no longer) serving raises
+UNREACHABLE: Final = (OSError, aiohttp.ClientError, asyncio.TimeoutError)
+
+
+async def ask_worker(
+    directory: Path, pid: int, method: str, path: str, body: bytes | None = None, *, timeout_s: float
+) -> tuple[int, bytes]:
+    """One HTTP call to a worker's control socket: (status, body); raises one of :data:`UNREACHABLE`."""
+    connector = aiohttp.UnixConnector(path=str(control_socket(directory, pid)))  # one socket per worker
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async with session.request(
+            method, f"http://worker{path}", data=body, timeout=aiohttp.ClientTimeout(total=timeout_s)
+        ) as response:
+            return response.status, await response.read()

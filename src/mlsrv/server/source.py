@@ -16,7 +16,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Final, Protocol
 
 from mlsrv.config import All, Latest, ModelConfig, Specific, VersionPolicy
@@ -68,28 +68,10 @@ def scan_versions(base_path: str, policy: VersionPolicy, *, warned: set[str] | N
     by its name alone, as in TF Serving; a selected one without ``saved_model.pb`` is warned about.
     ``warned`` de-duplicates warnings across polls.
     """
-
-    def warn(message: str) -> None:
-        if warned is None or message not in warned:
-            log.warning("%s", message)
-            if warned is not None:
-                warned.add(message)
-
+    warn = _warner(warned)
     with os.scandir(base_path) as entries:
-        names = sorted(entry.name for entry in entries)
-    found: dict[int, str] = {}
-    for name in names:
-        version = parse_version(name)
-        if version is None:
-            continue
-        path = os.path.join(base_path, name)
-        if version in found:
-            warn(
-                f"Duplicate version directories detected. Version {version} will be loaded from {path}, "
-                f"{found[version]} will be ignored."
-            )
-        found[version] = path
-    selected = _select(found, policy, base_path, warn)
+        children = [(entry.name, os.path.join(base_path, entry.name)) for entry in entries]
+    selected = _select(_numbered(children, warn), policy, base_path, warn)
     for path in selected.values():
         if not any(os.path.exists(os.path.join(path, f)) for f in _MODEL_FILES):
             warn(f"Version directory {path} contains no saved_model.pb; its load will fail")
@@ -101,6 +83,13 @@ def scan_remote(
 ) -> dict[int, str]:
     """:func:`scan_versions` for an object-store base path: listed there, selected by ``policy``, the
     selected versions downloaded into the local cache; version -> local folder. Blocking."""
+    warn = _warner(warned)
+    listed = _numbered(remote.list_folders(base_path).items(), warn)
+    return remote.fetch(base_path, _select(listed, policy, base_path, warn), listed)
+
+
+def _warner(warned: set[str] | None) -> _Warn:
+    """``log.warning``, once per message when ``warned`` remembers them across polls."""
 
     def warn(message: str) -> None:
         if warned is None or message not in warned:
@@ -108,12 +97,23 @@ def scan_remote(
             if warned is not None:
                 warned.add(message)
 
-    listed: dict[int, str] = {}
-    for name, path in sorted(remote.list_folders(base_path).items()):
+    return warn
+
+
+def _numbered(children: Iterable[tuple[str, str]], warn: _Warn) -> dict[int, str]:
+    """Version -> path of the children (name, path) whose names are versions; a duplicate is warned about."""
+    found: dict[int, str] = {}
+    for name, path in sorted(children):
         version = parse_version(name)
-        if version is not None:
-            listed[version] = path
-    return remote.fetch(base_path, _select(listed, policy, base_path, warn), listed)
+        if version is None:
+            continue
+        if version in found:
+            warn(
+                f"Duplicate version directories detected. Version {version} will be loaded from {path}, "
+                f"{found[version]} will be ignored."
+            )
+        found[version] = path
+    return found
 
 
 def _select(found: dict[int, str], policy: VersionPolicy, base_path: str, warn: _Warn) -> dict[int, str]:

@@ -40,9 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-import aiohttp
-
-from mlsrv.server.siblings import ENV_DIR, ENV_INDEX, Sibling, control_socket, write_registry
+from mlsrv.server.siblings import ENV_DIR, ENV_INDEX, UNREACHABLE, Sibling, ask_worker, write_registry
 
 log = logging.getLogger(__name__)
 
@@ -165,16 +163,12 @@ class Supervisor:
 
     async def _until_ready(self, worker: Worker) -> bool:
         """Poll the worker's control socket until it answers ready (True) or the process ends (False)."""
-        path = str(control_socket(self._directory, worker.pid))
         while worker.process.returncode is None:
-            with contextlib.suppress(OSError, aiohttp.ClientError, asyncio.TimeoutError):
-                connector = aiohttp.UnixConnector(path=path)
-                async with aiohttp.ClientSession(connector=connector) as session:
-                    timeout = aiohttp.ClientTimeout(total=2)
-                    async with session.get("http://worker/ready", timeout=timeout) as response:
-                        if response.status == 200:
-                            worker.ready = True
-                            return True
+            with contextlib.suppress(*UNREACHABLE):
+                status, _ = await ask_worker(self._directory, worker.pid, "GET", "/ready", timeout_s=2)
+                if status == 200:
+                    worker.ready = True
+                    return True
             await asyncio.sleep(READY_POLL_S)
         return False
 

@@ -28,6 +28,7 @@ from mlsrv.errors import InvalidArgument, LoadError, first_line
 from mlsrv.protocol import dtypes
 from mlsrv.protocol.types import INIT_OP_SIGNATURE, SignatureInfo
 from mlsrv.server import tf_runtime
+from mlsrv.server.servable import checked_outputs
 
 #: What to tell the owner of a model neither loader can run.
 EXPORT_ADVICE = (
@@ -67,23 +68,10 @@ class FunctionServable:
         self, signature: str, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str] = ()
     ) -> dict[str, np.ndarray]:
         """As :meth:`TfServable.run`: same checks, same messages, TF's error codes."""
-        function = self._functions.get(signature)
         info = self._signatures.get(signature)
-        if function is None or info is None:
-            raise InvalidArgument(f"No signature was found with the name: {signature}")
-        for name in inputs:
-            if name not in info.inputs:
-                raise InvalidArgument(
-                    f"input tensor alias not found in signature: {name}. "
-                    f"Inputs expected to be in the set {{{','.join(sorted(info.inputs))}}}."
-                )
-        outputs = tuple(output_filter) or tuple(sorted(info.outputs))
-        for name in outputs:
-            if name not in info.outputs:
-                raise InvalidArgument(
-                    f"output tensor alias not found in signature: {name} "
-                    f"Outputs expected to be in the set {{{','.join(sorted(info.outputs))}}}."
-                )
+        outputs = checked_outputs(signature, info if signature in self._functions else None, inputs, output_filter)
+        assert info is not None
+        function = self._functions[signature]
         absent = sorted(set(info.inputs) - set(inputs))
         if absent:  # a function needs every argument; the Session would fail on the placeholder
             raise InvalidArgument(f"You must feed a value for placeholder tensor '{info.inputs[absent[0]].name}'")

@@ -10,6 +10,7 @@ without running anything, for ``mlsrv show`` and for signature metadata), :class
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -409,20 +410,16 @@ def translate_op_error(error: Any) -> MlsrvError:
     return error_for_code(code, text) if code is not Code.OK else InternalError(text)
 
 
-_profiler_port: list[int] = []  # TF's profiler server is process-wide: started at most once
-
-
+@functools.cache  # TF's profiler server is process-wide: started at most once
 def start_profiler_server() -> int:
     """Start TensorFlow's profiler server on a free loopback port (once per process); its port.
 
     TF binds all interfaces for it: the port is picked free and only mlsrv's forwarder is told it.
     """
-    if not _profiler_port:
-        import socket
+    import socket
 
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
-        tf.profiler.experimental.server.start(port)
-        _profiler_port.append(port)
-    return _profiler_port[0]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    tf.profiler.experimental.server.start(port)
+    return port

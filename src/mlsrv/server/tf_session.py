@@ -34,6 +34,7 @@ from mlsrv.errors import (
 from mlsrv.protocol import dtypes
 from mlsrv.protocol.types import INIT_OP_SIGNATURE, SignatureInfo
 from mlsrv.server import op_packages, tf_function, tf_runtime, tf_warmup
+from mlsrv.server.servable import checked_outputs
 
 log = logging.getLogger(__name__)
 
@@ -208,23 +209,11 @@ class TfServable:
 
         Raises InvalidArgument for unknown names, or the MlsrvError matching TF's error code.
         """
-        definition = self._defs.get(signature)
-        if definition is None or signature == INIT_OP_SIGNATURE:
-            raise InvalidArgument(f"No signature was found with the name: {signature}")
         names = tuple(sorted(inputs))
-        for name in names:
-            if name not in definition.inputs:
-                raise InvalidArgument(
-                    f"input tensor alias not found in signature: {name}. "
-                    f"Inputs expected to be in the set {{{','.join(sorted(definition.inputs))}}}."
-                )
-        outputs = tuple(output_filter) or tuple(sorted(definition.outputs))
-        for name in outputs:
-            if name not in definition.outputs:
-                raise InvalidArgument(
-                    f"output tensor alias not found in signature: {name} "
-                    f"Outputs expected to be in the set {{{','.join(sorted(definition.outputs))}}}."
-                )
+        outputs = checked_outputs(signature, self._signatures.get(signature), names, output_filter)
+        definition = self._defs.get(signature)
+        if definition is None:  # closed (unloaded) under a late call
+            raise InvalidArgument(f"No signature was found with the name: {signature}")
         call = self._callable(signature, definition, names, outputs)
         feeds = [_feedable(inputs[name], definition.inputs[name].dtype, i) for i, name in enumerate(names)]
         try:

@@ -36,6 +36,7 @@ import numpy as np
 from mlsrv.errors import InvalidArgument, LoadError, ModelNotFound, first_line
 from mlsrv.protocol import dtypes
 from mlsrv.protocol.types import SignatureInfo, TensorInfo
+from mlsrv.server.servable import checked_outputs
 
 TFLITE_FILE: Final = "model.tflite"
 SIGNATURE_METADATA: Final = b"signature_defs_metadata"
@@ -118,21 +119,8 @@ class TfLiteServable:
         self, signature: str, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str] = ()
     ) -> dict[str, np.ndarray]:
         info = self._signatures.get(signature)
-        if info is None:
-            raise InvalidArgument(f"No signature was found with the name: {signature}")
-        for name in inputs:
-            if name not in info.inputs:
-                raise InvalidArgument(
-                    f"input tensor alias not found in signature: {name}. "
-                    f"Inputs expected to be in the set {{{','.join(sorted(info.inputs))}}}."
-                )
-        outputs = tuple(output_filter) or tuple(sorted(info.outputs))
-        for name in outputs:
-            if name not in info.outputs:
-                raise InvalidArgument(
-                    f"output tensor alias not found in signature: {name} "
-                    f"Outputs expected to be in the set {{{','.join(sorted(info.outputs))}}}."
-                )
+        outputs = checked_outputs(signature, info, inputs, output_filter)
+        assert info is not None
         absent = sorted(set(info.inputs) - set(inputs))
         if absent:
             raise InvalidArgument(f"Missing input tensor: {absent[0]}")
@@ -212,8 +200,8 @@ def _stored_signature_defs(content: bytes) -> dict[str, Any]:
 
 
 def _tensor_info(detail: Mapping[str, Any]) -> TensorInfo:
-    shape = detail.get("shape_signature")
-    if shape is None or len(shape) == 0 and len(detail["shape"]):
+    shape = detail.get("shape_signature")  # -1 for dynamic dims; older runtimes lack it
+    if shape is None or len(shape) != len(detail["shape"]):
         shape = detail["shape"]
     return TensorInfo(f"{detail['name']}", _dtype_name(detail["dtype"]), tuple(int(d) for d in shape))
 
