@@ -118,7 +118,8 @@ def test_a_label_of_a_version_not_loaded_yet_fails_start_up_as_configuration_and
         'model_config_list { config { name: "m" base_path: "%s" model_platform: "tensorflow" '
         'version_labels { key: "stable" value: 123 } } }' % (EXAMPLES / "half_plus_two")
     )
-    result = mlsrv("serve", f"--model_config_file={config}", f"--port={free_port()}", f"--rest_api_port={free_port()}")
+    result = mlsrv("serve", f"--model_config_file={config}", "--host=127.0.0.1", f"--port={free_port()}",
+                   f"--rest_api_port={free_port()}")
     assert_one_line_error(
         result, 2, "Failed to start server. Error: FAILED_PRECONDITION: Request to assign label to version 123 of "
         "model m, which is not currently available for inference. Start with "

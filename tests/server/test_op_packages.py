@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_port
 from tests.server.process_server import MLSRV, http_raw, serve_process
 
 pytestmark = pytest.mark.tf
@@ -65,7 +66,8 @@ def test_load_op_packages_imports_them_before_any_model(text_model: Path, tmp_pa
 
 
 def test_a_package_that_cannot_be_imported_is_a_one_line_configuration_error(text_model: Path) -> None:
-    result = subprocess.run([*MLSRV, "serve", "--model_name=m", f"--model_base_path={text_model}",
+    result = subprocess.run([*MLSRV, "serve", "--model_name=m", f"--model_base_path={text_model}", "--host=127.0.0.1",
+                             f"--port={free_port()}", f"--rest_api_port={free_port()}",
                              "--load_op_packages=no_such_op_package"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(

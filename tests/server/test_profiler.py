@@ -29,7 +29,9 @@ def test_a_trace_through_the_grpc_port_records_the_model_calls(tmp_path: Path) -
                 args=(f"grpc://{s.grpc_target}", str(logdir), 3000),
             )
             traced.start()
-            while traced.is_alive():  # model calls while the trace runs
+            deadline = asyncio.get_running_loop().time() + 60
+            while traced.is_alive():  # model calls while the trace runs (3 s, a minute at most)
+                assert asyncio.get_running_loop().time() < deadline, "the trace never ended"
                 assert (await s.post("/v1/models/m:predict", {"instances": [1.0]}))[0] == 200
                 await asyncio.sleep(0.02)
             traced.join(30)
