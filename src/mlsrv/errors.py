@@ -180,6 +180,10 @@ class Overloaded(MlsrvError):
     code = Code.UNAVAILABLE
 
 
+class BatchQueueFull(Overloaded):
+    """TF's full batch queue: also what admission learns a model's holding capacity from."""
+
+
 class DataLoss(MlsrvError):
     code = Code.DATA_LOSS
 

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from mlsrv.errors import Overloaded
+from mlsrv.errors import BatchQueueFull, DeadlineExceeded, Overloaded
 from mlsrv.protocol import tensor_codec
+from mlsrv.server import grpc as grpc_frontend
 from mlsrv.server import rest_decode
 from mlsrv.server.admission import Admission, AdmissionLimits, default_max_bytes
 from tests.fakes import FakeLoaderFactory, FakeServable
@@ -30,7 +31,8 @@ def test_requests_past_the_bound_are_refused_and_a_release_makes_room() -> None:
     with admission.admit(10):
         assert admission.requests == 2 and admission.bytes == 20
     second.release()
-    assert (admission.requests, admission.bytes, admission.rejected) == (0, 0, {"requests": 1, "bytes": 0})
+    assert (admission.requests, admission.bytes) == (0, 0)
+    assert admission.rejected == {"requests": 1, "bytes": 0, "model_queue": 0}
 
 
 def test_bytes_past_the_bound_are_refused_but_one_large_request_alone_is_admitted() -> None:
@@ -101,6 +103,52 @@ def test_the_adaptive_bound_has_a_floor() -> None:
     assert admission.request_limit == 256
 
 
+def test_a_full_batch_queue_teaches_the_door_what_the_model_holds_and_room_is_probed_again() -> None:
+    admission = Admission(AdmissionLimits(max_requests=1024, max_bytes=1 << 30))
+    held = [admission.admit(0, "mlp") for _ in range(12)]
+    other = admission.admit(0, "other")
+    overflowed = admission.admit(0, "mlp")
+    overflowed.release(BatchQueueFull("The batch scheduling queue to which this task was submitted is full"))
+    assert admission.models["mlp"].limit == 12.0  # what the server held when the queue overflowed
+    with pytest.raises(Overloaded, match="Model mlp has as many requests in progress as its batch queue holds"):
+        admission.admit(0, "mlp")  # turned away at the door: the queue would refuse it after decoding
+    assert admission.rejected["model_queue"] == 1
+    admission.admit(0, "other").release()  # another model is not limited by it
+    assert admission.unnamed_limit == admission.request_limit  # "other" has no learnt limit
+    other.release()
+    assert "other" not in admission.models  # nothing kept for a name without requests or a limit
+    assert admission.unnamed_limit == 12  # gRPC calls before their message: the sum of learnt limits
+    for ticket in held:  # answered: each raises the limit by 1/limit
+        ticket.release()
+    assert 12.9 < admission.models["mlp"].limit < 13.0
+    tickets = [admission.admit(0, "mlp") for _ in range(12)]
+    with pytest.raises(Overloaded):
+        admission.admit(0, "mlp")
+    for ticket in tickets:
+        ticket.release()
+
+
+def test_an_unnamed_ticket_is_checked_once_its_model_is_known_and_odd_overflows_teach_nothing() -> None:
+    admission = Admission(AdmissionLimits(max_requests=1024, max_bytes=1 << 30))
+    alone = admission.admit(0, "mlp")  # one request no queue could hold: too few held to learn from
+    alone.release(BatchQueueFull("full"))
+    assert "mlp" not in admission.models
+    for model in ("a", "b"):  # two models whose queues have overflowed, at 5 held each
+        held = [admission.admit(0, model) for _ in range(5)]
+        admission.admit(0, model).release(BatchQueueFull("full"))
+        if model == "b":
+            for ticket in held:
+                ticket.release(DeadlineExceeded("late"))  # only answers raise the limit
+    assert admission.models["a"].limit == admission.models["b"].limit == 5.0
+    assert admission.unnamed_limit == 10
+    unnamed = admission.admit(0)  # a gRPC call: admitted at the door against the sum, then named
+    with pytest.raises(Overloaded, match="Model a"):
+        unnamed.assign("a")
+    unnamed.release(Overloaded("turned away"))
+    admission.admit(0).assign("b")
+    assert admission.requests == 6 and admission.models["a"].requests == 5
+
+
 def test_zero_means_the_defaults() -> None:
     limits = AdmissionLimits.resolve(0, 0)
     assert limits.max_requests == 1024 and limits.max_bytes == default_max_bytes()
@@ -138,6 +186,19 @@ def test_past_the_bound_rest_gets_503_unread_grpc_unavailable_and_probes_still_a
         return real_decode(raw, *args, **kw)
 
     monkeypatch.setattr(rest_decode, "predict_request", counting_decode)
+    parsed: list[str] = []  # gRPC messages parsed, by type
+    real_parser = grpc_frontend.lenient_parser
+
+    def counting_parser(message_class: Any) -> Any:
+        parse = real_parser(message_class)
+
+        def counting_parse(data: bytes) -> Any:
+            parsed.append(message_class.DESCRIPTOR.name)
+            return parse(data)
+
+        return counting_parse
+
+    monkeypatch.setattr(grpc_frontend, "lenient_parser", counting_parser)
 
     async def main() -> None:
         async with running_server(
@@ -164,6 +225,7 @@ def test_past_the_bound_rest_gets_503_unread_grpc_unavailable_and_probes_still_a
                     await prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=10)
             assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
             assert "--max_inflight_requests" in (caught.value.details() or "")
+            assert "PredictRequest" not in parsed  # turned away before its message was parsed
 
             for path in ("/healthz", "/readyz", "/v1/models/m", "/v1/models/m/metadata"):
                 assert (await s.get(path))[0] == 200, path
@@ -176,6 +238,9 @@ def test_past_the_bound_rest_gets_503_unread_grpc_unavailable_and_probes_still_a
             servable.gate.set()
             assert (await held)[0] == 200
             assert (await s.post("/v1/models/m:predict", {"instances": [[4.0]]}))[0] == 200  # room again
+            async with grpc.aio.insecure_channel(s.grpc_target) as channel:
+                reply = await prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=10)
+            assert list(reply.outputs["y"].float_val) == [3.5] and parsed.count("PredictRequest") == 1
             status, page = await s.get("/monitoring/prometheus/metrics")
             assert ":mlsrv:admission:in_flight_requests 0" in page
             assert ":mlsrv:admission:in_flight_bytes 0" in page

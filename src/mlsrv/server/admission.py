@@ -21,6 +21,17 @@ Bounds (flags ``--max_inflight_requests``, ``--max_inflight_bytes``; 0 means the
 
 A request larger than the byte bound on its own is still admitted when nothing else is in flight,
 so a legitimate large request is never refused on an idle server (the body cap still applies).
+
+Per model, the door also learns what the model's batch queue holds (TF's ``max_enqueued_batches``
+bound, in requests of the size clients send): when a request fails with a full batch queue, the
+model's limit becomes the number of its requests the server held at that moment, less that one; each
+request answered afterwards raises it by ``1/limit`` (additive increase, as TCP probes for room). So
+past capacity the requests the queue would turn away after reading and decoding them are turned
+away at the door instead, unread. REST names the model in the URL, so the check is before the body;
+a gRPC call names it inside its message, so before the message is read the door holds calls to the
+sum of the learnt limits (when every model in the server has one) and checks the model's own limit
+once the message is parsed, before its tensors are decoded.
+
 Loop-affine: every call comes from the event loop, so plain integers suffice.
 """
 
@@ -33,7 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from mlsrv.errors import Overloaded
+from mlsrv.errors import BatchQueueFull, Overloaded
 
 DEFAULT_MAX_REQUESTS: Final = 1024
 #: The queueing an admitted request may expect past capacity: the adaptive bound admits this many
@@ -48,6 +59,9 @@ RATE_WINDOW_S: Final = 1.0
 MAX_DEFAULT_BYTES: Final = 4 << 30
 #: How long a turned-away client should wait before retrying (REST ``Retry-After``), in seconds.
 RETRY_AFTER_S: Final = 1
+#: A model's learnt limit never goes below this many requests (one odd request that no queue could
+#: hold, e.g. larger than its capacity, cannot close the door on the model).
+MIN_MODEL_LIMIT: Final = 4
 
 
 def default_max_bytes() -> int:
@@ -71,6 +85,14 @@ class AdmissionLimits:
         return cls(max_requests or DEFAULT_MAX_REQUESTS, max_bytes or default_max_bytes())
 
 
+@dataclass(slots=True)
+class ModelLoad:
+    """One model's admitted requests, and its limit once its batch queue has overflowed."""
+
+    requests: int = 0
+    limit: float | None = None
+
+
 class Admission:
     """Counts what is admitted; :meth:`admit` returns a ticket to release, or raises ``Overloaded``."""
 
@@ -78,10 +100,12 @@ class Admission:
         self.limits = limits
         self.requests = 0
         self.bytes = 0
-        #: requests turned away, by the bound they hit ("requests" or "bytes")
-        self.rejected: dict[str, int] = {"requests": 0, "bytes": 0}
+        #: requests turned away, by the bound they hit ("requests", "bytes" or "model_queue")
+        self.rejected: dict[str, int] = {"requests": 0, "bytes": 0, "model_queue": 0}
         #: completions per second measured while the server was busy throughout (None: not yet)
         self.busy_rate: float | None = None
+        #: models with requests in the server or a learnt limit (so bounded by both, not by names sent)
+        self.models: dict[str, ModelLoad] = {}
         self._clock = clock
         self._window_start = clock()
         self._window_done = 0
@@ -95,10 +119,20 @@ class Admission:
         adaptive = max(MIN_ADAPTIVE_REQUESTS, math.ceil(self.busy_rate * TARGET_WAIT_S))
         return min(self.limits.max_requests, adaptive)
 
-    def admit(self, size: int) -> Ticket:
-        """Admit one request of ``size`` bytes (its body or message; 0 when unknown yet)."""
-        self._roll_window()
+    @property
+    def unnamed_limit(self) -> int:
+        """The bound for a request whose model is not known yet (a gRPC call before its message)."""
         limit = self.request_limit
+        learnt = [load.limit for load in self.models.values()]
+        if learnt and None not in learnt:
+            return min(limit, sum(math.floor(value) for value in learnt if value is not None))
+        return limit
+
+    def admit(self, size: int, model: str | None = None) -> Ticket:
+        """Admit one request of ``size`` bytes (its body or message; 0 when unknown yet) for ``model``
+        (None when not known yet: :meth:`Ticket.assign` names it later)."""
+        self._roll_window()
+        limit = self.request_limit if model is not None else self.unnamed_limit
         if self.requests >= limit:
             self.rejected["requests"] += 1
             raise Overloaded(
@@ -111,11 +145,45 @@ class Admission:
                 f"The server is at its limit of {self.limits.max_bytes} request bytes in progress "
                 "(--max_inflight_bytes); retry later"
             )
+        if model is not None:
+            self._check_model(model)
         self.requests += 1
         self.bytes += size
-        return Ticket(self, size)
+        ticket = Ticket(self, size)
+        if model is not None:
+            ticket.model = model
+            self._load(model).requests += 1
+        return ticket
 
-    def _completed(self) -> None:
+    def _load(self, model: str) -> ModelLoad:
+        load = self.models.get(model)
+        if load is None:
+            load = self.models[model] = ModelLoad()
+        return load
+
+    def _check_model(self, model: str) -> None:
+        load = self.models.get(model)
+        if load is not None and load.limit is not None and load.requests >= math.floor(load.limit):
+            self.rejected["model_queue"] += 1
+            raise Overloaded(
+                f"Model {model} has as many requests in progress as its batch queue holds "
+                f"({math.floor(load.limit)}); retry later"
+            )
+
+    def _completed(self, model: str | None, failure: BaseException | None) -> None:
+        if model is not None:
+            load = self.models[model]
+            if isinstance(failure, BatchQueueFull):
+                held = load.requests - 1  # what the server held besides the request that overflowed
+                if held >= MIN_MODEL_LIMIT:
+                    load.limit = float(held) if load.limit is None else min(load.limit, float(held))
+            elif failure is None and load.limit is not None:
+                load.limit += 1.0 / load.limit
+                if load.limit >= self.limits.max_requests:
+                    load.limit = None
+            load.requests -= 1
+            if load.requests == 0 and load.limit is None:
+                del self.models[model]
         self._window_done += 1
         if self.requests == 0:
             self._window_ran_dry = True
@@ -135,26 +203,36 @@ class Admission:
 class Ticket:
     """One admitted request: ``release()`` once when it is answered (``with`` does it)."""
 
-    __slots__ = ("_admission", "size")
+    __slots__ = ("_admission", "size", "model")
 
     def __init__(self, admission: Admission, size: int) -> None:
         self._admission = admission
         self.size = size
+        self.model: str | None = None
 
     def grow(self, extra: int) -> None:
         """Charge bytes learnt after admission (a chunked body's real size): never refused."""
         self._admission.bytes += extra
         self.size += extra
 
-    def release(self) -> None:
+    def assign(self, model: str) -> None:
+        """Name the model of a request admitted unnamed; raises ``Overloaded`` past the model's limit
+        (the ticket stays to be released)."""
+        admission = self._admission
+        admission._check_model(model)
+        self.model = model
+        admission._load(model).requests += 1
+
+    def release(self, failure: BaseException | None = None) -> None:
+        """``failure``: the error the request was answered with (None: a result), to learn from."""
         admission = self._admission
         admission.requests -= 1
         admission.bytes -= self.size
         self.size = 0
-        admission._completed()
+        admission._completed(self.model, failure)
 
     def __enter__(self) -> Ticket:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.release()
+    def __exit__(self, exc_type: object, failure: BaseException | None, traceback: object) -> None:
+        self.release(failure)

@@ -28,7 +28,7 @@ from typing import Any, Final
 import numpy as np
 
 from mlsrv.batching_params import BatchingOptions
-from mlsrv.errors import DeadlineExceeded, MlsrvError, Overloaded
+from mlsrv.errors import BatchQueueFull, DeadlineExceeded, MlsrvError
 from mlsrv.server.batch_tensors import Tensors
 
 QUEUE_FULL: Final = "The batch scheduling queue to which this task was submitted is full"
@@ -115,18 +115,18 @@ class BatchQueue:
         return tuple((n, a.dtype, a.shape[1:]) for n, a in items)
 
     def check_room(self, rows: int) -> None:
-        """Raise ``Overloaded`` (TF's queue-full message) if ``rows`` more would exceed the bound."""
+        """Raise ``BatchQueueFull`` (TF's queue-full message) if ``rows`` more would exceed the bound."""
         if self.rows + rows <= self.capacity:
             return
         batches = math.ceil(self.rows / self.execution_size)
         limit = self._options.max_enqueued_batches
         if self._options.enable_large_batch_splitting:
-            raise Overloaded(
+            raise BatchQueueFull(
                 f"{QUEUE_FULL}; task size is {rows} but scheduling capacity is only "
                 f"{self.capacity - self.rows} (num_enqueued_batches={batches}, "
                 f"max_enqueued_batches={limit}, max_execution_batch_size={self.execution_size})"
             )
-        raise Overloaded(f"{QUEUE_FULL}; currently {batches} batches enqueued and max_enqueued_batches is {limit}")
+        raise BatchQueueFull(f"{QUEUE_FULL}; currently {batches} batches enqueued and max_enqueued_batches is {limit}")
 
     def push(self, task: Task) -> None:
         self._tasks.append(task)

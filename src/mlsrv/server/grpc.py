@@ -46,10 +46,12 @@ SERVICE_NAMES: Final = ("tensorflow.serving.PredictionService", "tensorflow.serv
 DRAIN_QUIET_S: Final = 0.05
 #: Methods TF's ``PredictionServiceImpl`` counts in ``request_count`` / ``request_latency``.
 COUNTED_METHODS: Final = frozenset({"Predict", "Classify", "Regress"})
-#: The inference methods, admitted (``server/admission.py``) before they run.
+#: The inference methods, admitted (``server/admission.py``) before a byte of their message is read.
 ADMITTED_METHODS: Final = frozenset({"Predict", "Classify", "Regress", "MultiInference"})
 
 Implementation = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+#: What grpc calls: the request (grpc read it first), or for admitted methods the unread call's stream.
+Behaviour = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:
@@ -80,6 +82,26 @@ def lenient_parser(message_class: type[pb_message.Message]) -> Callable[[bytes],
             return Undecodable(type_name)
 
     return parse
+
+
+def sized_parser(message_class: type[pb_message.Message]) -> Callable[[bytes], tuple[Any, int]]:
+    """:func:`lenient_parser` that also hands over the message's size on the wire, for admission's
+    byte bound (``ByteSize()`` would serialize the whole message again to learn it)."""
+    parse = lenient_parser(message_class)
+
+    def parse_sized(data: bytes) -> tuple[Any, int]:
+        return parse(data), len(data)
+
+    return parse_sized
+
+
+async def _read_request(context: grpc.aio.ServicerContext) -> tuple[Any, int]:
+    """The call's one request message and its size (the client sends exactly one to a unary method)."""
+    received = await context.read()
+    if received is grpc.aio.EOF:
+        raise InvalidArgument("The call carried no request message")
+    parsed: tuple[Any, int] = received
+    return parsed
 
 
 class CallAdapter:
@@ -125,40 +147,62 @@ class CallAdapter:
             return False
         return True
 
-    def wrap(self, name: str, implementation: Implementation) -> Implementation:
+    def wrap(self, name: str, implementation: Implementation) -> Behaviour:
+        """The grpc behaviour of one method. An inference method (:data:`ADMITTED_METHODS`) is
+        registered request-streaming (the same bytes on the wire): grpc then calls it before reading
+        the message, so a call past admission's bounds is answered UNAVAILABLE with its message
+        unread and undecoded, and only admitted calls are read, counted while they arrive."""
         metrics = self._metrics if name in COUNTED_METHODS else None  # known here: no per-call test
-        admission = self._admission if name in ADMITTED_METHODS else None
+        admission = self._admission
+        reads_itself = name in ADMITTED_METHODS
 
-        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def call(received: Any, context: grpc.aio.ServicerContext) -> Any:
+            # ``received``: the request, or for a method that reads itself grpc's (unused) stream
+            request: Any = None if reads_itself else received
+            del received
             started = time.perf_counter_ns() if metrics is not None else 0
-            model = _model_name(request) if metrics is not None else ""
+            model = ""  # TF labels request_count with the name as sent; unknown for a call turned away unread
             self.last_call_at = time.monotonic()
             self.running += 1
             self._idle.clear()
             ticket: Ticket | None = None
+            failure: BaseException | None = None
             try:
                 if self._refusing:
                     raise Overloaded("Server is shutting down")
+                if reads_itself:
+                    if admission is not None:
+                        ticket = admission.admit(0)  # its size and model are known once read
+                    request, size = await _read_request(context)
+                    if ticket is not None:
+                        ticket.grow(size)
+                        if not isinstance(request, Undecodable):
+                            ticket.assign(_model_name(request))  # before its tensors are decoded
+                if metrics is not None:
+                    model = _model_name(request)
                 if isinstance(request, Undecodable):
                     raise InvalidArgument(f"Failed to parse the request as {request.type_name}")
-                if admission is not None:
-                    ticket = admission.admit(request.ByteSize())
                 async with self._slots:
                     response = await implementation(request, context)
                 self._record(metrics, name, model, "OK", started)
                 return response
             except MlsrvError as error:
+                failure = error
                 code, text = grpc.StatusCode[error.code.name], error.wire_message()
-                self._record(metrics, name, model, error.code.name, None)
-            except (asyncio.CancelledError, grpc.aio.AbortError):
+                if request is not None:  # a call turned away unread is counted by admission only
+                    self._record(metrics, name, model, error.code.name, None)
+            except (asyncio.CancelledError, grpc.aio.AbortError) as error:
+                failure = error
                 raise
             except Exception as error:  # a bug: logged for us, a generic INTERNAL for the client
+                failure = error
                 self._internal_log.error("internal error in %s: %s", name, repr(error)[:200], exc_info=error)
                 code, text = grpc.StatusCode.INTERNAL, "Internal error"
                 self._record(metrics, name, model, "INTERNAL", None)
             finally:
                 if ticket is not None:
-                    ticket.release()
+                    ticket.release(failure)
+                del failure
                 self.running -= 1
                 if self.running == 0:
                     self._idle.set()
@@ -196,11 +240,19 @@ def service_handler(service: ServiceDescriptor, servicer: object, adapter: CallA
             continue
         request_class = message_factory.GetMessageClass(method.input_type)
         response_class = message_factory.GetMessageClass(method.output_type)
-        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            adapter.wrap(method.name, implementation),
-            request_deserializer=lenient_parser(request_class),
-            response_serializer=response_class.SerializeToString,
-        )
+        behaviour = adapter.wrap(method.name, implementation)
+        if method.name in ADMITTED_METHODS:  # reads its one message itself, after admission
+            handlers[method.name] = grpc.stream_unary_rpc_method_handler(
+                behaviour,
+                request_deserializer=sized_parser(request_class),
+                response_serializer=response_class.SerializeToString,
+            )
+        else:
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                behaviour,
+                request_deserializer=lenient_parser(request_class),
+                response_serializer=response_class.SerializeToString,
+            )
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
 

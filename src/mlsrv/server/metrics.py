@@ -290,7 +290,8 @@ class Metrics:
         """mlsrv's overload metrics (TF Serving has none): what is in the server, what was turned away.
 
         ``queues`` gives the batch queues per model (empty without batching). Rejections by reason:
-        ``requests`` and ``bytes`` (admission bounds), ``batch_queue_full`` (TF's full batch queue);
+        ``requests`` and ``bytes`` (admission bounds), ``model_queue`` (a model's learnt batch-queue
+        limit, at the door), ``batch_queue_full`` (TF's full batch queue, after decoding);
         ``deadline_dropped_count`` counts requests whose deadline passed while they were queued.
         """
 
@@ -303,6 +304,12 @@ class Metrics:
             Observed("/mlsrv/admission/in_flight_requests", "gauge", (), lambda: {(): admission.requests}),
             Observed("/mlsrv/admission/in_flight_bytes", "gauge", (), lambda: {(): admission.bytes}),
             Observed("/mlsrv/admission/request_limit", "gauge", (), lambda: {(): admission.request_limit}),
+            Observed(
+                "/mlsrv/admission/model_request_limit",
+                "gauge",
+                ("model_name",),
+                lambda: {(name,): int(load.limit) for name, load in admission.models.items() if load.limit is not None},
+            ),
             Observed("/mlsrv/admission/rejected_count", "counter", ("reason",), rejected),
             Observed(
                 "/mlsrv/batching/queued_rows",

@@ -227,7 +227,7 @@ class RestFrontend:
             return self._json(await self._infer(request, route, None))
         # the client's mistake (413) comes before the server's load (503)
         length = refuse_declared_oversize(request, self._max_body_bytes)
-        with self._admission.admit(length) as ticket:  # before a byte of the body is read
+        with self._admission.admit(length, route.spec.name) as ticket:  # before a byte of the body is read
             return self._json(await self._infer(request, route, ticket))
 
     async def _infer(self, request: web.BaseRequest, route: routes.Route, ticket: Ticket | None) -> bytes:
