@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/overload.py --duration 10 --plots docs/perf     # ~12 minutes on 2 cores
     .venv/bin/python bench/overload.py --cases half_plus_two:rest --multiples 1,3
+    .venv/bin/python bench/overload.py --server-cpus 0 --client-cpus 1   # server and load apart
 
 For each case (model, protocol, rows per request) a fresh `mlsrv serve --enable_batching` (TF
 Serving's default batching parameters, Prometheus on) is measured closed-loop first (`mlsrv bench
@@ -10,7 +11,8 @@ bench --rate` sends open-loop load at each multiple of it (latency from the inte
 10 s client timeout, 2 client processes) while this script
 samples the server's RSS (20 Hz) and times a `/healthz` probe every 20 ms. Between steps it waits
 until the server has nothing in flight. Printed per step: goodput (successful requests/s) as a share
-of capacity, p50/p99 of successful requests, errors by code, the client's CPU, the server's peak
+of capacity, p50/p99 of successful requests, errors by code, the cores the client used while
+sending (and "bound" when it could not keep up), the server's peak
 RSS, and the probe's p99; `--plots DIR` draws goodput against offered load.
 """
 
@@ -27,6 +29,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +45,12 @@ CASES = {  # name: (model folder kind, protocol, rows per request)
 }
 
 
-def bench(target: str, protocol: str, model: str, rows: int, duration: float, *load: str) -> dict[str, Any]:
+def bench(target: str, protocol: str, model: str, rows: int, duration: float, *load: str,
+          prefix: Sequence[str] = ()) -> dict[str, Any]:
     done = subprocess.run(
-        [*MLSRV, "bench", "--target", target, "--protocol", protocol, "--model", model, "--batch-size", str(rows),
-         "--duration", f"{duration:g}s", "--warmup", "1s", "--timeout", "10s", "--json", *load],
+        [*prefix, *MLSRV, "bench", "--target", target, "--protocol", protocol, "--model", model,
+         "--batch-size", str(rows), "--duration", f"{duration:g}s", "--warmup", "1s", "--timeout", "10s", "--json",
+         *load],
         capture_output=True, text=True, timeout=duration + 120)
     if done.returncode not in (0, 1):
         raise RuntimeError(done.stderr[-2000:])
@@ -110,7 +115,9 @@ def settle(rest_port: int, limit_s: float = 60.0) -> float:
 
 
 def run_case(name: str, multiples: list[float], duration: float, scratch: Path,
-             server_flags: list[str]) -> list[dict[str, Any]]:
+             server_flags: list[str], pins: tuple[Sequence[str], Sequence[str]] = ((), ())) -> list[dict[str, Any]]:
+    """``pins``: command prefixes for the server and the client (``taskset -c ...``), or none."""
+    server_pin, client_pin = pins
     kind, protocol, rows = CASES[name]
     base = EXAMPLES / "half_plus_two" if kind == "half_plus_two" else export("mlp", scratch / "mlp")
     model = "half_plus_two" if kind == "half_plus_two" else "mlp"
@@ -118,17 +125,18 @@ def run_case(name: str, multiples: list[float], duration: float, scratch: Path,
     monitoring.write_text("prometheus_config { enable: true }\n")
     results = []
     flags = ["--enable_batching", f"--monitoring_config_file={monitoring}", *server_flags]
-    with server(model, base, *flags) as (rest, grpc_port, pid):
+    with server(model, base, *flags, prefix=server_pin) as (rest, grpc_port, pid):
         target = f"127.0.0.1:{rest if protocol == 'rest' else grpc_port}"
         # the same client (2 processes) as the open-loop steps: on a small host it shares the cores
-        capacity = bench(target, protocol, model, rows, duration, "--concurrency", "32", "--workers", "2")["rps"]
+        capacity = bench(target, protocol, model, rows, duration, "--concurrency", "32", "--workers", "2",
+                         prefix=client_pin)["rps"]
         settle(rest)
         rss_at_rest = int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1)) * 1024  # type: ignore[union-attr]
         for multiple in multiples:
             rate = multiple * capacity
             with Sampler(pid, rest) as sampler:
                 report = bench(target, protocol, model, rows, duration, "--rate", f"{rate:.1f}", "--workers", "2",
-                               "--max-in-flight", "100000")
+                               "--max-in-flight", "100000", prefix=client_pin)
                 leftover_s = settle(rest)
             errors = {f"{e['code']}" + (f"/{e['kind']}" if e["kind"] in ("ClientTimeout", "Cancelled") else ""):
                       e["count"] for e in report["errors"]}
@@ -138,7 +146,9 @@ def run_case(name: str, multiples: list[float], duration: float, scratch: Path,
                 "p50_ms": report["latency"]["p50_ms"], "p99_ms": report["latency"]["p99_ms"],
                 "sent": report["requests"]["sent"], "late": report["requests"]["late"],
                 "dropped": report["requests"]["dropped"], "errors": errors,
-                "client_cpu": report["client"]["cpu_fraction"] if "cpu_fraction" in report["client"] else float("nan"),
+                # cores the client used while sending, and whether it could not keep up (docs/bench-json.md)
+                "client_cpu": report["client"]["cpu_s"] / max(report["client"]["wall_s"], 1e-9),
+                "client_bound": report["client"]["bound"],
                 "peak_rss": sampler.peak_rss, "rss_at_rest": rss_at_rest,
                 "probe_p99_ms": sampler.probe_p99_ms(), "leftover_s": leftover_s,
             })
@@ -147,7 +157,7 @@ def run_case(name: str, multiples: list[float], duration: float, scratch: Path,
 
 
 HEADER = ("| case | capacity req/s | offered | goodput req/s | goodput / capacity | p50 ms | p99 ms | errors by code "
-          "| client CPU | server peak RSS | /healthz p99 ms | drain after step |\n"
+          "| client cores | server peak RSS | /healthz p99 ms | drain after step |\n"
           "|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
@@ -155,7 +165,8 @@ def row(r: dict[str, Any]) -> str:
     errors = ", ".join(f"{code} {count}" for code, count in sorted(r["errors"].items())) or "none"
     return (f"| {r['case']} | {r['capacity']:,.0f} | {r['multiple']:g}x ({r['offered']:,.0f}/s) | {r['goodput']:,.0f} "
             f"| {100 * r['share']:.0f}% | {r['p50_ms']:,.1f} | {r['p99_ms']:,.1f} | {errors} "
-            f"| {r['client_cpu']:.2f} | {r['peak_rss'] / 2**20:,.0f} MiB | {r['probe_p99_ms']:.1f} "
+            f"| {r['client_cpu']:.2f}{' (bound)' if r['client_bound'] else ''} "
+            f"| {r['peak_rss'] / 2**20:,.0f} MiB | {r['probe_p99_ms']:.1f} "
             f"| {r['leftover_s']:.1f} s |")
 
 
@@ -190,14 +201,19 @@ def main() -> None:
     parser.add_argument("--multiples", default="0.5,1,2,3,5")
     parser.add_argument("--plots", type=Path, default=None)
     parser.add_argument("--server-flags", default="", help="extra `mlsrv serve` flags, space-separated")
+    parser.add_argument("--server-cpus", default="", help="pin the server to these CPUs (taskset list, e.g. 0)")
+    parser.add_argument("--client-cpus", default="", help="pin the load generator to these CPUs (e.g. 1)")
     args = parser.parse_args()
+    pins = (["taskset", "-c", args.server_cpus] if args.server_cpus else [],
+            ["taskset", "-c", args.client_cpus] if args.client_cpus else [])
     multiples = [float(m) for m in args.multiples.split(",")]
     print(f"<!-- bench/overload.py {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, "
-          f"{args.duration:g} s per step -->")
+          f"{args.duration:g} s per step, server CPUs {args.server_cpus or 'all'}, "
+          f"client CPUs {args.client_cpus or 'all'} -->")
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.cases.split(","):
-            results += run_case(name, multiples, args.duration, Path(tmp), args.server_flags.split())
+            results += run_case(name, multiples, args.duration, Path(tmp), args.server_flags.split(), pins)
     print(HEADER)
     print("\n".join(row(r) for r in results))
     if args.plots is not None:

@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -54,13 +54,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(name: str, base_path: Path, *extra: str, src: Path | None = None) -> Iterator[tuple[int, int, int]]:
+def server(name: str, base_path: Path, *extra: str, src: Path | None = None,
+           prefix: Sequence[str] = ()) -> Iterator[tuple[int, int, int]]:
     """A `mlsrv serve` subprocess on free loopback ports; yields (rest_port, grpc_port, pid).
 
     ``src``: run another checkout's ``src/`` (PYTHONPATH) instead of the installed mlsrv.
+    ``prefix``: a command to run it under (``taskset -c 0`` pins it to CPU 0; it execs, so pid is the server's).
     """
     rest, grpc_port = free_port(), free_port()
-    command = [*MLSRV, "serve", "--host=127.0.0.1", f"--port={grpc_port}", f"--rest_api_port={rest}",
+    command = [*prefix, *MLSRV, "serve", "--host=127.0.0.1", f"--port={grpc_port}", f"--rest_api_port={rest}",
                f"--model_name={name}", f"--model_base_path={base_path}", *extra]
     log = open(tempfile.mktemp(prefix="mlsrv-bench-", suffix=".log"), "w")  # noqa: SIM115
     env = {**os.environ, "PYTHONPATH": str(src.resolve())} if src is not None else None

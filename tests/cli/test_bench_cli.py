@@ -227,7 +227,7 @@ def test_the_servers_own_figures_are_read_from_its_metrics_page(served: Served) 
     server = report["server"]
     assert server["url"] == f"http://127.0.0.1:{served.rest_port}/monitoring/prometheus/metrics"
     assert server["note"] == "" and server["batches"] == 0 and server["mean_batch_size"] is None  # not batched
-    assert server["rejected"] == {"batch_queue_full": 0, "bytes": 0, "requests": 0}
+    assert server["rejected"] == {"batch_queue_full": 0, "bytes": 0, "model_queue": 0, "requests": 0}
     assert json.loads(invoke(*common, *served.args("grpc")).stdout)["server"] is None  # no REST address known
     both = [*served.args("rest"), *served.args("grpc"), "--protocol", "grpc"]
     assert json.loads(invoke(*common, *both).stdout)["server"]["url"] == server["url"]

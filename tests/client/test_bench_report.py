@@ -89,7 +89,16 @@ def test_summary_lines_mention_errors_and_warnings() -> None:
     assert "UNAVAILABLE HTTP 503 Overloaded x2: batch queue full" in text
     assert "UNAVAILABLE TransportError x1: connection refused" in text
     assert "1 requests dropped" in text and "3 requests started over 10 ms late" in text
-    assert "client used 95% of a core" in text
+    assert "client used 1.27 cores (95% of a core in its busiest worker)" in text
+
+
+def test_workers_that_share_fewer_cores_than_they_are_count_as_client_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = Recorder(start=0.0)
+    rec.cpu = [(2.9, 6.0), (2.9, 6.0)]  # two workers at 48% each: neither saturates a core alone
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert rec.to_report(BenchSpec(concurrency=1, duration_s=1.0), started_at="", meta={}).client.bound
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert not rec.to_report(BenchSpec(concurrency=1, duration_s=1.0), started_at="", meta={}).client.bound
 
 
 def test_compare_gives_absolute_and_percent_differences() -> None:

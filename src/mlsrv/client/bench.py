@@ -161,6 +161,13 @@ class _Engine:
 
     async def run(self) -> Recorder:
         cpu0 = time.process_time()
+        # the client's CPU while it issues requests (the tail that only waits for the last answers would
+        # dilute it): what says whether the client could keep up with the rate asked of it
+        issuing: list[tuple[float, float]] = []
+        if math.isfinite(self.issue_end):
+            self.loop.call_at(
+                self.issue_end, lambda: issuing.append((time.process_time() - cpu0, self.loop.time() - self.t0))
+            )
         ticker = self.loop.create_task(self._tick()) if self.on_progress is not None else None
         body = self._closed() if self.spec.mode == "closed" else self._open()
         try:
@@ -178,7 +185,7 @@ class _Engine:
                     await ticker  # re-raises an exception from on_progress
         end = self.last_end if self.hit_limit else max(self.last_end, min(self.issue_end, self.loop.time()))
         self.rec.window_s = max(0.0, end - self.measure_start)
-        self.rec.cpu.append((time.process_time() - cpu0, self.loop.time() - self.t0))
+        self.rec.cpu.append(issuing[0] if issuing else (time.process_time() - cpu0, self.loop.time() - self.t0))
         return self.rec
 
     def _may_issue(self, start: float) -> bool:

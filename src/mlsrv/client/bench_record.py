@@ -6,6 +6,7 @@ Kept apart from :class:`BenchReport` so reports stay pure data while the recorde
 
 from __future__ import annotations
 
+import os
 from typing import Final
 
 from mlsrv.client.bench_report import (
@@ -162,10 +163,16 @@ class Recorder:
         if not self.cpu:
             return ClientStats()
         fraction = max(cpu / wall if wall > 0 else 0.0 for cpu, wall in self.cpu)
+        wall_s = max(wall for _, wall in self.cpu)
+        cpu_s = sum(cpu for cpu, _ in self.cpu)
+        # bound when one worker saturates its core, or all of them the cores they may run on together
+        # (workers pinned to fewer cores than there are workers never reach a whole core each)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        together = cpu_s / wall_s / min(cores, len(self.cpu)) if wall_s > 0 else 0.0
         return ClientStats(
             workers=len(self.cpu),
-            cpu_s=sum(cpu for cpu, _ in self.cpu),
-            wall_s=max(wall for _, wall in self.cpu),
+            cpu_s=cpu_s,
+            wall_s=wall_s,
             cpu_fraction=fraction,
-            bound=fraction >= CLIENT_BOUND_CPU,
+            bound=fraction >= CLIENT_BOUND_CPU or together >= CLIENT_BOUND_CPU,
         )

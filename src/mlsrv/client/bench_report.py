@@ -169,8 +169,9 @@ class BenchReport:
             lines.append(f"warning: {req.late} requests started over {s.late_threshold_s * 1e3:g} ms late")
         if self.client.bound:
             lines.append(
-                f"warning: the client used {self.client.cpu_fraction:.0%} of a core; results may measure the"
-                " client, not the server (try --workers)"
+                f"warning: the client used {self.client.cpu_s / max(self.client.wall_s, 1e-9):.2f} cores"
+                f" ({self.client.cpu_fraction:.0%} of a core in its busiest worker); results may measure the"
+                " client, not the server (try --workers, or more cores for the client)"
             )
         return lines
 
