@@ -291,6 +291,52 @@ def test_a_rest_client_that_disconnects_takes_its_request_out_of_the_queue(tmp_p
     asyncio.run(main())
 
 
+def test_a_grpc_call_its_client_cancels_leaves_the_queue_without_running(tmp_path: Path) -> None:
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    (tmp_path / "m" / "1" / "saved_model.pb").write_bytes(b"")
+    params = tmp_path / "batching.txt"
+    params.write_text("max_batch_size { value: 8 } batch_timeout_micros { value: 0 } num_batch_threads { value: 1 }")
+    servable = GatedServable()
+
+    def request(value: float) -> predict_pb2.PredictRequest:
+        message = predict_pb2.PredictRequest()
+        message.model_spec.name = "m"
+        tensor_codec.from_ndarray(np.array([[value]], np.float32), message.inputs["x"], as_tensor_content=True)
+        return message
+
+    async def main() -> None:
+        async with running_server(
+            loader_factory=FakeLoaderFactory(servable_for=lambda sid: servable),
+            model_name="m",
+            model_base_path=str(tmp_path / "m"),
+            enable_batching=True,
+            batching_parameters_file=str(params),
+        ) as s:
+            admission = s.server.admission
+            async with grpc.aio.insecure_channel(s.grpc_target) as channel:
+                stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+                held = stub.Predict(request(1.0), timeout=30)
+                assert await asyncio.to_thread(servable.entered.wait, 10)
+                queued = stub.Predict(request(2.0), timeout=30)
+                for _ in range(200):  # the second call is admitted, read and queued behind the running batch
+                    if admission.requests == 2:
+                        break
+                    await asyncio.sleep(0.01)
+                assert admission.requests == 2
+                queued.cancel()
+                for _ in range(200):  # its client gave up: the call leaves the server without running
+                    if admission.requests == 1:
+                        break
+                    await asyncio.sleep(0.01)
+                assert admission.requests == 1
+                servable.gate.set()
+                assert list((await held).outputs["y"].float_val) == [2.5]
+                assert list((await stub.Predict(request(4.0), timeout=30)).outputs["y"].float_val) == [4.0]
+            assert servable.batch_sizes == [1, 1]  # the cancelled call's row was never computed
+
+    asyncio.run(main())
+
+
 def test_an_oversized_body_is_413_even_when_the_server_is_full(tmp_path: Path) -> None:
     """A client's mistake is reported as such (413), not as a load the server could take later (503)."""
     (tmp_path / "m" / "1").mkdir(parents=True)
