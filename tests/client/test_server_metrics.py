@@ -31,7 +31,7 @@ def test_the_difference_of_two_real_pages_gives_mean_batch_queue_wait_and_refusa
 
     assert stats.batches == 2 and stats.mean_batch_size == 5.0  # (8 + 2) processed rows / 2 batches
     assert stats.mean_queue_wait_ms == 2.5  # (6 x 2 ms + 2 x 4 ms) / 8 tasks
-    assert stats.rejected == {"batch_queue_full": 2, "bytes": 0, "requests": 3}
+    assert stats.rejected == {"batch_queue_full": 2, "bytes": 0, "model_queue": 0, "requests": 3}
     assert (stats.deadline_dropped, stats.cancelled) == (4, 1)  # the benched model's only
     assert "mean batch 5.0 rows" in stats.summary_line() and "requests 3" in stats.summary_line()
 

@@ -4,8 +4,8 @@ Past its capacity a server that takes in every request decodes it, keeps its ten
 queues work whose callers may have given up; the only bound TF Serving has is the batch queue, at
 the far end of that path. Here each inference request (REST predict/classify/regress, gRPC
 Predict/Classify/Regress/MultiInference) is admitted before its body is read (REST, from
-``Content-Length``) or its handler runs (gRPC, the message size), and released when answered. Past a
-bound it is turned away at once, for a fraction of what serving it costs: REST 503 with
+``Content-Length``) or its message is read (gRPC; its size is charged once read), and released when
+answered. Past a bound it is turned away at once, for a fraction of what serving it costs: REST 503 with
 ``Retry-After``, gRPC UNAVAILABLE (TF Serving's code for a full batch queue; clients and load
 balancers retry it elsewhere). Status, metadata, health and metrics requests are never counted.
 
