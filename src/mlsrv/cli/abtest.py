@@ -27,7 +27,6 @@ from mlsrv.cli.client_options import (
     SignatureOpt,
     TimeoutOpt,
     model_spec,
-    prepare_endpoint,
     timeout_seconds,
     with_connection,
 )
@@ -142,7 +141,7 @@ async def _main(conn: ConnectionArgs, options: _Options) -> list[str]:
         raise UsageError("--shape applies to generated inputs only")
     a, b = options.sides()
     spec = ABSpec(a, b, options.requests, options.concurrency).validate()
-    endpoint = prepare_endpoint(conn.endpoint())
+    endpoint = conn.endpoint()
     timeout_s = timeout_seconds(options.timeout)
     async with Client(endpoint.transport(), timeout=timeout_s) as client:
         sig_a = await client.signature(a)

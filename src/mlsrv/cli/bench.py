@@ -33,7 +33,6 @@ from mlsrv.cli.client_options import (
     TimeoutOpt,
     VersionOpt,
     model_spec,
-    prepare_endpoint,
     timeout_seconds,
     with_connection,
 )
@@ -251,7 +250,7 @@ def _main(conn: ConnectionArgs, options: _Options, compare: tuple[str, str] | No
     if not options.model:
         raise UsageError("--model is required (except with --compare)")
     spec, levels = _bench_spec(options)
-    endpoint = prepare_endpoint(conn.endpoint())
+    endpoint = conn.endpoint()
     model = model_spec(options.model, options.version, options.label, options.signature)
     inputs = options.input_options()
     workload = asyncio.run(build_workload(endpoint, model, inputs, spec.timeout_s))

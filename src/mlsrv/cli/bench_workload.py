@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
-from mlsrv.cli.client_options import prepare_endpoint
 from mlsrv.client import inputs as client_inputs
 from mlsrv.client.api import Client, Endpoint, conform_outputs
 from mlsrv.client.bench import SendFn, level_spec, run_bench
@@ -60,7 +59,7 @@ class Workload:
 @asynccontextmanager
 async def open_send(workload: Workload) -> AsyncIterator[SendFn]:
     """A ``send(i)`` over a fresh Client: request ``i % pool`` pre-encoded, outputs checked if asked."""
-    async with Client(prepare_endpoint(workload.endpoint).transport(), timeout=workload.timeout_s) as client:
+    async with Client(workload.endpoint.transport(), timeout=workload.timeout_s) as client:
         calls = [
             client.call(Op.PREDICT, PredictRequest(workload.spec, r.inputs, (), r.format), prepare=True)
             for r in workload.requests

@@ -176,18 +176,6 @@ def with_connection(command: F) -> F:
     return cast(F, wrapper)
 
 
-def prepare_endpoint(endpoint: Endpoint) -> Endpoint:
-    """Pay gRPC's one-time cost quietly: the ``tensorflow_serving.apis`` stubs load TensorFlow, whose C++
-    start-up lines (CUDA probing and the like) ignore ``TF_CPP_MIN_LOG_LEVEL``, so stderr is muted for
-    the import. Python errors still surface; REST endpoints are returned untouched."""
-    if endpoint.protocol == "grpc":
-        from mlsrv.cli.show import tensorflow_import_muted
-
-        with tensorflow_import_muted():
-            from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc  # noqa: F401
-    return endpoint
-
-
 def _agree(given: ProtocolName | None, implied: ProtocolName, option: str) -> ProtocolName:
     if given is not None and given != implied:
         raise UsageError(f"{option} is a {implied} address but --protocol is {given}")

@@ -13,7 +13,6 @@ from mlsrv.cli.client_options import (
     TimeoutOpt,
     VersionOpt,
     model_spec,
-    prepare_endpoint,
     timeout_seconds,
     with_connection,
 )
@@ -47,7 +46,7 @@ async def _main(
     as_json: bool,
     quiet: bool,
 ) -> None:
-    endpoint = prepare_endpoint(conn.endpoint())
+    endpoint = conn.endpoint()
     spec = model_spec(*model)
     async with Client(endpoint.transport(), timeout=timeout_seconds(timeout)) as client:
         meta = await client.metadata(spec)

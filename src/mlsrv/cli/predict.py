@@ -30,7 +30,6 @@ from mlsrv.cli.client_options import (
     TimeoutOpt,
     VersionOpt,
     model_spec,
-    prepare_endpoint,
     timeout_seconds,
     with_connection,
 )
@@ -146,7 +145,7 @@ async def _main(
     options: _Options,
 ) -> None:
     """Everything that can fail runs in here, under ``run``: a bad option is one line, never a traceback."""
-    endpoint = prepare_endpoint(conn.endpoint())
+    endpoint = conn.endpoint()
     spec = model_spec(*model)
     timeout_s = timeout_seconds(options.timeout)
     sources = _Sources(*given)

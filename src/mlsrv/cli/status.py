@@ -22,7 +22,6 @@ from mlsrv.cli.client_options import (
     QuietOpt,
     VersionOpt,
     model_spec,
-    prepare_endpoint,
     timeout_seconds,
     with_connection,
 )
@@ -82,7 +81,7 @@ async def _main(
     as_json: bool,
     quiet: bool,
 ) -> None:
-    endpoint = prepare_endpoint(conn.endpoint())
+    endpoint = conn.endpoint()
     spec = model_spec(*model)
     async with Client(endpoint.transport(), timeout=timeout_seconds(timeout)) as client:
         if wait is None:

@@ -1,8 +1,10 @@
 """``GrpcTransport``: TF Serving's PredictionService/ModelService over ``grpc.aio`` with the shared ``grpc_codec``.
 
-The ``tensorflow_serving.apis`` stubs load TensorFlow (~2 s), so they are imported on first use.
-Predict requests carry ``tensor_content`` by default. A gRPC status maps back to the server's exception
-class by code name; channel failures (refused, DNS, TLS) are ``TransportError``.
+Messages come from :mod:`mlsrv.protocol.client_protos` (TF Serving's descriptors in a private pool), so a
+client process never imports TensorFlow; requests go to grpc already serialized, over multicallables
+named by method path (no generated stubs). Predict requests carry ``tensor_content`` by default. A
+gRPC status maps back to the server's exception class by code name; channel failures (refused, DNS,
+TLS) are ``TransportError``.
 """
 
 from __future__ import annotations
@@ -64,13 +66,8 @@ class GrpcTransport:
         """One multicallable per operation, taking the request already serialized (see :meth:`prepare`)."""
         if self._multicallables is None:
             import grpc
-            from tensorflow_serving.apis import (
-                classification_pb2,
-                get_model_metadata_pb2,
-                get_model_status_pb2,
-                predict_pb2,
-                regression_pb2,
-            )
+
+            from mlsrv.protocol.client_protos import message_class
 
             options = [
                 ("grpc.max_send_message_length", _MAX_MESSAGE),
@@ -87,15 +84,17 @@ class GrpcTransport:
                 self._channel = grpc.aio.secure_channel(self.target, creds, options=options)
             prediction, model = "/tensorflow.serving.PredictionService/", "/tensorflow.serving.ModelService/"
             paths = {
-                Op.PREDICT: (prediction + "Predict", predict_pb2.PredictResponse),
-                Op.CLASSIFY: (prediction + "Classify", classification_pb2.ClassificationResponse),
-                Op.REGRESS: (prediction + "Regress", regression_pb2.RegressionResponse),
-                Op.METADATA: (prediction + "GetModelMetadata", get_model_metadata_pb2.GetModelMetadataResponse),
-                Op.STATUS: (model + "GetModelStatus", get_model_status_pb2.GetModelStatusResponse),
+                Op.PREDICT: (prediction + "Predict", "PredictResponse"),
+                Op.CLASSIFY: (prediction + "Classify", "ClassificationResponse"),
+                Op.REGRESS: (prediction + "Regress", "RegressionResponse"),
+                Op.METADATA: (prediction + "GetModelMetadata", "GetModelMetadataResponse"),
+                Op.STATUS: (model + "GetModelStatus", "GetModelStatusResponse"),
             }
-            # no request serializer: requests go out as the bytes prepare() made, once per workload
+            # no request serializer: requests go out as bytes (prepare() makes them once per workload)
             self._multicallables = {
-                op: self._channel.unary_unary(path, response_deserializer=response.FromString)
+                op: self._channel.unary_unary(
+                    path, response_deserializer=message_class(f"tensorflow.serving.{response}").FromString
+                )
                 for op, (path, response) in paths.items()
             }
         return self._multicallables

@@ -24,8 +24,8 @@ STATUS     ``ModelSpec``               ``ModelStatus``
 =========  ==========================  =====================
 
 The transports live in :mod:`~mlsrv.client.rest_transport` and :mod:`~mlsrv.client.grpc_transport`
-(re-exported here), the in-process and mock ones below. Importing this module does not import
-TensorFlow; :class:`GrpcTransport` imports the ``tensorflow_serving.apis`` stubs on first use.
+(re-exported here), the in-process and mock ones below. Neither imports TensorFlow (the gRPC one
+uses TF Serving's descriptors from a private pool, :mod:`mlsrv.protocol.client_protos`).
 """
 
 from __future__ import annotations

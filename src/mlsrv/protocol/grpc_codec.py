@@ -1,9 +1,11 @@
 """TF Serving gRPC messages (``tensorflow_serving.apis``) <-> ``protocol.types``, for server and client.
 
-The ``apis`` pb2 modules import all of TensorFlow (``tensor_pb2`` lives in the tensorflow package,
-~1.8 s), so each function imports what it needs when called: importing this module stays TF-free and
-the cost is paid once, on first use. ``*_from_pb`` on requests and ``*_to_pb`` on responses are the
-server side; the inverses are the client side.
+``*_from_pb`` on requests and ``*_to_pb`` on responses are the server side; the inverses are the
+client side. The server side builds messages of the official ``apis`` pb2 modules, which import all
+of TensorFlow (``tensor_pb2`` lives in the tensorflow package), so those functions import them when
+called and importing this module stays TF-free. The client side builds messages from
+:mod:`mlsrv.protocol.client_protos` (the same descriptors in a private pool, no TensorFlow) and
+reads responses by field, whichever pool they come from.
 
 Only decoding, and the checks TF Serving makes before it looks at a model, live here. Everything that
 needs the servable or its signature (version lookup, aliases, dtypes, output_filter, ``Input is
@@ -19,6 +21,7 @@ import numpy as np
 
 from mlsrv.errors import Code, InvalidArgument
 from mlsrv.protocol import tensor_codec
+from mlsrv.protocol.client_protos import message_class
 from mlsrv.protocol.grpc_examples import (
     ExamplesResponse,
     classify_request_from_pb,
@@ -84,9 +87,7 @@ def predict_request_from_pb(pb: Any, budget: tensor_codec.FillBudget | None = No
 
 def predict_request_to_pb(req: PredictRequest, *, as_tensor_content: bool = True) -> Any:
     """Client side; ``tensor_content`` by default, as ``tf.make_tensor_proto`` does for arrays."""
-    from tensorflow_serving.apis import predict_pb2
-
-    pb = predict_pb2.PredictRequest()
+    pb = message_class("tensorflow.serving.PredictRequest")()
     spec_to_pb(req.spec, pb.model_spec)
     _tensors_to_pb(req.inputs, pb.inputs, as_tensor_content)
     pb.output_filter.extend(req.output_filter)
@@ -140,9 +141,7 @@ def metadata_request_from_pb(pb: Any) -> ModelSpec:
 
 
 def metadata_request_to_pb(spec: ModelSpec) -> Any:
-    from tensorflow_serving.apis import get_model_metadata_pb2
-
-    pb = get_model_metadata_pb2.GetModelMetadataRequest()
+    pb = message_class("tensorflow.serving.GetModelMetadataRequest")()
     spec_to_pb(spec, pb.model_spec)
     pb.metadata_field.append(SIGNATURE_DEF)
     return pb
@@ -159,11 +158,10 @@ def metadata_response_to_pb(metadata: ModelMetadata) -> Any:
 
 
 def metadata_response_from_pb(pb: Any) -> ModelMetadata:
-    from tensorflow_serving.apis import get_model_metadata_pb2
-
+    """Client side (``Unpack`` goes by the type's name, so a response of either pool is read)."""
     signatures: dict[str, SignatureInfo] = {}
     if SIGNATURE_DEF in pb.metadata:
-        packed = get_model_metadata_pb2.SignatureDefMap()
+        packed = message_class("tensorflow.serving.SignatureDefMap")()
         if not pb.metadata[SIGNATURE_DEF].Unpack(packed):
             raise InvalidArgument(f"metadata {SIGNATURE_DEF} is not a SignatureDefMap")
         signatures = signature_def_map_from_pb(packed)
@@ -235,9 +233,7 @@ def status_request_from_pb(pb: Any) -> ModelSpec:
 
 
 def status_request_to_pb(spec: ModelSpec) -> Any:
-    from tensorflow_serving.apis import get_model_status_pb2
-
-    pb = get_model_status_pb2.GetModelStatusRequest()
+    pb = message_class("tensorflow.serving.GetModelStatusRequest")()
     spec_to_pb(spec, pb.model_spec)
     return pb
 

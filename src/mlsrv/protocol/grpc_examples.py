@@ -1,5 +1,6 @@
-"""Classify, Regress and MultiInference messages <-> ``protocol.types`` (TF-free at import; pb2 modules are
-imported inside the functions, as in :mod:`grpc_codec`, which re-exports everything here)."""
+"""Classify, Regress and MultiInference messages <-> ``protocol.types`` (TF-free at import: the server
+side imports the official pb2 modules inside its functions, the client side builds its requests from
+:mod:`client_protos`, as in :mod:`grpc_codec`, which re-exports everything here)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from mlsrv.errors import InvalidArgument
+from mlsrv.protocol.client_protos import message_class
 from mlsrv.protocol.grpc_spec import request_spec, spec_of, spec_to_pb
 from mlsrv.protocol.types import (
     CLASSIFY_METHOD,
@@ -66,15 +68,13 @@ def regress_request_from_pb(pb: Any) -> ExamplesRequest:
 
 
 def classify_request_to_pb(spec: ModelSpec, examples: Iterable[bytes]) -> Any:
-    from tensorflow_serving.apis import classification_pb2
-
-    return _examples_request(classification_pb2.ClassificationRequest(), spec, examples)
+    """Client side (private pool, no TensorFlow)."""
+    return _examples_request(message_class("tensorflow.serving.ClassificationRequest")(), spec, examples)
 
 
 def regress_request_to_pb(spec: ModelSpec, examples: Iterable[bytes]) -> Any:
-    from tensorflow_serving.apis import regression_pb2
-
-    return _examples_request(regression_pb2.RegressionRequest(), spec, examples)
+    """Client side (private pool, no TensorFlow)."""
+    return _examples_request(message_class("tensorflow.serving.RegressionRequest")(), spec, examples)
 
 
 def _examples(input_pb: Any) -> list[bytes]:
