@@ -78,6 +78,22 @@ def test_cli_start_does_not_import_ml_dtypes() -> None:
     assert result.returncode == 0, result.stderr[-500:]
 
 
+def test_cli_help_and_completion_import_nothing_heavy() -> None:
+    """``mlsrv --help`` and every TAB import the CLI: commands import numpy, asyncio, the client and the
+    codecs when they run, not at import (issues #11 P6 and #13: --help under 0.3 s)."""
+    heavy = ("numpy", "asyncio", "tensorflow", "ml_dtypes", "grpc", "orjson", "aiohttp", "mlsrv.client.api")
+    code = (
+        "import sys\n"
+        "sys.argv = ['mlsrv', '--help']\n"
+        "from mlsrv.cli.app import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        f"print(sorted(set(sys.modules) & set({heavy!r})))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-500:]
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout[-500:]
+
+
 def test_the_workers_supervisor_does_not_import_tensorflow() -> None:
     """``--workers N`` runs N servers: the supervisor beside them must not hold a copy of TensorFlow too."""
     code = "import sys, mlsrv.server.supervisor; assert 'tensorflow' not in sys.modules and 'numpy' not in sys.modules"

@@ -10,14 +10,10 @@ and 3 when the server cannot be reached, as the other client commands.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Final
+from typing import TYPE_CHECKING, Annotated, Final
 
 import typer
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
-from mlsrv.cli import render
 from mlsrv.cli.client_options import (
     MODEL,
     ConnectionArgs,
@@ -31,11 +27,14 @@ from mlsrv.cli.client_options import (
     with_connection,
 )
 from mlsrv.cli.runner import print_error, run
-from mlsrv.client import inputs as client_inputs
-from mlsrv.client.abtest import ABReport, ABSpec, run_abtest
-from mlsrv.client.api import Client
 from mlsrv.errors import EXIT_REQUEST_ERROR, UsageError
 from mlsrv.protocol.types import ModelSpec, SignatureInfo
+
+if TYPE_CHECKING:  # the client, numpy and rich tables are imported when the command runs: --help stays light
+    from rich.console import Console
+
+    from mlsrv.client import inputs as client_inputs
+    from mlsrv.client.abtest import ABReport
 
 INPUTS = "Inputs"
 CHECK = "Comparison"
@@ -135,6 +134,10 @@ class _Options:
 
 async def _main(conn: ConnectionArgs, options: _Options) -> list[str]:
     """Run the A/B test, print it, and return the failures (empty: A and B agree)."""
+    from mlsrv.cli import render
+    from mlsrv.client.abtest import ABSpec, run_abtest
+    from mlsrv.client.api import Client
+
     if options.data is not None and options.inputs:
         raise UsageError("give inputs with only one of --data or --input")
     if options.shapes and (options.data is not None or options.inputs):
@@ -157,6 +160,8 @@ async def _main(conn: ConnectionArgs, options: _Options) -> list[str]:
 
 
 def _requests(options: _Options, signature: SignatureInfo) -> list[client_inputs.Request]:
+    from mlsrv.client import inputs as client_inputs
+
     if options.data is not None:
         doc = client_inputs.parse_document(client_inputs.read_arg(options.data, "--data"), "--data")
         return [client_inputs.decode_request(doc, signature)]
@@ -175,6 +180,9 @@ def _describe(spec: ModelSpec) -> str:
 
 
 def _render(console: Console, report: ABReport, options: _Options) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     failures = report.failures(options.atol, options.rtol)
     if not options.quiet:
         sides = Table(title=Text(f"{report.a.spec.name}: {report.compared}/{report.requests} request pairs compared"))

@@ -13,17 +13,14 @@ a request error stops the set-up; 2 for bad options; 3 when the server cannot be
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import math
 import sys
 from dataclasses import dataclass, replace
-from typing import Annotated, Final
+from typing import TYPE_CHECKING, Annotated, Final
 
 import typer
 
-from mlsrv.cli import bench_output, render
-from mlsrv.cli.bench_workload import InputOptions, build_workload, open_send, run_here
 from mlsrv.cli.client_options import (
     ConnectionArgs,
     JsonOpt,
@@ -37,13 +34,14 @@ from mlsrv.cli.client_options import (
     with_connection,
 )
 from mlsrv.cli.runner import print_error, run
-from mlsrv.client import server_metrics
-from mlsrv.client.api import Endpoint
-from mlsrv.client.bench import level_spec
 from mlsrv.client.bench_spec import Arrival, BenchSpec, parse_duration, parse_latency, parse_levels, parse_rate_percent
-from mlsrv.client.bench_workers import run_bench_workers
-from mlsrv.client.server_metrics import ServerProbe
 from mlsrv.errors import EXIT_REQUEST_ERROR, UsageError
+
+if TYPE_CHECKING:  # the engine, the client and numpy are imported when the command runs: --help stays light
+    from mlsrv.cli import bench_output
+    from mlsrv.cli.bench_workload import InputOptions
+    from mlsrv.client.api import Endpoint
+    from mlsrv.client.server_metrics import ServerProbe
 
 LOAD = "Load"
 INPUTS = "Inputs"
@@ -225,6 +223,8 @@ class _Options:
     server_metrics: str | None
 
     def input_options(self) -> InputOptions:
+        from mlsrv.cli.bench_workload import InputOptions
+
         return InputOptions(
             self.input_files, self.inputs, self.shapes, self.fill, self.batch_size, self.check, self.expected
         )
@@ -241,6 +241,13 @@ class _Options:
 
 def _main(conn: ConnectionArgs, options: _Options, compare: tuple[str, str] | None) -> list[str]:
     """Run (or compare), print, and return the gate violations (empty: pass)."""
+    import asyncio
+
+    from mlsrv.cli import bench_output, render
+    from mlsrv.cli.bench_workload import build_workload, open_send, run_here
+    from mlsrv.client.bench import level_spec
+    from mlsrv.client.bench_workers import run_bench_workers
+
     if options.as_json and options.csv:
         raise UsageError("give --json or --csv, not both")
     gates = options.gates()
@@ -283,6 +290,9 @@ def _server_probe(conn: ConnectionArgs, endpoint: Endpoint, asked: str | None, m
 
     A gRPC run knows a REST address only when ``--rest`` is given too; without one the page is not read.
     """
+    from mlsrv.client import server_metrics
+    from mlsrv.client.api import Endpoint
+
     if asked is not None and asked.strip().lower() == "off":
         return None
     if asked is not None:
@@ -348,4 +358,6 @@ def _parse_rates(text: str) -> list[float]:
 def _progress(options: _Options) -> bench_output.Progress | None:
     if options.quiet or not sys.stderr.isatty():
         return None
+    from mlsrv.cli import bench_output
+
     return bench_output.Progress()

@@ -13,14 +13,16 @@ import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import typer
 
-from mlsrv.client.api import Endpoint, ProtocolName, TlsOptions
 from mlsrv.client.bench_spec import parse_duration
 from mlsrv.errors import UsageError
 from mlsrv.protocol.types import ModelSpec
+
+if TYPE_CHECKING:  # the client API imports numpy and asyncio: not needed to declare the options
+    from mlsrv.client.api import Endpoint, ProtocolName
 
 CONNECTION = "Connection"
 MODEL = "Model"
@@ -121,6 +123,8 @@ class ConnectionArgs:
 
     def endpoint(self) -> Endpoint:
         """Resolve to one :class:`Endpoint`; ``UsageError`` on conflicting options."""
+        from mlsrv.client.api import Endpoint, TlsOptions
+
         tls = TlsOptions(self.tls, self.tls_ca, self.tls_cert, self.tls_key)
         if (self.tls_cert is None) != (self.tls_key is None):
             raise UsageError("--tls-cert and --tls-key must be given together")

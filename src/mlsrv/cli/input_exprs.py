@@ -1,4 +1,5 @@
-"""Parsers for ``mlsrv run``'s ``--inputs``, ``--input_exprs`` and ``--input_examples`` (saved_model_cli syntax).
+"""``mlsrv run``'s inputs: parsers for ``--inputs``, ``--input_exprs`` and ``--input_examples``
+(saved_model_cli syntax), and the checks and conversions against the signature (:func:`prepare_inputs`).
 
 ``--input_exprs`` is evaluated by walking the expression's AST against a whitelist; nothing is ever
 passed to ``eval``. What an expression may contain:
@@ -21,13 +22,16 @@ import ast
 import math
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
 
+from mlsrv.cli import render
 from mlsrv.errors import UsageError
+from mlsrv.protocol import dtypes
+from mlsrv.protocol.types import SignatureInfo, TensorInfo
 
 MAX_EXPRESSION_CHARS: Final = 100_000
 #: Largest array a constructor may build (elements); bigger inputs belong in a .npy file (--inputs).
@@ -384,3 +388,86 @@ class _Evaluator:
         if not isinstance(node, ast.Name) or node.id not in _MODULES or not parts:
             return None
         return ".".join(reversed(parts))
+
+
+def load_file_input(key: str, item: FileInput) -> np.ndarray:
+    """The array for ``key`` from a .npy or .npz file (pickles are refused: loading one runs code)."""
+    try:
+        data = np.load(item.path, allow_pickle=False)
+    except FileNotFoundError:
+        raise UsageError(f"--inputs {key}: file not found: {item.path}") from None
+    except ValueError as error:
+        raise UsageError(f"--inputs {key}: cannot load {item.path} without pickle: {error}") from None
+    except OSError as error:
+        raise UsageError(f"--inputs {key}: cannot read {item.path}: {error}") from None
+    if isinstance(data, np.ndarray):
+        return data  # a .npy holds one array; a [name] is ignored, as saved_model_cli does
+    with data:
+        names = list(data.files)
+        if item.variable is None:
+            if len(names) != 1:
+                raise UsageError(
+                    f"--inputs {key}: {item.path} holds {len(names)} arrays ({', '.join(names)}); "
+                    f"pick one with {key}={item.path}[name]"
+                )
+            return np.asarray(data[names[0]])
+        if item.variable not in names:
+            raise UsageError(f"--inputs {key}: {item.path} has no array named {item.variable!r}")
+        return np.asarray(data[item.variable])
+
+
+def prepare_inputs(signature: SignatureInfo, values: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Check names, dtype and shape against the signature and convert; UsageError on the first mismatch."""
+    unknown = [k for k in values if k not in signature.inputs]
+    if unknown:
+        choices = ", ".join(f'"{k}"' for k in signature.inputs)
+        raise UsageError(f'"{unknown[0]}" is not a valid input key; choose from {choices} (see mlsrv show)')
+    missing = [k for k in signature.inputs if k not in values]
+    if missing:
+        raise UsageError(f"missing input(s) for this signature: {', '.join(missing)}")
+    return {key: _convert(key, signature.inputs[key], value) for key, value in values.items()}
+
+
+def _convert(key: str, info: TensorInfo, value: Any) -> np.ndarray:
+    is_string = info.dtype == "DT_STRING"
+    try:  # object dtype keeps str and bytes items as they are (numpy cannot mix them otherwise)
+        array = value if isinstance(value, np.ndarray) else np.asarray(value, dtype=object if is_string else None)
+    except ValueError as error:  # ragged nested lists
+        raise UsageError(f"input {key!r}: not a rectangular array: {error}") from None
+    wanted = dtypes.by_name(info.dtype)
+    if is_string:
+        array = _as_strings(key, array)
+    elif wanted.numpy is None:
+        raise UsageError(f"input {key!r}: dtype {info.dtype} is not supported by mlsrv run")
+    else:
+        array = _as_numbers(key, array, wanted.numpy, info.dtype)
+    if info.has_shape and info.shape is not None:
+        expected = info.shape
+        if len(expected) != array.ndim or any(e not in (-1, a) for e, a in zip(expected, array.shape, strict=True)):
+            raise UsageError(f"input {key!r}: expected shape {render.shape_text(info)}, got {tuple(array.shape)}")
+    return array
+
+
+def _as_strings(key: str, array: np.ndarray) -> np.ndarray:
+    if array.dtype.kind not in "OSU":
+        raise UsageError(f"input {key!r} is DT_STRING, got {array.dtype} values")
+    flat = array.reshape(-1)
+    out = np.empty(flat.shape, dtype=object)
+    for index, item in enumerate(flat):
+        if isinstance(item, str):
+            out[index] = item.encode("utf-8")
+        elif isinstance(item, bytes):
+            out[index] = item
+        else:
+            raise UsageError(f"input {key!r} is DT_STRING, got a {type(item).__name__} item")
+    return out.reshape(array.shape)
+
+
+def _as_numbers(key: str, array: np.ndarray, target: np.dtype, name: str) -> np.ndarray:
+    if array.dtype.kind in "OSU" or not np.can_cast(array.dtype, target, casting="same_kind"):
+        raise UsageError(f"input {key!r}: cannot convert {array.dtype} values to {name}")
+    if array.dtype.kind in "iu" and target.kind in "iu" and array.size:
+        info = np.iinfo(target)
+        if array.min() < info.min or array.max() > info.max:
+            raise UsageError(f"input {key!r}: values out of range for {name}")
+    return array.astype(target, copy=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from mlsrv.cli import client_render, render
 from mlsrv.cli.client_options import (
     ConnectionArgs,
     JsonOpt,
@@ -17,9 +16,7 @@ from mlsrv.cli.client_options import (
     with_connection,
 )
 from mlsrv.cli.runner import run
-from mlsrv.client.api import Client
 from mlsrv.errors import InvalidArgument
-from mlsrv.protocol import json_codec
 from mlsrv.protocol.types import ModelMetadata
 
 
@@ -46,6 +43,10 @@ async def _main(
     as_json: bool,
     quiet: bool,
 ) -> None:
+    from mlsrv.cli import client_render, render  # here, not at import: `mlsrv --help` stays light
+    from mlsrv.client.api import Client
+    from mlsrv.protocol import json_codec
+
     endpoint = conn.endpoint()
     spec = model_spec(*model)
     async with Client(endpoint.transport(), timeout=timeout_seconds(timeout)) as client:

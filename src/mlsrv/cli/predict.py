@@ -13,13 +13,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
 import typer
-from rich.console import Console
 
-from mlsrv.cli import client_render, render
 from mlsrv.cli.client_options import (
     ConnectionArgs,
     JsonOpt,
@@ -34,12 +31,15 @@ from mlsrv.cli.client_options import (
     with_connection,
 )
 from mlsrv.cli.runner import run
-from mlsrv.client import inputs as client_inputs
-from mlsrv.client.api import Client
 from mlsrv.errors import InvalidArgument, UsageError
-from mlsrv.protocol import json_codec
-from mlsrv.protocol.json_parse import loads
 from mlsrv.protocol.types import CLASSIFY_METHOD, REGRESS_METHOD, ModelSpec
+
+if TYPE_CHECKING:  # the client, codecs and numpy are imported when the command runs: --help stays light
+    import numpy as np
+    from rich.console import Console
+
+    from mlsrv.client import inputs as client_inputs
+    from mlsrv.client.api import Client
 
 INPUTS = "Inputs"
 
@@ -116,12 +116,17 @@ class _Sources:
             raise UsageError(f"give inputs with only one of --data, --input or --examples (got {' and '.join(given)})")
         if not given:
             raise UsageError("no inputs: give --data, --input or --examples (see mlsrv predict --help)")
+        from mlsrv.client import inputs as client_inputs
+
         self.data = data
         self.inputs = [client_inputs.parse_input_arg(item) for item in inputs]
         self.examples = examples
 
     def document(self) -> dict[str, Any] | None:
         """The request body as a dict, for --data and --examples (None for --input)."""
+        from mlsrv.client import inputs as client_inputs
+        from mlsrv.protocol.json_parse import loads
+
         if self.data is not None:
             return client_inputs.parse_document(client_inputs.read_arg(self.data, "--data"), "--data")
         if self.examples is not None:
@@ -145,6 +150,11 @@ async def _main(
     options: _Options,
 ) -> None:
     """Everything that can fail runs in here, under ``run``: a bad option is one line, never a traceback."""
+    from mlsrv.cli import render
+    from mlsrv.client import inputs as client_inputs
+    from mlsrv.client.api import Client
+    from mlsrv.protocol import json_codec
+
     endpoint = conn.endpoint()
     spec = model_spec(*model)
     timeout_s = timeout_seconds(options.timeout)
@@ -195,6 +205,9 @@ def _examples_method(spec: ModelSpec, method_name: str) -> str:
 async def _examples(
     client: Client, spec: ModelSpec, method: str, doc: dict[str, Any], console: Console, as_json: bool
 ) -> None:
+    from mlsrv.cli import client_render
+    from mlsrv.protocol import json_codec
+
     examples = doc.get("examples")
     if not isinstance(examples, list):
         examples = []  # the codec reports TF Serving's message for a missing or malformed list
@@ -220,6 +233,9 @@ def _show_outputs(
     options: _Options,
     console: Console,
 ) -> None:
+    from mlsrv.cli import client_render, render
+    from mlsrv.protocol import json_codec
+
     saved = {}
     if outdir is not None:
         saved = render.output_files(outdir, outputs, options.overwrite)

@@ -12,15 +12,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 
-from mlsrv.cli import input_exprs, render
 from mlsrv.cli.runner import run
 from mlsrv.cli.show import pick_signature, resolve_model_dir, tensorflow_import_muted
 from mlsrv.errors import MlsrvError, UsageError
-from mlsrv.protocol import dtypes
-from mlsrv.protocol.types import SignatureInfo, TensorInfo
+from mlsrv.protocol.types import SignatureInfo
 
 _HELP_INPUTS = "Inputs from files: 'x=x.npy;y=data.npz\\[y]' (an .npz without \\[name] must hold one array)."
 _HELP_EXPRS = (
@@ -96,6 +93,10 @@ def _run(
 ) -> None:
     if tf_debug:
         raise UsageError(_NO_TF_DEBUG)
+    import numpy as np  # here, not at import: `mlsrv --help` and completion stay light
+
+    from mlsrv.cli import input_exprs, render
+
     files = input_exprs.parse_inputs(inputs or "")
     values: dict[str, Any] = dict(input_exprs.parse_input_exprs(exprs or ""))
     features = input_exprs.parse_input_examples(examples or "")
@@ -108,10 +109,10 @@ def _run(
 
     meta_graph = tf_runtime.inspect_saved_model(str(model.path)).meta_graph(tag_set)
     signature = pick_signature(meta_graph, signature_key)
-    values.update({key: load_file_input(key, item) for key, item in files.items()})
+    values.update({key: input_exprs.load_file_input(key, item) for key, item in files.items()})
     for key, examples_list in features.items():
         values[key] = np.array(tf_runtime.serialize_examples(examples_list), dtype=object)
-    feeds = prepare_inputs(signature, values)
+    feeds = input_exprs.prepare_inputs(signature, values)
     targets = _output_paths(Path(outdir), signature, overwrite) if outdir else {}
 
     servable = tf_session.SavedModelLoader(str(model.path), meta_graph.tags).load()
@@ -157,91 +158,10 @@ def _check_disjoint(keys_by_option: Mapping[str, Any]) -> None:
             seen[key] = option
 
 
-def load_file_input(key: str, item: input_exprs.FileInput) -> np.ndarray:
-    """The array for ``key`` from a .npy or .npz file (pickles are refused: loading one runs code)."""
-    try:
-        data = np.load(item.path, allow_pickle=False)
-    except FileNotFoundError:
-        raise UsageError(f"--inputs {key}: file not found: {item.path}") from None
-    except ValueError as error:
-        raise UsageError(f"--inputs {key}: cannot load {item.path} without pickle: {error}") from None
-    except OSError as error:
-        raise UsageError(f"--inputs {key}: cannot read {item.path}: {error}") from None
-    if isinstance(data, np.ndarray):
-        return data  # a .npy holds one array; a [name] is ignored, as saved_model_cli does
-    with data:
-        names = list(data.files)
-        if item.variable is None:
-            if len(names) != 1:
-                raise UsageError(
-                    f"--inputs {key}: {item.path} holds {len(names)} arrays ({', '.join(names)}); "
-                    f"pick one with {key}={item.path}[name]"
-                )
-            return np.asarray(data[names[0]])
-        if item.variable not in names:
-            raise UsageError(f"--inputs {key}: {item.path} has no array named {item.variable!r}")
-        return np.asarray(data[item.variable])
-
-
-def prepare_inputs(signature: SignatureInfo, values: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """Check names, dtype and shape against the signature and convert; UsageError on the first mismatch."""
-    unknown = [k for k in values if k not in signature.inputs]
-    if unknown:
-        choices = ", ".join(f'"{k}"' for k in signature.inputs)
-        raise UsageError(f'"{unknown[0]}" is not a valid input key; choose from {choices} (see mlsrv show)')
-    missing = [k for k in signature.inputs if k not in values]
-    if missing:
-        raise UsageError(f"missing input(s) for this signature: {', '.join(missing)}")
-    return {key: _convert(key, signature.inputs[key], value) for key, value in values.items()}
-
-
-def _convert(key: str, info: TensorInfo, value: Any) -> np.ndarray:
-    is_string = info.dtype == "DT_STRING"
-    try:  # object dtype keeps str and bytes items as they are (numpy cannot mix them otherwise)
-        array = value if isinstance(value, np.ndarray) else np.asarray(value, dtype=object if is_string else None)
-    except ValueError as error:  # ragged nested lists
-        raise UsageError(f"input {key!r}: not a rectangular array: {error}") from None
-    wanted = dtypes.by_name(info.dtype)
-    if is_string:
-        array = _as_strings(key, array)
-    elif wanted.numpy is None:
-        raise UsageError(f"input {key!r}: dtype {info.dtype} is not supported by mlsrv run")
-    else:
-        array = _as_numbers(key, array, wanted.numpy, info.dtype)
-    if info.has_shape and info.shape is not None:
-        expected = info.shape
-        if len(expected) != array.ndim or any(e not in (-1, a) for e, a in zip(expected, array.shape, strict=True)):
-            raise UsageError(f"input {key!r}: expected shape {render.shape_text(info)}, got {tuple(array.shape)}")
-    return array
-
-
-def _as_strings(key: str, array: np.ndarray) -> np.ndarray:
-    if array.dtype.kind not in "OSU":
-        raise UsageError(f"input {key!r} is DT_STRING, got {array.dtype} values")
-    flat = array.reshape(-1)
-    out = np.empty(flat.shape, dtype=object)
-    for index, item in enumerate(flat):
-        if isinstance(item, str):
-            out[index] = item.encode("utf-8")
-        elif isinstance(item, bytes):
-            out[index] = item
-        else:
-            raise UsageError(f"input {key!r} is DT_STRING, got a {type(item).__name__} item")
-    return out.reshape(array.shape)
-
-
-def _as_numbers(key: str, array: np.ndarray, target: np.dtype, name: str) -> np.ndarray:
-    if array.dtype.kind in "OSU" or not np.can_cast(array.dtype, target, casting="same_kind"):
-        raise UsageError(f"input {key!r}: cannot convert {array.dtype} values to {name}")
-    if array.dtype.kind in "iu" and target.kind in "iu" and array.size:
-        info = np.iinfo(target)
-        if array.min() < info.min or array.max() > info.max:
-            raise UsageError(f"input {key!r}: values out of range for {name}")
-    return array.astype(target, copy=False)
-
-
 def _output_paths(outdir: Path, signature: SignatureInfo, overwrite: bool) -> dict[str, Path]:
     """``<outdir>/<key>.npy`` per output, checked before running so nothing is half-written."""
+    from mlsrv.cli import render
+
     paths = render.output_files(outdir, signature.outputs, overwrite)
     try:
         outdir.mkdir(parents=True, exist_ok=True)

@@ -5,15 +5,17 @@ Every command ends in ``run(...)`` so no command prints a traceback for an expec
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Coroutine
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.text import Text
 
 from mlsrv.errors import MlsrvError
+
+if TYPE_CHECKING:
+    import asyncio
 
 T = TypeVar("T")
 
@@ -49,6 +51,8 @@ def run(
     """Run a command body (a callable or a coroutine); an ``MlsrvError`` becomes one line and an exit code,
     or, with ``reraise``, goes to the caller (which words the line itself). A coroutine runs on a
     new loop from ``loop_factory`` (Python 3.11+; the stock loop otherwise)."""
+    import asyncio  # here, not at import: `mlsrv --help` and completion do not need it
+
     try:
         if asyncio.iscoroutine(action):
             if loop_factory is not None and hasattr(asyncio, "Runner"):

@@ -8,7 +8,6 @@ imported lazily: ``mlsrv --help`` must not pay for TensorFlow.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 from collections.abc import Callable, Coroutine
@@ -21,6 +20,8 @@ from mlsrv.cli.runner import print_error, run
 from mlsrv.errors import ConfigError, MlsrvError
 
 if TYPE_CHECKING:
+    import asyncio
+
     from mlsrv.config import ServerConfig
 
 T = TypeVar("T")

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mlsrv.cli import render
 from mlsrv.cli.runner import run
 from mlsrv.errors import UsageError
 from mlsrv.protocol.types import SignatureInfo
@@ -157,6 +156,7 @@ def _show(
     model = resolve_model_dir(directory, version)
     with tensorflow_import_muted():
         from mlsrv.server import tf_runtime
+    from mlsrv.cli import render  # here, not at import: `mlsrv --help` stays light
 
     info = tf_runtime.inspect_saved_model(str(model.path))
     console = render.make_console()
@@ -221,6 +221,8 @@ def _document(
     list_ops: bool,
 ) -> dict[str, Any]:
     """The ``mlsrv show --json`` document (schema in docs/cli-json.md)."""
+    from mlsrv.cli import render
+
     meta_graphs = list(info.meta_graphs) if all_ or tag_set is None else [info.meta_graph(tag_set)]
     entries = []
     for meta_graph in meta_graphs:

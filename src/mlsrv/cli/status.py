@@ -13,7 +13,6 @@ from typing import Annotated
 
 import typer
 
-from mlsrv.cli import client_render, render
 from mlsrv.cli.client_options import (
     ConnectionArgs,
     JsonOpt,
@@ -26,9 +25,6 @@ from mlsrv.cli.client_options import (
     with_connection,
 )
 from mlsrv.cli.runner import run
-from mlsrv.client.api import Client
-from mlsrv.protocol import json_codec
-from mlsrv.protocol.types import State
 
 
 class WaitState(str, enum.Enum):
@@ -81,6 +77,11 @@ async def _main(
     as_json: bool,
     quiet: bool,
 ) -> None:
+    from mlsrv.cli import client_render, render  # here, not at import: `mlsrv --help` stays light
+    from mlsrv.client.api import Client
+    from mlsrv.protocol import json_codec
+    from mlsrv.protocol.types import State
+
     endpoint = conn.endpoint()
     spec = model_spec(*model)
     async with Client(endpoint.transport(), timeout=timeout_seconds(timeout)) as client:

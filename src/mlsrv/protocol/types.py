@@ -10,10 +10,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from mlsrv.errors import Code
+
+if TYPE_CHECKING:  # arrays only in annotations: importing the types does not import numpy
+    import numpy as np
 
 DEFAULT_SIGNATURE = "serving_default"
 INIT_OP_SIGNATURE = "__saved_model_init_op"
