@@ -9,6 +9,7 @@ and 3 when the server cannot be reached, as the other client commands.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Final
 
@@ -34,10 +35,19 @@ if TYPE_CHECKING:  # the client, numpy and rich tables are imported when the com
     from rich.console import Console
 
     from mlsrv.client import inputs as client_inputs
-    from mlsrv.client.abtest import ABReport
+    from mlsrv.client.abtest import ABReport, Gates
 
 INPUTS = "Inputs"
 CHECK = "Comparison"
+GATES = "CI gates"
+
+
+class SendMode(str, enum.Enum):
+    """How requests reach the sides (``client/abtest.py`` says why each exists)."""
+
+    PAIRED = "paired"
+    SHADOW = "shadow"
+    SPLIT = "split"
 #: Distinct generated requests, sent round-robin.
 POOL_SIZE: Final = 8
 
@@ -61,10 +71,18 @@ def abtest(
         str | None, typer.Option("--b-label", help="Version label for side B, e.g. canary.", rich_help_panel=MODEL)
     ] = None,
     signature: SignatureOpt = None,
-    requests: Annotated[int, typer.Option("--requests", "-n", help="Request pairs to send.", min=1)] = 100,
-    concurrency: Annotated[
-        int, typer.Option("--concurrency", "-c", help="Request pairs in flight at once.", min=1)
-    ] = 4,
+    requests: Annotated[int, typer.Option("--requests", "-n", help="Requests to send.", min=1)] = 100,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Requests in flight at once.", min=1)] = 4,
+    mode: Annotated[
+        SendMode,
+        typer.Option(
+            "--mode",
+            help="paired: each request to both sides in turn (interleaved); shadow: to both at once (A answers, "
+            "B mirrors); split: each request to one side at random (--split).",
+        ),
+    ] = SendMode.PAIRED,
+    split: Annotated[float, typer.Option("--split", help="split mode: A's share of the requests, e.g. 0.9.")] = 0.5,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the split's routing and of the bootstrap.")] = 0,
     data: Annotated[str | None, typer.Option("--data", "-d", help=_DATA_HELP, rich_help_panel=INPUTS)] = None,
     input_: Annotated[list[str] | None, typer.Option("--input", "-i", help=_INPUT_HELP, rich_help_panel=INPUTS)] = None,
     batch_size: Annotated[
@@ -76,23 +94,60 @@ def abtest(
             "--shape", help="Generated input's instance shape NAME:D1,D2 (repeatable).", rich_help_panel=INPUTS
         ),
     ] = None,
-    atol: Annotated[float, typer.Option("--atol", help="Absolute tolerance.", rich_help_panel=CHECK, min=0)] = 1e-6,
-    rtol: Annotated[float, typer.Option("--rtol", help="Relative tolerance.", rich_help_panel=CHECK, min=0)] = 1e-6,
+    atol: Annotated[
+        float, typer.Option("--atol", help="Absolute tolerance (numpy.isclose).", rich_help_panel=CHECK, min=0)
+    ] = 1e-6,
+    rtol: Annotated[
+        float,
+        typer.Option("--rtol", help="Relative tolerance, of A's value (numpy.isclose).", rich_help_panel=CHECK, min=0),
+    ] = 1e-6,
+    confidence: Annotated[
+        float, typer.Option("--confidence", help="Confidence of every interval and verdict.", rich_help_panel=CHECK)
+    ] = 0.95,
+    min_agreement: Annotated[
+        str,
+        typer.Option(
+            "--min-agreement",
+            help="Fail below this share of agreeing request pairs (99% or 0.99).",
+            rich_help_panel=GATES,
+        ),
+    ] = "100%",
+    max_p99_regression: Annotated[
+        str | None,
+        typer.Option(
+            "--max-p99-regression",
+            help="Fail when B's p99 is detectably slower than A's by more than this (10%).",
+            rich_help_panel=GATES,
+        ),
+    ] = None,
+    max_error_rate_diff: Annotated[
+        str | None,
+        typer.Option(
+            "--max-error-rate-diff",
+            help="Fail when B's error rate exceeds A's by more than this (1%); without it any error fails.",
+            rich_help_panel=GATES,
+        ),
+    ] = None,
     timeout: TimeoutOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
     *,
     conn: ConnectionArgs,
 ) -> None:
-    """Compare two versions or labels of a model on identical inputs: output differences, latency, errors.
+    """Compare two versions or labels of a model on identical inputs: agreement, latency, errors, with confidence.
 
-    An output agrees when its max abs diff is within --atol or its max relative diff is within --rtol.
+    Outputs agree element by element as numpy.isclose says (B against A: |b - a| <= atol + rtol * |a|);
+    the share of agreeing request pairs, top-1 agreement for class scores and the p50/p95/p99
+    differences come with confidence intervals, and each latency difference with a verdict: better,
+    worse, or no detectable difference.
 
-    Exit code 1 when an output differs or either side had errors, 0 when A and B agree.
+    Exit code 1 when a gate fails (--min-agreement, default 100%; --max-p99-regression;
+    --max-error-rate-diff, default: any error), a split's sample ratio is off, or nothing was compared.
     """
     options = _Options(
-        model, (a_version, a_label), (b_version, b_label), signature, requests, concurrency,
-        data, tuple(input_ or ()), batch_size, tuple(shape or ()), atol, rtol, timeout, json_, quiet,
+        model, (a_version, a_label), (b_version, b_label), signature, requests, concurrency, mode, split, seed,
+        data, tuple(input_ or ()), batch_size, tuple(shape or ()), atol, rtol, confidence,
+        (min_agreement, max_p99_regression, max_error_rate_diff), timeout, json_, quiet,
     )  # fmt: skip
     failures = run(_main(conn, options))
     if failures:
@@ -109,12 +164,17 @@ class _Options:
     signature: str | None
     requests: int
     concurrency: int
+    mode: SendMode
+    split: float
+    seed: int
     data: str | None
     inputs: tuple[str, ...]
     batch_size: int
     shapes: tuple[str, ...]
     atol: float
     rtol: float
+    confidence: float
+    gate_texts: tuple[str, str | None, str | None]
     timeout: str | None
     as_json: bool
     quiet: bool
@@ -131,9 +191,32 @@ class _Options:
             raise UsageError("A and B name the same version; nothing to compare")
         return specs[0], specs[1]
 
+    def gates(self) -> Gates:
+        from mlsrv.client.abtest import Gates
+
+        agreement, p99, errors = self.gate_texts
+        return Gates(
+            min_agreement=_share(agreement, "--min-agreement"),
+            max_p99_regression=None if p99 is None else _share(p99, "--max-p99-regression", upper=None),
+            max_error_rate_diff=None if errors is None else _share(errors, "--max-error-rate-diff"),
+        )
+
+
+def _share(text: str, option: str, upper: float | None = 1.0) -> float:
+    """``"10%"`` or ``"0.1"`` -> 0.1; ``UsageError`` naming ``option`` otherwise."""
+    raw = text.strip()
+    try:
+        value = float(raw[:-1]) / 100.0 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise UsageError(f"{option} expects a percentage (10%) or a fraction (0.1), got {text!r}") from None
+    if not value >= 0.0 or (upper is not None and value > upper):
+        limit = "0%..100%" if upper is not None else ">= 0%"
+        raise UsageError(f"{option} must be {limit}, got {text!r}")
+    return value
+
 
 async def _main(conn: ConnectionArgs, options: _Options) -> list[str]:
-    """Run the A/B test, print it, and return the failures (empty: A and B agree)."""
+    """Run the A/B test, print it, and return the failures (empty: it passes)."""
     from mlsrv.cli import render
     from mlsrv.client.abtest import ABSpec, run_abtest
     from mlsrv.client.api import Client
@@ -143,7 +226,11 @@ async def _main(conn: ConnectionArgs, options: _Options) -> list[str]:
     if options.shapes and (options.data is not None or options.inputs):
         raise UsageError("--shape applies to generated inputs only")
     a, b = options.sides()
-    spec = ABSpec(a, b, options.requests, options.concurrency).validate()
+    gates = options.gates()
+    spec = ABSpec(
+        a, b, options.requests, options.concurrency, options.mode.value, options.split, options.seed,
+        options.atol, options.rtol, options.confidence,
+    ).validate()  # fmt: skip
     endpoint = conn.endpoint()
     timeout_s = timeout_seconds(options.timeout)
     async with Client(endpoint.transport(), timeout=timeout_s) as client:
@@ -153,10 +240,10 @@ async def _main(conn: ConnectionArgs, options: _Options) -> list[str]:
         report = await run_abtest(client, spec, pool, signatures=(sig_a, sig_b))
     console = render.make_console()
     if options.as_json:
-        render.print_json(console, report.to_dict(options.atol, options.rtol))
+        render.print_json(console, report.to_dict(gates))
     else:
-        _render(console, report, options)
-    return report.failures(options.atol, options.rtol)
+        _render(console, report, gates, options.quiet)
+    return report.failures(gates)
 
 
 def _requests(options: _Options, signature: SignatureInfo) -> list[client_inputs.Request]:
@@ -179,36 +266,67 @@ def _describe(spec: ModelSpec) -> str:
     return f"label {spec.label}" if spec.label else f"version {spec.version}"
 
 
-def _render(console: Console, report: ABReport, options: _Options) -> None:
+def _render(console: Console, report: ABReport, gates: Gates, quiet: bool) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    failures = report.failures(options.atol, options.rtol)
-    if not options.quiet:
-        sides = Table(title=Text(f"{report.a.spec.name}: {report.compared}/{report.requests} request pairs compared"))
-        for column in ("side", "model", "ok", "errors", "p50 ms", "p99 ms", "mean ms"):
+    failures = report.failures(gates)
+    confidence = f"{report.spec.confidence:.0%}"
+    if not quiet:
+        compared = (
+            f"{report.compared}/{report.spec.requests} request pairs compared"
+            if report.spec.compares_outputs
+            else f"{report.spec.requests} requests split {report.spec.split:.0%}/{1 - report.spec.split:.0%}"
+        )
+        sides = Table(title=Text(f"{report.a.spec.name}, {report.spec.mode}: {compared}"))
+        for column in ("side", "model", "ok", "errors", "p50 ms", "p95 ms", "p99 ms"):
             sides.add_column(column, justify="left" if column in ("side", "model", "errors") else "right")
         for name, side in (("A", report.a), ("B", report.b)):
-            p50, p99 = side.latency.percentiles([50.0, 99.0])
+            latency = side.to_dict()["latency_ms"] or {}
             errors = ", ".join(f"{code}: {n}" for code, n in sorted(side.errors.items())) or "0"
-            sides.add_row(
-                name, Text(_describe(side.spec)), str(side.ok), Text(errors),
-                f"{p50 * 1e3:.3f}", f"{p99 * 1e3:.3f}", f"{side.latency.mean * 1e3:.3f}",
-            )  # fmt: skip
+            cells = [f"{latency[key]:.3f}" if key in latency else "-" for key in ("p50", "p95", "p99")]
+            sides.add_row(name, Text(_describe(side.spec)), str(side.ok), Text(errors), *cells)
         console.print(sides)
-        outputs = Table()
-        for column in ("output", "max abs diff", "max rel diff", "mismatched", "shape mismatches", "verdict"):
-            outputs.add_column(column, justify="left" if column in ("output", "verdict") else "right")
-        for key, diff in sorted(report.outputs.items()):
-            ok = not diff.failures(options.atol, options.rtol)
-            outputs.add_row(
-                Text(key), f"{diff.max_abs_diff:.6g}", f"{diff.max_rel_diff:.6g}", str(diff.mismatched),
-                str(diff.shape_mismatches), "[green]equal[/]" if ok else "[red]differs[/]",
-            )  # fmt: skip
+        latency_table = Table(title=Text(f"latency, B - A ({confidence} CI)"))
+        for column in ("percentile", "A ms", "B ms", "B - A ms", "CI", "verdict"):
+            latency_table.add_column(column, justify="left" if column in ("percentile", "verdict") else "right")
+        for percentile, comparison in report.latency.items():
+            if comparison is not None:
+                span = comparison.difference_ms
+                latency_table.add_row(
+                    f"p{percentile:g}", f"{comparison.a_ms:.3f}", f"{comparison.b_ms:.3f}", f"{span.estimate:+.3f}",
+                    f"{span.low:+.3f} .. {span.high:+.3f}", comparison.verdict,
+                )  # fmt: skip
+        console.print(latency_table)
         if report.outputs:
+            tolerance = f"rtol {report.spec.rtol:g}, atol {report.spec.atol:g}"
+            outputs = Table(title=Text(f"outputs (numpy.isclose, {tolerance})"))
+            for column in ("output", "not close", "max abs diff", "max rel diff", "shape mismatches", "top-1 agree"):
+                outputs.add_column(column, justify="left" if column == "output" else "right")
+            for key, diff in sorted(report.outputs.items()):
+                top1 = diff.top1(report.spec.confidence)
+                top1_text = "-" if top1 is None else f"{top1.estimate:.2%} ({top1.low:.2%}-{top1.high:.2%})"
+                outputs.add_row(
+                    Text(key), f"{diff.not_close}/{diff.elements}", f"{diff.max_abs_diff:.6g}",
+                    f"{diff.max_rel_diff:.6g}", str(diff.shape_mismatches), top1_text,
+                )  # fmt: skip
             console.print(outputs)
-    tolerance = f"atol={options.atol:g}, rtol={options.rtol:g}"
-    if failures:
-        console.print(f"[red]FAIL[/]: A and B differ ({tolerance})")
-    else:
-        console.print(f"[green]PASS[/]: A and B agree ({tolerance})")
+        for worst in sorted(report.worst, reverse=True):
+            console.print(
+                f"largest difference: request {worst.request}, output {worst.output}{list(worst.index)}: "
+                f"A {worst.a:.6g}, B {worst.b:.6g} (|diff| {worst.abs_diff:.6g})",
+                markup=False,
+            )
+        agreement = report.agreement
+        if agreement is not None:
+            console.print(
+                f"agreement: {report.agreeing}/{report.compared} request pairs = {agreement.estimate:.2%} "
+                f"({confidence} CI {agreement.low:.2%}-{agreement.high:.2%})",
+                markup=False,
+            )
+        ratio = report.sample_ratio
+        if ratio is not None:
+            console.print(
+                f"sample ratio: A {ratio.a}, B {ratio.b} answered (chi-square p = {ratio.p_value:.3g})", markup=False
+            )
+    console.print("[red]FAIL[/]" if failures else "[green]PASS[/]")
