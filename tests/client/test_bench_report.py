@@ -9,11 +9,12 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mlsrv.client.bench_compare import check_gates, compare_reports
 from mlsrv.client.bench_record import Recorder
-from mlsrv.client.bench_report import CSV_COLUMNS, SCHEMA_VERSION, BenchReport, to_csv
+from mlsrv.client.bench_report import CSV_COLUMNS, SCHEMA_VERSION, BenchReport, SeriesPoint, to_csv
 from mlsrv.client.bench_spec import BenchSpec, parse_duration, parse_latency, parse_levels, parse_rate_percent
 from mlsrv.client.server_metrics import ServerStats
 from mlsrv.errors import Overloaded, TransportError, UsageError
@@ -114,6 +115,32 @@ def test_compare_gives_absolute_and_percent_differences() -> None:
     assert any(line.startswith("p99_ms") for line in comparison.lines())
     other = compare_reports(a, replace(b, spec=replace(b.spec, rate=50.0)))
     assert not other.same_spec and other.lines()[0].startswith("note:")
+
+
+def test_compare_says_whether_a_difference_is_inside_the_runs_own_noise() -> None:
+    rng = np.random.default_rng(5)
+
+    def with_seconds(rps: np.ndarray, p99: np.ndarray) -> BenchReport:
+        points = tuple(
+            SeriesPoint(second=i, completed=int(r), errors=0, p50_ms=float(q) / 2, p99_ms=float(q))
+            for i, (r, q) in enumerate(zip(rps, p99, strict=True))
+        )
+        return replace(_fixed_report(), series=points)
+
+    base = with_seconds(rng.normal(1000, 50, 20), rng.normal(10, 1, 20))
+    noisy = with_seconds(rng.normal(1000, 50, 20), rng.normal(10, 1, 20))  # another draw of the same run
+    by_name = {m.name: m for m in compare_reports(base, noisy).metrics}
+    assert by_name["rps"].verdict == by_name["p99_ms"].verdict == "within noise"
+    assert by_name["rps"].noise is not None and by_name["rps"].noise.low < 0 < by_name["rps"].noise.high
+    assert by_name["mean_ms"].verdict is None  # no per-second figure behind it
+    faster = with_seconds(rng.normal(1300, 50, 20), rng.normal(7, 1, 20))
+    by_name = {m.name: m for m in compare_reports(base, faster).metrics}
+    assert by_name["rps"].verdict == by_name["p99_ms"].verdict == by_name["p50_ms"].verdict == "better"
+    assert {m.name: m.verdict for m in compare_reports(faster, base).metrics}["p99_ms"] == "worse"
+    assert "within noise" in "\n".join(compare_reports(base, noisy).lines())
+    assert compare_reports(base, noisy).to_dict()["metrics"][0]["verdict"] == "within noise"
+    short = replace(base, series=base.series[:2])
+    assert {m.name: m.verdict for m in compare_reports(short, noisy).metrics}["rps"] is None
 
 
 def test_compare_with_zero_baseline_has_no_percentage() -> None:

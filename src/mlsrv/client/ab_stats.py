@@ -9,11 +9,13 @@ Everything comes from SciPy (``scipy.stats``), not from hand-written formulas:
   (``scipy.stats.bootstrap``), seeded so a run is reproducible; paired when each request went to both
   sides (the interleaved and shadow modes: resampling whole pairs keeps the drift both sides shared
   out of the interval), independent when each request went to one side (split mode);
+* ``bench --compare``'s per-second throughput and latency get the same bootstrap interval for the
+  difference of their means, so a difference inside the runs' own second-to-second noise says so;
 * a split's observed counts are checked against the configured ratio with Pearson's chi-square test
   (``chisquare``): a sample ratio mismatch means the traffic that reached the two sides is not the
   split asked for (one side dropping or failing requests), so its comparisons are not to be trusted.
 
-Imported only by ``abtest`` runs (SciPy takes ~0.5 s to import).
+Imported only by ``abtest`` and ``bench --compare`` (SciPy takes ~0.5 s to import).
 """
 
 from __future__ import annotations
@@ -128,6 +130,24 @@ def compare_latency(
         intervals[0],
         intervals[1],
     )
+
+
+def mean_difference(a: np.ndarray, b: np.ndarray, *, confidence: float, seed: int) -> Interval | None:
+    """mean(b) - mean(a) of two independent samples with its bootstrap percentile interval (None with
+    fewer than three values a side): for ``bench --compare``, whose samples are per-second figures."""
+    if len(a) < 3 or len(b) < 3:
+        return None
+    x, y = np.asarray(a, np.float64), np.asarray(b, np.float64)
+
+    def difference(u: np.ndarray, v: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.asarray(np.mean(v, axis=axis) - np.mean(u, axis=axis))
+
+    result = stats.bootstrap(
+        (x, y), difference, vectorized=True, n_resamples=RESAMPLES, batch=BATCH, confidence_level=confidence,
+        method="percentile", rng=np.random.default_rng(seed),
+    )  # fmt: skip
+    interval = result.confidence_interval
+    return Interval(float(difference(x, y)), float(interval.low), float(interval.high))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,12 +1,29 @@
-"""``bench --compare a.json b.json`` and the CI gates (``--max-p99``, ``--min-rps``, ``--max-error-rate``)."""
+"""``bench --compare a.json b.json`` and the CI gates (``--max-p99``, ``--min-rps``, ``--max-error-rate``).
+
+Two runs differ by noise too. For throughput, p50 and p99 each report holds a value per second of
+its run (``series``); the difference of their per-second means gets a bootstrap interval
+(:func:`~mlsrv.client.ab_stats.mean_difference`, 95%, seeded) and a verdict: better, worse, or
+within noise when the interval holds 0. That is the noise inside each run (second to second), not
+between runs on different days; runs shorter than 3 seconds get no verdict.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
 
 from mlsrv.client.bench_report import BenchReport
+
+if TYPE_CHECKING:
+    from mlsrv.client.ab_stats import Interval
+
+#: Confidence of the noise verdicts.
+CONFIDENCE: Final = 0.95
+#: Per-second figures behind a metric's verdict: SeriesPoint attribute, or "rps" for completions.
+_PER_SECOND: Final = {"rps": "rps", "p50_ms": "p50_ms", "p99_ms": "p99_ms"}
 
 #: (metric name, unit, getter, higher is better)
 _METRICS: Final[tuple[tuple[str, str, Callable[[BenchReport], float], bool], ...]] = (
@@ -35,6 +52,17 @@ class MetricDiff:
     diff: float
     pct: float | None
     higher_is_better: bool
+    #: the per-second means' difference and its interval (None: no per-second figures to judge by)
+    noise: Interval | None = None
+
+    @property
+    def verdict(self) -> str | None:
+        """``better``/``worse`` when the interval excludes 0, ``within noise`` otherwise, None without one."""
+        if self.noise is None:
+            return None
+        if self.noise.low <= 0 <= self.noise.high:
+            return "within noise"
+        return "better" if (self.noise.low > 0) == self.higher_is_better else "worse"
 
     @property
     def improved(self) -> bool | None:
@@ -63,6 +91,8 @@ class Comparison:
                     "diff": round(m.diff, 6),
                     "pct": None if m.pct is None else round(m.pct, 3),
                     "improved": m.improved,
+                    "noise": None if m.noise is None else {k: round(v, 6) for k, v in m.noise.to_dict().items()},
+                    "verdict": m.verdict,
                 }  # fmt: skip
                 for m in self.metrics
             ],
@@ -70,12 +100,13 @@ class Comparison:
 
     def lines(self) -> list[str]:
         """Plain text table: metric, a, b, difference and percentage."""
-        out = [f"{'metric':<18}{'a':>14}{'b':>14}{'diff':>14}{'%':>10}"]
+        out = [f"{'metric':<18}{'a':>14}{'b':>14}{'diff':>14}{'%':>10}  verdict ({CONFIDENCE:.0%}, per-second)"]
         if not self.same_spec:
             out.insert(0, "note: the two runs used different load settings")
         for m in self.metrics:
             pct = "n/a" if m.pct is None else f"{m.pct:+.1f}%"
-            out.append(f"{m.name:<18}{m.a:>14.3f}{m.b:>14.3f}{m.diff:>+14.3f}{pct:>10}")
+            verdict = "" if m.verdict is None else f"  {m.verdict}"
+            out.append(f"{m.name:<18}{m.a:>14.3f}{m.b:>14.3f}{m.diff:>+14.3f}{pct:>10}{verdict}")
         return out
 
 
@@ -85,8 +116,20 @@ def compare_reports(a: BenchReport, b: BenchReport) -> Comparison:
     for name, unit, get, higher in _METRICS:
         va, vb = get(a), get(b)
         pct = (vb - va) / va * 100.0 if va else None
-        metrics.append(MetricDiff(name, unit, va, vb, vb - va, pct, higher))
+        noise = None
+        if name in _PER_SECOND:
+            from mlsrv.client.ab_stats import mean_difference
+
+            noise = mean_difference(_per_second(a, name), _per_second(b, name), confidence=CONFIDENCE, seed=0)
+        metrics.append(MetricDiff(name, unit, va, vb, vb - va, pct, higher, noise))
     return Comparison(metrics=tuple(metrics), same_spec=a.spec == b.spec)
+
+
+def _per_second(report: BenchReport, name: str) -> np.ndarray:
+    """A metric's value in each whole second of the run (seconds without a success have no latency)."""
+    if name == "rps":
+        return np.array([point.completed - point.errors for point in report.series], np.float64)
+    return np.array([getattr(point, name) for point in report.series if point.completed > point.errors], np.float64)
 
 
 def check_gates(
