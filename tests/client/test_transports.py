@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 
 from mlsrv import errors
+from mlsrv.client.api import Client
 from mlsrv.client.transports import (
     Call,
     ExamplesCall,
@@ -433,8 +434,33 @@ class FakeRpcError:
 def test_grpc_dns_failure_is_a_transport_error(details: str) -> None:
     from mlsrv.client.grpc_transport import _grpc_error
 
-    error = _grpc_error(FakeRpcError(grpc.StatusCode.UNAVAILABLE, details), "nosuchhost.invalid:8500", 3.0)
+    error = _grpc_error(
+        FakeRpcError(grpc.StatusCode.UNAVAILABLE, details), "nosuchhost.invalid:8500", 3.0, connected=False
+    )
     assert isinstance(error, errors.TransportError) and error.exit_code == errors.EXIT_TRANSPORT
     assert error.message.startswith("cannot connect to nosuchhost.invalid:8500: the host could not be resolved (")
-    overloaded = _grpc_error(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "too many requests"), "h:1", 3.0)
-    assert type(overloaded) is errors.Overloaded  # a server's own UNAVAILABLE stays what it was
+
+
+def test_grpc_unavailable_is_the_transports_only_without_a_connection_whatever_its_text() -> None:
+    """Decided by the channel's state, not by matching the message: a server may word its own
+    UNAVAILABLE like a connection failure, and a connection failure may be worded in new ways."""
+    from mlsrv.client.grpc_transport import _grpc_error
+
+    for text in ("too many requests", "failed to connect to all addresses"):
+        served = _grpc_error(FakeRpcError(grpc.StatusCode.UNAVAILABLE, text), "h:1", 3.0, connected=True)
+        assert type(served) is errors.Overloaded and served.message == text
+        cut = _grpc_error(FakeRpcError(grpc.StatusCode.UNAVAILABLE, text), "h:1", 3.0, connected=False)
+        assert type(cut) is errors.TransportError and cut.message == f"cannot connect to h:1: {text}"
+
+
+def test_a_call_carries_the_request_type_of_its_operation_and_a_wrong_result_is_a_transport_error() -> None:
+    with pytest.raises(TypeError, match="a PREDICT call carries a PredictRequest, not ModelSpec"):
+        Call(Op.PREDICT, ModelSpec("m"))
+    assert Call(Op.STATUS, ModelSpec("m", 2)).spec == ModelSpec("m", 2)
+
+    async def scenario() -> None:
+        async with Client(MockTransport(lambda call: "not a status")) as client:
+            await client.status("m")
+
+    with pytest.raises(errors.TransportError, match="a STATUS call returned a str, not a ModelStatus"):
+        asyncio.run(scenario())

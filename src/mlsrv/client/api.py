@@ -20,12 +20,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 import numpy as np
 
+from mlsrv.client.transport_base import RESULT_TYPES
 from mlsrv.client.transports import (
     Call,
+    CallRequest,
+    CallResult,
     ExamplesCall,
     GrpcCredentials,
     GrpcTransport,
@@ -60,6 +63,8 @@ from mlsrv.protocol.types import (
     SignatureInfo,
     State,
 )
+
+_R = TypeVar("_R", PredictResponse, ClassifyResponse, RegressResponse, ModelMetadata, ModelStatus)
 
 ProtocolName = Literal["rest", "grpc"]
 
@@ -229,23 +234,36 @@ class Client:
 
     # -- the raw seam: bench uses prepare + send to encode each request once --
 
-    def call(self, op: Op, request: Any, *, timeout: float | None = None, prepare: bool = False) -> Call:
+    def call(self, op: Op, request: CallRequest, *, timeout: float | None = None, prepare: bool = False) -> Call:
         """A :class:`Call` for ``request``; ``prepare=True`` pre-encodes it when the transport can."""
         call = Call(op, request, self.timeout if timeout is None else timeout)
         if prepare and isinstance(self.transport, SupportsPrepare):
             call = self.transport.prepare(call)
         return call
 
-    async def send(self, call: Call) -> Any:
-        """Send one call. Only ``MlsrvError`` subclasses escape (foreign errors become TransportError)."""
+    async def send(self, call: Call) -> CallResult:
+        """Send one call. Only ``MlsrvError`` subclasses escape: transports map their own failures to
+        them, and whatever else escapes a transport is mapped here, by type: a timeout to
+        ``DeadlineExceeded``, an ``OSError`` to ``TransportError``. A result of the wrong type for the
+        call's operation is a ``TransportError`` too (no model server answered like that)."""
         try:
-            return await self.transport.send(call)
+            result = await self.transport.send(call)
         except MlsrvError:
             raise
         except asyncio.TimeoutError:
             raise DeadlineExceeded(f"no response within {call.timeout_s} s") from None
         except OSError as exc:
             raise TransportError(f"{type(exc).__name__}: {exc}") from None
+        expected = RESULT_TYPES[call.op]
+        if not isinstance(result, expected):
+            raise TransportError(f"a {call.op.name} call returned a {type(result).__name__}, not a {expected.__name__}")
+        return result
+
+    async def _send(self, call: Call, expected: type[_R]) -> _R:
+        """:meth:`send`, typed: the result as ``expected`` (which :meth:`send` has checked)."""
+        result = await self.send(call)
+        assert isinstance(result, expected)
+        return result
 
     # -- operations --
 
@@ -265,7 +283,7 @@ class Client:
         if signature is not None:
             check_output_filter(output_filter, signature.outputs)
         request = PredictRequest(spec, dict(inputs), tuple(output_filter), format)
-        response: PredictResponse = await self.send(self.call(Op.PREDICT, request, timeout=timeout))
+        response = await self._send(self.call(Op.PREDICT, request, timeout=timeout), PredictResponse)
         if signature is not None:
             response = replace(response, outputs=conform_outputs(response.outputs, signature, output_filter))
         return response
@@ -280,8 +298,7 @@ class Client:
     ) -> ClassifyResponse:
         """Classify tf.Examples given as TF Serving JSON feature dicts (``{"x": [1.0, 2.0]}``)."""
         call = ExamplesCall(spec, InferenceMethod.CLASSIFY, list(examples), context)
-        result: ClassifyResponse = await self.send(self.call(Op.CLASSIFY, call, timeout=timeout))
-        return result
+        return await self._send(self.call(Op.CLASSIFY, call, timeout=timeout), ClassifyResponse)
 
     async def regress(
         self,
@@ -293,14 +310,12 @@ class Client:
     ) -> RegressResponse:
         """Regress tf.Examples given as TF Serving JSON feature dicts."""
         call = ExamplesCall(spec, InferenceMethod.REGRESS, list(examples), context)
-        result: RegressResponse = await self.send(self.call(Op.REGRESS, call, timeout=timeout))
-        return result
+        return await self._send(self.call(Op.REGRESS, call, timeout=timeout), RegressResponse)
 
     async def metadata(self, spec: ModelSpec, *, timeout: float | None = None) -> ModelMetadata:
         """Every signature of the resolved version (``spec.signature`` is not sent, as TF Serving)."""
         request = ModelSpec(spec.name, spec.version, spec.label)
-        result: ModelMetadata = await self.send(self.call(Op.METADATA, request, timeout=timeout))
-        return result
+        return await self._send(self.call(Op.METADATA, request, timeout=timeout), ModelMetadata)
 
     async def signature(self, spec: ModelSpec, *, timeout: float | None = None) -> SignatureInfo:
         """The signature ``spec`` names (default ``serving_default``), with TF Serving's REST message if absent."""
@@ -314,8 +329,7 @@ class Client:
     async def status(self, spec: ModelSpec | str, *, timeout: float | None = None) -> ModelStatus:
         """Every version's state (or one version's with ``spec.version``)."""
         request = ModelSpec(spec) if isinstance(spec, str) else ModelSpec(spec.name, spec.version, spec.label)
-        result: ModelStatus = await self.send(self.call(Op.STATUS, request, timeout=timeout))
-        return result
+        return await self._send(self.call(Op.STATUS, request, timeout=timeout), ModelStatus)
 
     async def wait_for(
         self,

@@ -12,24 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from mlsrv.client.transport_base import Call, Op
+from mlsrv.client.transport_base import Call, CallResult, ExamplesCall, Op
 from mlsrv.errors import Code, DeadlineExceeded, MlsrvError, TransportError, code_from_name, error_for_code
+from mlsrv.protocol.types import PredictRequest
 
-_CONNECT_FAILURES: Final = (
-    "failed to connect",
-    "connection refused",
-    "dns resolution failed",
-    "name resolution",
-    "errors resolving",
-    "dns",
-    "connections to all backends failing",
-    "socket closed",
-    "handshake failed",
-    "ssl_error",
-)
-
-#: The subset of connect failures that mean the host name did not resolve (gRPC's wording varies by resolver).
-_RESOLVE_FAILURES: Final = ("dns", "errors resolving", "name resolution")
+#: How gRPC's resolvers word a name that did not resolve: only to say so in the message (whether a
+#: failure is the transport's comes from the channel state).
+_RESOLVE_WORDING: Final = ("dns", "errors resolving", "name resolution")
 
 #: TF Serving allows messages up to INT32_MAX in both directions; so does the client.
 _MAX_MESSAGE: Final = 2**31 - 1
@@ -102,14 +91,13 @@ class GrpcTransport:
     def _request_pb(self, call: Call) -> Any:
         from mlsrv.protocol import grpc_codec
 
-        op, req = call.op, call.request
-        if op is Op.PREDICT:
+        req = call.request
+        if isinstance(req, PredictRequest):
             return grpc_codec.predict_request_to_pb(req, as_tensor_content=self._tensor_content)
-        if op is Op.CLASSIFY:
-            return grpc_codec.classify_request_to_pb(req.spec, req.serialized())
-        if op is Op.REGRESS:
-            return grpc_codec.regress_request_to_pb(req.spec, req.serialized())
-        if op is Op.METADATA:
+        if isinstance(req, ExamplesCall):
+            build = grpc_codec.classify_request_to_pb if call.op is Op.CLASSIFY else grpc_codec.regress_request_to_pb
+            return build(req.spec, req.serialized())
+        if call.op is Op.METADATA:
             return grpc_codec.metadata_request_to_pb(req)
         return grpc_codec.status_request_to_pb(req)
 
@@ -117,17 +105,19 @@ class GrpcTransport:
         """The request serialized once: a load test resending it costs no encoding per call."""
         return replace(call, payload=self._request_pb(call).SerializeToString(), encoded_by=self.name)
 
-    async def send(self, call: Call) -> Any:
+    async def send(self, call: Call) -> CallResult:
         import grpc
 
         from mlsrv.protocol import grpc_codec
 
         method = self._methods()[call.op]
-        wire = call.payload if call.encoded_by == self.name else self._request_pb(call).SerializeToString()
+        wire = call.payload
+        if call.encoded_by != self.name or wire is None:
+            wire = self._request_pb(call).SerializeToString()
         try:
             response = await method(wire, timeout=call.timeout_s)
         except grpc.aio.AioRpcError as exc:
-            raise _grpc_error(exc, self.target, call.timeout_s) from None
+            raise _grpc_error(exc, self.target, call.timeout_s, connected=self._connected()) from None
         op = call.op
         if op is Op.PREDICT:
             return grpc_codec.predict_response_from_pb(response)
@@ -137,7 +127,15 @@ class GrpcTransport:
             return grpc_codec.regress_response_from_pb(response)
         if op is Op.METADATA:
             return grpc_codec.metadata_response_from_pb(response)
-        return grpc_codec.status_response_from_pb(response, name=call.request.name)
+        return grpc_codec.status_response_from_pb(response, name=call.spec.name)
+
+    def _connected(self) -> bool:
+        """Whether the channel holds a working connection now: a call that failed UNAVAILABLE on a
+        channel that is not READY never reached a server (refused, unresolved, TLS, or cut)."""
+        import grpc
+
+        channel = self._channel
+        return channel is not None and channel.get_state(try_to_connect=False) is grpc.ChannelConnectivity.READY
 
     async def aclose(self) -> None:
         if self._channel is not None:
@@ -145,14 +143,16 @@ class GrpcTransport:
             await channel.close()
 
 
-def _grpc_error(exc: Any, target: str, timeout_s: float | None) -> MlsrvError:
-    """gRPC status -> the same exception class as over REST; channel failures -> TransportError."""
+def _grpc_error(exc: Any, target: str, timeout_s: float | None, *, connected: bool) -> MlsrvError:
+    """gRPC status -> the same exception class as over REST. Which failures are the transport's is
+    decided by the channel's state (``connected``), not by the message: UNAVAILABLE without a
+    connection is ``TransportError`` (the message only words it), UNAVAILABLE from a connected
+    server is the server's own (a full batch queue, a draining server)."""
     code = code_from_name(exc.code().name)
     details = exc.details() or ""
-    lowered = details.lower()
-    if code is Code.UNAVAILABLE and any(word in lowered for word in _CONNECT_FAILURES):
+    if code is Code.UNAVAILABLE and not connected:
         first = details.splitlines()[0].strip().rstrip(":") if details else "unavailable"
-        if any(word in lowered for word in _RESOLVE_FAILURES):
+        if any(word in details.lower() for word in _RESOLVE_WORDING):
             return TransportError(f"cannot connect to {target}: the host could not be resolved ({first})")
         return TransportError(f"cannot connect to {target}: {first}")
     if code is Code.DEADLINE_EXCEEDED and details == "Deadline Exceeded" and timeout_s is not None:

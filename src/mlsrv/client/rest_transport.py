@@ -12,11 +12,11 @@ import json
 import ssl
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, Final
+from typing import Final
 from urllib.parse import urlsplit
 
 from mlsrv.client.http1 import Http1Pool
-from mlsrv.client.transport_base import Call, Op, check_output_filter
+from mlsrv.client.transport_base import Call, CallResult, ExamplesCall, Op, check_output_filter
 from mlsrv.errors import (
     DeadlineExceeded,
     MlsrvError,
@@ -39,12 +39,12 @@ _REST_VERBS: Final = {
 
 
 def _rest_body(call: Call) -> bytes:
-    if call.op is Op.PREDICT:
-        req: PredictRequest = call.request
+    req = call.request
+    if isinstance(req, PredictRequest):
         return json_codec.encode_predict_request(req.inputs, req.format, req.spec.signature)
-    if call.op in (Op.CLASSIFY, Op.REGRESS):
+    if isinstance(req, ExamplesCall):
         # NOTE: stdlib json writes NaN/Infinity as the bare tokens TF Serving reads in features.
-        return json.dumps(call.request.document()).encode("utf-8")
+        return json.dumps(req.document()).encode("utf-8")
     return b""
 
 
@@ -79,10 +79,9 @@ class RestTransport:
     def prepare(self, call: Call) -> Call:
         return replace(call, payload=_rest_body(call), encoded_by=self.name)
 
-    async def send(self, call: Call) -> Any:
-        spec = call.request.spec if call.op in (Op.PREDICT, Op.CLASSIFY, Op.REGRESS) else call.request
-        path = self._prefix + routes.build(_REST_VERBS[call.op], spec)
-        body = call.payload if call.encoded_by == self.name else _rest_body(call)
+    async def send(self, call: Call) -> CallResult:
+        path = self._prefix + routes.build(_REST_VERBS[call.op], call.spec)
+        body = call.payload if call.encoded_by == self.name and call.payload is not None else _rest_body(call)
         method = "GET" if call.op in (Op.METADATA, Op.STATUS) else "POST"
         try:
             response = await asyncio.wait_for(
@@ -112,19 +111,18 @@ def _rest_error(status: int, body: bytes, content_type: str, url: str) -> MlsrvE
     return error
 
 
-def _rest_result(call: Call, body: bytes) -> Any:
-    op = call.op
-    if op is Op.PREDICT:
-        req: PredictRequest = call.request
+def _rest_result(call: Call, body: bytes) -> CallResult:
+    req = call.request
+    if isinstance(req, PredictRequest):
         outputs, _ = json_codec.decode_predict_response(body)
         return _cut_filter(PredictResponse(req.spec, outputs), req.output_filter)
-    if op is Op.CLASSIFY:
-        return json_codec.decode_classify_response(body, call.request.spec)
-    if op is Op.REGRESS:
-        return json_codec.decode_regress_response(body, call.request.spec)
-    if op is Op.METADATA:
+    if call.op is Op.CLASSIFY:
+        return json_codec.decode_classify_response(body, call.spec)
+    if call.op is Op.REGRESS:
+        return json_codec.decode_regress_response(body, call.spec)
+    if call.op is Op.METADATA:
         return json_codec.decode_metadata(body)
-    return json_codec.decode_status(body, call.request.name)
+    return json_codec.decode_status(body, call.spec.name)
 
 
 def _cut_filter(response: PredictResponse, output_filter: Sequence[str]) -> PredictResponse:

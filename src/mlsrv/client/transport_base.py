@@ -13,7 +13,16 @@ from typing import Any, Protocol, runtime_checkable
 
 from mlsrv.errors import InvalidArgument
 from mlsrv.protocol import json_codec
-from mlsrv.protocol.types import InferenceMethod, ModelSpec
+from mlsrv.protocol.types import (
+    ClassifyResponse,
+    InferenceMethod,
+    ModelMetadata,
+    ModelSpec,
+    ModelStatus,
+    PredictRequest,
+    PredictResponse,
+    RegressResponse,
+)
 
 
 class Op(enum.Enum):
@@ -50,22 +59,56 @@ class ExamplesCall:
         return json_codec.decode_examples_request(self.document(), self.method)
 
 
+#: What a :class:`Call` carries, by :class:`Op`: PREDICT a ``PredictRequest``, CLASSIFY and REGRESS an
+#: :class:`ExamplesCall`, METADATA and STATUS a ``ModelSpec``.
+CallRequest = PredictRequest | ExamplesCall | ModelSpec
+#: What a transport returns, by :class:`Op`: ``PredictResponse``, ``ClassifyResponse``,
+#: ``RegressResponse``, ``ModelMetadata``, ``ModelStatus``.
+CallResult = PredictResponse | ClassifyResponse | RegressResponse | ModelMetadata | ModelStatus
+
+_REQUEST_TYPES: dict[Op, type] = {
+    Op.PREDICT: PredictRequest,
+    Op.CLASSIFY: ExamplesCall,
+    Op.REGRESS: ExamplesCall,
+    Op.METADATA: ModelSpec,
+    Op.STATUS: ModelSpec,
+}
+RESULT_TYPES: dict[Op, type] = {
+    Op.PREDICT: PredictResponse,
+    Op.CLASSIFY: ClassifyResponse,
+    Op.REGRESS: RegressResponse,
+    Op.METADATA: ModelMetadata,
+    Op.STATUS: ModelStatus,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Call:
     """One request: the operation, its typed request, a timeout in seconds (None: none) and, when a
-    :class:`SupportsPrepare` transport encoded it ahead of time, the wire payload (``encoded_by`` names it)."""
+    :class:`SupportsPrepare` transport encoded it ahead of time, the wire payload (``encoded_by`` names it).
+    A request of the wrong type for its operation is refused here, where the call is made."""
 
     op: Op
-    request: Any
+    request: CallRequest
     timeout_s: float | None = None
-    payload: Any = field(default=None, compare=False)
+    payload: bytes | None = field(default=None, compare=False)
     encoded_by: str = ""
+
+    def __post_init__(self) -> None:
+        expected = _REQUEST_TYPES[self.op]
+        if not isinstance(self.request, expected):
+            raise TypeError(f"a {self.op.name} call carries a {expected.__name__}, not {type(self.request).__name__}")
+
+    @property
+    def spec(self) -> ModelSpec:
+        """The model the call is for."""
+        return self.request if isinstance(self.request, ModelSpec) else self.request.spec
 
 
 class Transport(Protocol):
     """Sends one :class:`Call` and returns its typed result; raises ``MlsrvError`` subclasses only."""
 
-    async def send(self, call: Call) -> Any: ...
+    async def send(self, call: Call) -> CallResult: ...
 
 
 @runtime_checkable

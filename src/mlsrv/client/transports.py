@@ -39,6 +39,8 @@ from mlsrv.client.grpc_transport import GrpcCredentials, GrpcTransport
 from mlsrv.client.rest_transport import RestTransport
 from mlsrv.client.transport_base import (
     Call,
+    CallRequest,
+    CallResult,
     ExamplesCall,
     Op,
     SupportsClose,
@@ -46,7 +48,16 @@ from mlsrv.client.transport_base import (
     Transport,
     check_output_filter,
 )
-from mlsrv.protocol.types import ExamplesRequest, ModelSpec, PredictRequest
+from mlsrv.protocol.types import (
+    ClassifyResponse,
+    ExamplesRequest,
+    ModelMetadata,
+    ModelSpec,
+    ModelStatus,
+    PredictRequest,
+    PredictResponse,
+    RegressResponse,
+)
 
 # ------------------------------------------------------------------------------------- in-process
 
@@ -54,11 +65,11 @@ from mlsrv.protocol.types import ExamplesRequest, ModelSpec, PredictRequest
 class DataPlaneLike(Protocol):
     """What :class:`InProcessTransport` needs: the server's ``DataPlane`` (duck-typed, no server import)."""
 
-    async def predict(self, request: PredictRequest, deadline: float | None = None) -> Any: ...
-    async def classify(self, request: Any, deadline: float | None = None) -> Any: ...
-    async def regress(self, request: Any, deadline: float | None = None) -> Any: ...
-    def metadata(self, spec: ModelSpec) -> Any: ...
-    def status(self, spec: ModelSpec) -> Any: ...
+    async def predict(self, request: PredictRequest, deadline: float | None = None) -> PredictResponse: ...
+    async def classify(self, request: ExamplesRequest, deadline: float | None = None) -> ClassifyResponse: ...
+    async def regress(self, request: ExamplesRequest, deadline: float | None = None) -> RegressResponse: ...
+    def metadata(self, spec: ModelSpec) -> ModelMetadata: ...
+    def status(self, spec: ModelSpec) -> ModelStatus: ...
 
 
 class InProcessTransport:
@@ -69,16 +80,16 @@ class InProcessTransport:
     def __init__(self, dataplane: DataPlaneLike) -> None:
         self._dataplane = dataplane
 
-    async def send(self, call: Call) -> Any:
+    async def send(self, call: Call) -> CallResult:
         deadline = None if call.timeout_s is None else asyncio.get_running_loop().time() + call.timeout_s
-        op, req = call.op, call.request
-        if op is Op.PREDICT:
+        req = call.request
+        if isinstance(req, PredictRequest):
             return await self._dataplane.predict(req, deadline)
-        if op in (Op.CLASSIFY, Op.REGRESS):
+        if isinstance(req, ExamplesCall):
             request = ExamplesRequest(req.spec, req.method, req.serialized())
-            run = self._dataplane.classify if op is Op.CLASSIFY else self._dataplane.regress
+            run = self._dataplane.classify if call.op is Op.CLASSIFY else self._dataplane.regress
             return await run(request, deadline)
-        if op is Op.METADATA:
+        if call.op is Op.METADATA:
             return self._dataplane.metadata(req)
         return self._dataplane.status(req)
 
@@ -108,6 +119,8 @@ class MockTransport:
 
 __all__ = [
     "Call",
+    "CallRequest",
+    "CallResult",
     "DataPlaneLike",
     "ExamplesCall",
     "GrpcCredentials",
