@@ -4,7 +4,10 @@ Why not aiohttp's client: a load generator must perturb the machine it measures 
 possible. aiohttp's client spends ~250 µs of CPU per request here; this one ~90 µs (measured
 against the same server), so on a 2-core box ``mlsrv bench`` leaves the server the CPU that
 ``hey`` or ``wrk`` would. It speaks exactly what a model server needs: one request at a time per
-connection, ``Content-Length`` or chunked responses, TLS, and connection reuse.
+connection, ``Content-Length``, chunked or read-until-close responses, TLS, and connection reuse.
+Responses are parsed by httptools (llhttp, Node.js's parser, in C): malformed lengths, chunk sizes
+and status lines are its to reject, and each rejection ends the request with a clear
+``TransportError`` instead of leaving it waiting.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import socket
 import ssl
 from dataclasses import dataclass
 from typing import Final
+
+import httptools
 
 from mlsrv.errors import TransportError
 
@@ -34,13 +39,51 @@ def _looks_like_http2(data: bytes | bytearray) -> bool:
 
 
 class _Connection(asyncio.Protocol):
-    """One keep-alive connection; parses exactly one response per ``request``."""
+    """One keep-alive connection; one response per ``request``, parsed as it arrives (httptools callbacks)."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self._buffer = bytearray()
         self._waiter: asyncio.Future[Response] | None = None
         self.closed = False
+        self._parser = httptools.HttpResponseParser(self)
+        self._first_bytes = b""  # to recognise an HTTP/2 server that the parser refused
+        self._reset()
+
+    def _reset(self) -> None:
+        self._headers: dict[str, str] = {}
+        self._header_bytes = 0
+        self._body: list[bytes] = []
+        self._headers_done = False
+        self._delimited = True  # the body's end is known (a length or chunks), not the connection's close
+
+    # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value)
+        if self._header_bytes > _MAX_HEADER:
+            raise TransportError("response header too large")
+        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1").strip()
+
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
+        self._delimited = "content-length" in self._headers or "chunked" in self._headers.get(
+            "transfer-encoding", ""
+        ).lower()
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        self._finish(Response(self._parser.get_status_code(), self._headers, b"".join(self._body)))
+
+    def _finish(self, outcome: Response | TransportError) -> None:
+        waiter = self._waiter
+        self._reset()
+        if waiter is None or waiter.done():
+            return
+        if isinstance(outcome, TransportError):
+            waiter.set_exception(outcome)
+        else:
+            waiter.set_result(outcome)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -48,78 +91,47 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self._waiter is not None and not self._waiter.done():
-            try:
-                complete = self._parse(eof=True)
-            except TransportError as error:
-                self._waiter.set_exception(error)
-                return
-            if complete is not None:
-                self._waiter.set_result(complete)
-            elif _looks_like_http2(self._buffer):
-                self._waiter.set_exception(TransportError(
+        if self._waiter is None or self._waiter.done():
+            return
+        if self._headers_done and not self._delimited:  # the body ran until the connection closed
+            self.on_message_complete()
+        elif self._headers_done:
+            received = sum(len(part) for part in self._body)
+            length = self._headers.get("content-length")
+            self._finish(TransportError(
+                f"connection closed by the server after {received} of {length} body bytes" if length is not None
+                else "connection closed by the server in the middle of a chunked body"
+            ))  # fmt: skip
+        elif _looks_like_http2(self._first_bytes):
+            self._finish(TransportError(
+                "the server answered in HTTP/2 (a SETTINGS frame), not HTTP/1.1: this looks like a gRPC port; "
+                "give it with --grpc, or use the REST port (8501 by default)"
+            ))  # fmt: skip
+        else:
+            self._finish(TransportError(f"connection closed by the server: {exc or 'EOF'}"))
+
+    def data_received(self, data: bytes) -> None:
+        if len(self._first_bytes) < 16:
+            self._first_bytes += data[: 16 - len(self._first_bytes)]
+        try:
+            self._parser.feed_data(data)
+        except TransportError as error:
+            self._fail(error)
+        except httptools.HttpParserError as error:
+            if _looks_like_http2(self._first_bytes):
+                self._fail(TransportError(
                     "the server answered in HTTP/2 (a SETTINGS frame), not HTTP/1.1: this looks like a gRPC port; "
                     "give it with --grpc, or use the REST port (8501 by default)"
                 ))  # fmt: skip
             else:
-                self._waiter.set_exception(TransportError(f"connection closed by the server: {exc or 'EOF'}"))
+                self._fail(TransportError(f"malformed response: {error}"))
 
-    def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        if self._waiter is None or self._waiter.done():
-            return
-        try:
-            response = self._parse(eof=False)
-        except TransportError as error:
-            self._waiter.set_exception(error)
-            return
-        if response is not None:
-            self._waiter.set_result(response)
-
-    def _parse(self, *, eof: bool) -> Response | None:
-        end = self._buffer.find(b"\r\n\r\n")
-        if end < 0:
-            if len(self._buffer) > _MAX_HEADER:
-                raise TransportError("response header too large")
-            return None
-        head = bytes(self._buffer[:end]).decode("latin-1").split("\r\n")
-        try:
-            status = int(head[0].split(" ", 2)[1])
-        except (IndexError, ValueError):
-            raise TransportError(f"not an HTTP response: {head[0][:80]!r}") from None
-        headers = {}
-        for line in head[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        start = end + 4
-        if "content-length" in headers:
-            text = headers["content-length"]
-            if not text.isdigit():  # a malformed length must end the request, not leave it waiting
-                raise TransportError(f"malformed response: Content-Length {text[:40]!r}")
-            length = int(text)
-            if len(self._buffer) - start < length:
-                if eof:
-                    raise TransportError(
-                        f"connection closed by the server after {len(self._buffer) - start} of {length} body bytes"
-                    )
-                return None
-                return None
-            body = bytes(self._buffer[start : start + length])
-            del self._buffer[: start + length]
-        elif headers.get("transfer-encoding", "").lower() == "chunked":
-            parsed = _dechunk(self._buffer, start)
-            if parsed is None:
-                if eof:
-                    raise TransportError("connection closed by the server in the middle of a chunked body")
-                return None
-            body, consumed = parsed
-            del self._buffer[:consumed]
-        elif eof:
-            body = bytes(self._buffer[start:])
-            self._buffer.clear()
-        else:
-            return None
-        return Response(status, headers, body)
+    def _fail(self, error: TransportError) -> None:
+        """A response that cannot be read: the request fails now and the connection is not reused."""
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+        self._finish(error)
 
     async def request(self, payload: bytes) -> Response:
         assert self.transport is not None
@@ -129,33 +141,6 @@ class _Connection(asyncio.Protocol):
             return await self._waiter
         finally:
             self._waiter = None
-
-
-def _dechunk(buffer: bytearray, start: int) -> tuple[bytes, int] | None:
-    """(body, bytes consumed) once the whole chunked body is in ``buffer``; None if more is needed."""
-    body = bytearray()
-    position = start
-    while True:
-        line_end = buffer.find(b"\r\n", position)
-        if line_end < 0:
-            return None
-        text = bytes(buffer[position:line_end]).split(b";")[0].strip()
-        try:
-            size = int(text, 16)
-        except ValueError:
-            raise TransportError(f"malformed response: chunk size {text[:40]!r}") from None
-        if size < 0:
-            raise TransportError(f"malformed response: chunk size {text[:40]!r}")
-        chunk_start = line_end + 2
-        if size == 0:
-            trailer_end = buffer.find(b"\r\n\r\n", line_end)
-            if trailer_end < 0 and buffer[chunk_start : chunk_start + 2] != b"\r\n":
-                return None
-            return bytes(body), (trailer_end + 4 if trailer_end >= 0 else chunk_start + 2)
-        if len(buffer) < chunk_start + size + 2:
-            return None
-        body += buffer[chunk_start : chunk_start + size]
-        position = chunk_start + size + 2
 
 
 class Http1Pool:
