@@ -115,8 +115,10 @@ def test_a_grpc_port_is_named_as_such() -> None:
 
 MALFORMED = {
     "truncated body": (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", "after 3 of 10 body bytes"),
-    "bad length": (b"HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\nabc", "malformed response: Invalid character in Content-Length"),
-    "negative length": (b"HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\n", "malformed response: Invalid character in Content-Length"),
+    "bad length": (b"HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\nabc",
+                   "malformed response: Invalid character in Content-Length"),
+    "negative length": (b"HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\n",
+                        "malformed response: Invalid character in Content-Length"),
     "bad chunk size": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
                        "malformed response: Invalid character in chunk size"),
     "cut in a chunk": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nabc",

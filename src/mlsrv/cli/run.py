@@ -15,7 +15,8 @@ from typing import Annotated, Any
 import typer
 
 from mlsrv.cli.runner import run
-from mlsrv.cli.show import pick_signature, resolve_model_dir, tensorflow_import_muted
+from mlsrv.cli.show import pick_signature, resolve_model_dir
+from mlsrv.cli.tf_import import tensorflow_import_muted
 from mlsrv.errors import MlsrvError, UsageError
 from mlsrv.protocol.types import SignatureInfo
 

@@ -9,11 +9,6 @@ TensorFlow is imported inside the command, only when there is a SavedModel to re
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
-import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -21,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from mlsrv.cli.runner import run
+from mlsrv.cli.tf_import import tensorflow_import_muted
 from mlsrv.errors import UsageError
 from mlsrv.protocol.types import SignatureInfo
 
@@ -64,42 +60,6 @@ def resolve_model_dir(directory: str, version: int | None = None) -> ModelDir:
     if chosen not in found:
         raise UsageError(f"version {chosen} not found in {directory}; available: {', '.join(map(str, versions))}")
     return ModelDir(found[chosen], chosen, versions)
-
-
-def quiet_tensorflow() -> None:
-    """Keep TF's C++ log lines off the terminal; must run before TensorFlow is first imported.
-
-    Level 3 mutes ERROR lines too: on a machine without a GPU, TF logs ``E0000 ... failed call to cuInit``
-    when the first session starts. A TF failure that matters still reaches the user, as the Python
-    exception mlsrv prints as its one-line error. A TF_CPP_MIN_LOG_LEVEL the user set is kept.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
-
-
-@contextlib.contextmanager
-def tensorflow_import_muted() -> Iterator[None]:
-    """Mute fd 2 while TensorFlow is first imported: its CUDA probing prints before TF_CPP_MIN_LOG_LEVEL applies.
-
-    Python exceptions still surface (they are printed after the block); later TF errors are not hidden.
-    """
-    quiet_tensorflow()
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # captured stderr (tests): nothing to mute
-        fd = -1
-    if fd < 0 or "tensorflow" in sys.modules:
-        yield
-        return
-    sys.stderr.flush()
-    saved, devnull = os.dup(fd), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, fd)
-        yield
-    finally:
-        os.dup2(saved, fd)
-        os.close(saved)
-        os.close(devnull)
 
 
 def show(
