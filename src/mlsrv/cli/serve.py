@@ -47,7 +47,7 @@ def serve(**values: str | None) -> None:
     from mlsrv.cli.tf_import import tensorflow_import_deduplicated
 
     with tensorflow_import_deduplicated():  # TF 2.21 prints its start-up lines twice: once is enough
-        import tensorflow  # noqa: F401
+        from mlsrv.server import tf_runtime  # noqa: F401  (the module that imports TensorFlow)
 
     from mlsrv.server.app import Server
     from mlsrv.server.process_tuning import event_loop_factory, tune_process
