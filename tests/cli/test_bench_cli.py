@@ -132,6 +132,22 @@ def test_error_rate_gate(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "gate failed: error rate 100.000% > limit 0.100%" in result.stderr
 
 
+def test_data_is_a_request_body_as_in_predict_and_a_duration_given_to_it_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``-d`` is ``--data`` in every client command (it was ``--duration`` in bench alone)."""
+    transport = use_mock(monkeypatch)
+    result = invoke("bench", "-m", "m", "-n", "4", "-d", '{"instances": [[7.0]]}', "--json")
+    assert result.exit_code == 0, result.stderr
+    sent = [c.request.inputs["x"].tolist() for c in transport.calls if c.op is Op.PREDICT]
+    assert sent and all(x == [[7.0]] for x in sent)
+    assert json.loads(result.stdout)["meta"]["inputs"] == "--data (inline)"
+    hint = invoke("bench", "-m", "m", "-d", "5s")
+    assert hint.exit_code == 2 and "for a duration give --duration 5s" in hint.stderr
+    both = invoke("bench", "-m", "m", "-d", '{"instances": [[1.0]]}', "-i", "x=[[1.0]]")
+    assert both.exit_code == 2 and "give only one of --input-file, --input or --data" in both.stderr
+
+
 def test_compare_reads_saved_reports(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     use_mock(monkeypatch)
     a, b, sweep = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "sweep.json"
@@ -213,8 +229,8 @@ def test_rate_mode_counts_queueing_that_concurrency_hides(served: Served) -> Non
     open loop measures from each request's intended start, so queueing shows; one closed-loop client
     only ever waits for its own call."""
     common = ["-m", "slow", *served.args("rest"), "--input", "x=[[1.0]]", "--json", "--timeout", "20s"]
-    closed = json.loads(invoke("bench", *common, "-c", "1", "-d", "0.5s").stdout)
-    opened = json.loads(invoke("bench", *common, "-r", "300", "-d", "1s").stdout)
+    closed = json.loads(invoke("bench", *common, "-c", "1", "--duration", "0.5s").stdout)
+    opened = json.loads(invoke("bench", *common, "-r", "300", "--duration", "1s").stdout)
     assert closed["requests"]["errors"] == 0 and opened["requests"]["errors"] == 0
     assert 15 < closed["latency"]["p50_ms"] < 100
     assert opened["latency"]["p99_ms"] > 5 * closed["latency"]["p50_ms"]

@@ -75,7 +75,7 @@ def bench(
     ] = "constant",
     duration: Annotated[
         str | None,
-        typer.Option("--duration", "-d", help="Measured time, e.g. 30s (default 10s).", rich_help_panel=LOAD),
+        typer.Option("--duration", help="Measured time, e.g. 30s (default 10s).", rich_help_panel=LOAD),
     ] = None,
     requests: Annotated[
         int | None, typer.Option("--requests", "-n", help="Measured requests to send.", rich_help_panel=LOAD)
@@ -110,6 +110,13 @@ def bench(
         list[str] | None,
         typer.Option(
             "--input", "-i", help="One input as in mlsrv predict: NAME=FILE.npy | NAME=JSON.", rich_help_panel=INPUTS
+        ),
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data", "-d", help="One request body in TF Serving's REST format, as in mlsrv predict; @FILE, -.",
+            rich_help_panel=INPUTS,
         ),
     ] = None,
     shape: Annotated[
@@ -180,7 +187,7 @@ def bench(
         model=model, version=version, label=label, signature=signature,
         concurrency=concurrency, rate=rate, arrival=arrival, duration=duration, requests=requests,
         warmup=warmup, workers=workers, max_in_flight=max_in_flight, batch_size=batch_size,
-        input_files=tuple(input_file or ()), inputs=tuple(input_ or ()), shapes=tuple(shape or ()),
+        input_files=tuple(input_file or ()), inputs=tuple(input_ or ()), data=data, shapes=tuple(shape or ()),
         fill=fill, check=check, expected=expected, timeout=timeout,
         as_json=json_, csv=csv, quiet=quiet, max_p99=max_p99, min_rps=min_rps, max_error_rate=max_error_rate,
         server_metrics=server_metrics,
@@ -209,6 +216,7 @@ class _Options:
     batch_size: int | None
     input_files: tuple[str, ...]
     inputs: tuple[str, ...]
+    data: str | None
     shapes: tuple[str, ...]
     fill: str
     check: bool
@@ -226,7 +234,8 @@ class _Options:
         from mlsrv.cli.bench_workload import InputOptions
 
         return InputOptions(
-            self.input_files, self.inputs, self.shapes, self.fill, self.batch_size, self.check, self.expected
+            self.input_files, self.inputs, self.data, self.shapes, self.fill, self.batch_size, self.check,
+            self.expected,
         )
 
     def gates(self) -> dict[str, float | None]:

@@ -98,6 +98,7 @@ class InputOptions:
 
     input_files: tuple[str, ...] = ()
     inputs: tuple[str, ...] = ()
+    data: str | None = None
     shapes: tuple[str, ...] = ()
     fill: str = "random"
     batch_size: int | None = None
@@ -108,6 +109,8 @@ class InputOptions:
         """For the report's ``meta.inputs``."""
         if self.input_files:
             return "files: " + ", ".join(self.input_files)
+        if self.data is not None:
+            return "--data " + (self.data if self.data.startswith("@") or self.data == "-" else "(inline)")
         if self.inputs:
             return "--input " + " ".join(self.inputs)
         return f"generated ({self.fill})"
@@ -115,7 +118,7 @@ class InputOptions:
 
 async def build_workload(endpoint: Endpoint, model: ModelSpec, options: InputOptions, timeout_s: float) -> Workload:
     """Read the signature, build the request pool and, for --check-outputs, the expected answers."""
-    if options.batch_size is not None and (options.input_files or options.inputs):
+    if options.batch_size is not None and (options.input_files or options.inputs or options.data is not None):
         raise UsageError("--batch-size applies to generated inputs; requests from files keep their own rows")
     async with Client(endpoint.transport(), timeout=timeout_s) as client:
         signature = await client.signature(model)
@@ -136,9 +139,13 @@ async def build_workload(endpoint: Endpoint, model: ModelSpec, options: InputOpt
 
 def request_pool(signature: SignatureInfo, options: InputOptions) -> list[client_inputs.Request]:
     """The requests to cycle through: from files, from ``--input``, or generated (several seeds)."""
-    if options.input_files and options.inputs:
-        raise UsageError("give --input-file or --input, not both")
-    if options.input_files:
+    given = [name for name, value in (("--input-file", options.input_files), ("--input", options.inputs),
+                                      ("--data", options.data is not None)) if value]  # fmt: skip
+    if len(given) > 1:
+        raise UsageError(f"give only one of --input-file, --input or --data (got {' and '.join(given)})")
+    if options.data is not None:
+        pool = [client_inputs.decode_request(_data_document(options.data), signature)]
+    elif options.input_files:
         pool = [r for path in options.input_files for r in client_inputs.load_request_file(path, signature)]
     elif options.inputs:
         args = [client_inputs.parse_input_arg(item) for item in options.inputs]
@@ -152,7 +159,7 @@ def request_pool(signature: SignatureInfo, options: InputOptions) -> list[client
             client_inputs.generate_request(signature, batch_size=rows, shapes=shapes, fill=fill, seed=seed)
             for seed in range(count)
         ]
-    if options.shapes and (options.input_files or options.inputs):
+    if options.shapes and given:
         raise UsageError("--shape applies to generated inputs only")
     return pool
 
@@ -199,3 +206,14 @@ async def run_here(
                 report = replace(report, server=await asyncio.to_thread(probe.since, before))
             reports.append(report)
     return reports
+
+
+def _data_document(data: str) -> dict[str, object]:
+    """``--data``: a TF Serving request body, as ``mlsrv predict -d`` takes it. ``-d`` meant
+    ``--duration`` before it meant ``--data`` here too, so a duration given to it says so."""
+    import re
+
+    if re.fullmatch(r"\d+(\.\d+)?(ms|s|m|h)", data.strip()):
+        raise UsageError(f"-d/--data takes a request body, as in mlsrv predict; for a duration give --duration {data}")
+    return client_inputs.parse_document(client_inputs.read_arg(data, "--data"), "--data")
+

@@ -44,11 +44,6 @@ def serve(**values: str | None) -> None:
     if config.workers > 1 and siblings is None:
         _supervise(config, values)
         return
-    from mlsrv.cli.tf_import import tensorflow_import_deduplicated
-
-    with tensorflow_import_deduplicated():  # TF 2.21 prints its start-up lines twice: once is enough
-        from mlsrv.server import tf_runtime  # noqa: F401  (the module that imports TensorFlow)
-
     from mlsrv.server.app import Server
     from mlsrv.server.process_tuning import event_loop_factory, tune_process
 

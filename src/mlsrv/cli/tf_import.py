@@ -1,8 +1,8 @@
-"""TensorFlow's import noise on stderr: muted for commands that only read models, printed once for serve.
+"""TensorFlow's import noise on stderr, muted for the commands that only read models (show, run).
 
 Its C++ start-up lines (oneDNN, CUDA probing, ``absl::InitializeLog``) go straight to fd 2 before
-``TF_CPP_MIN_LOG_LEVEL`` or Python logging can apply, and TensorFlow 2.21 prints them twice on
-``import tensorflow`` (two of its shared libraries each initialise the runtime and log).
+``TF_CPP_MIN_LOG_LEVEL`` or Python logging can apply. ``mlsrv serve`` keeps them, once each
+(``server/tf_startup_log.py``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import contextlib
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import Iterator
 
 
@@ -49,35 +48,3 @@ def tensorflow_import_muted() -> Iterator[None]:
         os.dup2(saved, fd)
         os.close(saved)
         os.close(devnull)
-
-
-@contextlib.contextmanager
-def tensorflow_import_deduplicated() -> Iterator[None]:
-    """Capture fd 2 while TensorFlow is first imported and write each of its lines once, in order.
-
-    For ``mlsrv serve``, whose log keeps TF's start-up lines as TF Serving's does. A temporary file, not
-    a pipe, holds them: a pipe that nobody reads while the import runs could fill and block it.
-    """
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # captured stderr (tests): nothing to rewrite
-        fd = -1
-    if fd < 0 or "tensorflow" in sys.modules:
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(fd)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), fd)
-        try:
-            yield
-        finally:
-            os.dup2(saved, fd)
-            os.close(saved)
-            captured.seek(0)
-            seen: set[bytes] = set()
-            for line in captured.read().splitlines(keepends=True):
-                key = line.split(b"] ", 1)[-1] if line.startswith((b"I0000", b"W0000", b"E0000")) else line
-                if key not in seen:  # the same message again, with another timestamp: printed once
-                    seen.add(key)
-                    os.write(fd, line)

@@ -201,7 +201,10 @@ class Server:
         for flag in self.config.unimplemented_flags:
             log.warning("flag --%s is accepted for compatibility but not implemented by mlsrv", flag)
         if self._loader_factory is None:
-            from mlsrv.server import tf_runtime
+            from mlsrv.server.tf_startup_log import tensorflow_import_deduplicated
+
+            with tensorflow_import_deduplicated():  # TF 2.21 prints its start-up lines twice: once is enough
+                from mlsrv.server import tf_runtime
 
             runtime = self.config.runtime
             tf_runtime.configure(runtime.intra_op, runtime.inter_op, runtime.gpu_memory_fraction)
