@@ -226,7 +226,7 @@ def test_the_profiler_is_on_by_default_unless_its_server_would_be_more_open_than
     assert load_config(base).grpc.enable_profiler is True  # 0.0.0.0, no TLS: as TF Serving
     assert load_config({**base, "host": "127.0.0.1"}).grpc.enable_profiler is False
     ssl = tmp_path / "ssl.txt"
-    ssl.write_text("")
+    ssl.write_text("server_key: \"k\" server_cert: \"c\"")
     assert load_config({**base, "ssl_config_file": str(ssl)}).grpc.enable_profiler is False
     assert load_config({**base, "host": "127.0.0.1", "enable_profiler": True}).grpc.enable_profiler is True
     assert load_config({**base, "enable_profiler": False}).grpc.enable_profiler is False

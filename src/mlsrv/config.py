@@ -66,6 +66,8 @@ class RestConfig:
     idle_timeout_s: float = 75.0
     #: 0: derived from the process's file-descriptor limit when the server starts.
     max_connections: int = 0
+    #: ``--ssl_config_file`` whose certificate REST serves TLS with ("": plain text); see ``--rest_tls``
+    tls_config_file: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

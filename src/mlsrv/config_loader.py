@@ -358,6 +358,27 @@ def available_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
 _LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
+def _rest_tls(values: Mapping[str, flags.FlagValue]) -> str:
+    """The SSL config REST serves TLS with, or "" for plain text (``--rest_tls``).
+
+    ``auto``: TF Serving's REST is plain text, and stays so, unless the SSL config requires client
+    certificates: then plain REST would be an open door beside a gRPC port that checks them, so REST
+    requires them too. ``on``: REST serves the certificate (and checks clients when the config says so).
+    ``off``: plain text whatever the config says (logged at start when gRPC checks clients).
+    """
+    mode = str(values["rest_tls"]).strip().lower()
+    if mode not in ("auto", "on", "off"):
+        raise ConfigError(f"--rest_tls must be auto, on or off, got {values['rest_tls']!r}")
+    path = str(values["ssl_config_file"])
+    if not path or mode == "off":
+        return ""
+    from mlsrv import textproto
+    from mlsrv.ssl_config import parse_ssl_config
+
+    config = parse_ssl_config(textproto.read(path, "SSL config"), source=path)
+    return path if mode == "on" or config.client_verify else ""
+
+
 def _profiler_on(values: Mapping[str, flags.FlagValue], asked: Mapping[str, flags.FlagValue]) -> bool:
     """``--enable_profiler``: as asked; by default on, as in TF Serving, except where TF's profiler
     server (all interfaces, its own port, no TLS) would be more open than the gRPC port itself: a
@@ -422,6 +443,7 @@ def _build(
             body_timeout_s=_positive_seconds(values, "rest_body_timeout_seconds"),
             idle_timeout_s=_positive_seconds(values, "rest_idle_timeout_seconds"),
             max_connections=_at_least(0, values, "rest_max_connections"),
+            tls_config_file=_rest_tls(values),
         ),
         grpc=GrpcConfig(
             host=host,

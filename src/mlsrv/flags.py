@@ -96,6 +96,8 @@ FLAGS: Final[tuple[Flag, ...]] = (
     # mlsrv extras
     _x("config", str, "", "mlsrv.toml with server, batching and models tables; flags override it."),
     _x("host", str, "0.0.0.0", "Address to bind REST and TCP gRPC to (mlsrv extra)."),
+    _x("rest_tls", str, "auto", "REST over TLS with --ssl_config_file's certificate: auto (when it requires client "
+       "certificates, REST does too), on, off (REST stays plain text)."),
     _x("rest_max_body_bytes", int, 1 << 30, "Largest REST request body; larger ones get 413 before they are read."),
     _x("rest_header_timeout_seconds", float, 10.0, "Time a REST client has to send a request's headers."),
     _x("rest_body_timeout_seconds", float, 60.0, "Time a REST client has to send a request's body."),

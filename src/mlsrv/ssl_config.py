@@ -1,11 +1,15 @@
-"""``--ssl_config_file``: TF Serving's text-format ``SSLConfig`` -> gRPC server credentials.
+"""``--ssl_config_file``: TF Serving's text-format ``SSLConfig`` -> gRPC server credentials, and
+the REST server's TLS context (``--rest_tls``; TF Serving's REST has no TLS).
 
 As in TF Serving the fields hold PEM *contents*, not paths; ``client_verify`` requires and verifies a
-client certificate against ``custom_ca`` (mutual TLS). Applies to gRPC only, like TF Serving.
+client certificate against ``custom_ca`` (mutual TLS). REST offers TLS 1.2 and later only.
 """
 
 from __future__ import annotations
 
+import os
+import ssl
+import tempfile
 from typing import Any, Final
 
 from mlsrv import textproto
@@ -44,3 +48,30 @@ def load_server_credentials(path: str) -> Any:
         root_certificates=config.custom_ca.encode() or None,
         require_client_auth=config.client_verify,
     )
+
+
+def rest_ssl_context(path: str) -> ssl.SSLContext:
+    """A server ``SSLContext`` for REST from the SSLConfig in ``path``: TLS 1.2 and later, the
+    config's key and certificate, and with ``client_verify`` a client certificate required and
+    checked against ``custom_ca``."""
+    config = parse_ssl_config(textproto.read(path, "SSL config"), source=path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # the ssl module loads a key and certificate only from files: a private folder, gone at once
+    with tempfile.TemporaryDirectory(prefix="mlsrv-tls-") as folder:
+        key, cert = os.path.join(folder, "key.pem"), os.path.join(folder, "cert.pem")
+        for name, text in ((key, config.server_key), (cert, config.server_cert)):
+            with open(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+                file.write(text)
+        try:
+            context.load_cert_chain(cert, key)
+        except (ssl.SSLError, ValueError) as error:
+            raise ConfigError(f"{path}: cannot use server_key/server_cert for REST TLS: {error}") from None
+    if config.custom_ca:
+        try:
+            context.load_verify_locations(cadata=config.custom_ca)
+        except (ssl.SSLError, ValueError) as error:
+            raise ConfigError(f"{path}: cannot use custom_ca: {error}") from None
+    context.verify_mode = ssl.CERT_REQUIRED if config.client_verify else ssl.CERT_NONE
+    return context
+

@@ -14,6 +14,7 @@ import gc
 import logging
 import os
 import signal
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -352,11 +353,17 @@ class Server:
             "keepalive_timeout": rest.idle_timeout_s,
         }
         self.rest_connections = ConnectionGuard(self._runner.server, limits, handler_args)
+        tls = None
+        if rest.tls_config_file:
+            from mlsrv.ssl_config import rest_ssl_context
+
+            tls = rest_ssl_context(rest.tls_config_file)
         try:
             self._rest_listener = await loop.create_server(
                 self.rest_connections,
                 rest.host,
                 rest.port,
+                ssl=tls,
                 reuse_address=True,
                 reuse_port=self.siblings is not None,  # --workers: every worker listens on the port
                 backlog=accept_backlog(limits.max_connections),
@@ -368,6 +375,11 @@ class Server:
         sockets = self._rest_listener.sockets
         self.rest_port = int(sockets[0].getsockname()[1]) if sockets else 0
         log.info("Exporting HTTP/REST API at:localhost:%d ...", self.rest_port)  # TF's words, whatever the host
+        if tls is not None:
+            checked = tls.verify_mode == ssl.CERT_REQUIRED
+            log.info("REST serves HTTPS (TLS 1.2+)%s", ", client certificates required" if checked else "")
+        elif self.config.grpc.ssl_config_file:
+            log.warning("REST serves plain text beside a gRPC port with TLS (--rest_tls=on for HTTPS)")
 
     async def _start_grpc(self) -> None:
         try:
