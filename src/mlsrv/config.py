@@ -146,5 +146,10 @@ class ServerConfig:
     drain_delay_s: float = 0.0
     #: server processes (``--workers``): 1 is this process alone; more are run by ``server.supervisor``
     workers: int = 1
+    #: bearer tokens (``server/auth.py``): "" is no authentication
+    auth_token_file: str = ""
+    admin_token_file: str = ""
+    auth_open_metrics: bool = False
+    model_management_disabled: bool = False
     #: flags that were given but that this version does not implement (warned about once at start).
     unimplemented_flags: tuple[str, ...] = ()

@@ -428,7 +428,13 @@ def _build(
     batching_toml = toml_doc.get("batching")
     if batching_toml is not None and not isinstance(batching_toml, dict):
         raise ConfigError("[batching] must be a table")
+    if values["admin_token_file"] and not values["auth_token_file"]:
+        raise ConfigError("--admin_token_file needs --auth_token_file (the tokens for everything else)")
     return ServerConfig(
+        auth_token_file=str(values["auth_token_file"]),
+        admin_token_file=str(values["admin_token_file"]),
+        auth_open_metrics=bool(values["auth_open_metrics"]),
+        model_management_disabled=bool(values["disable_model_management_api"]),
         models=models,
         single_model=single_model,
         model_config_file=str(values["model_config_file"]),

@@ -98,6 +98,11 @@ FLAGS: Final[tuple[Flag, ...]] = (
     _x("host", str, "0.0.0.0", "Address to bind REST and TCP gRPC to (mlsrv extra)."),
     _x("rest_tls", str, "auto", "REST over TLS with --ssl_config_file's certificate: auto (when it requires client "
        "certificates, REST does too), on, off (REST stays plain text)."),
+    _x("auth_token_file", str, "", "Bearer tokens, one per line, that every REST and gRPC call must carry "
+       "(probes stay open); re-read when the file changes."),
+    _x("admin_token_file", str, "", "Bearer tokens for model management (HandleReloadConfigRequest) alone."),
+    _x("auth_open_metrics", bool, False, "With --auth_token_file: serve the Prometheus page without a token."),
+    _x("disable_model_management_api", bool, False, "Refuse HandleReloadConfigRequest (PERMISSION_DENIED)."),
     _x("rest_max_body_bytes", int, 1 << 30, "Largest REST request body; larger ones get 413 before they are read."),
     _x("rest_header_timeout_seconds", float, 10.0, "Time a REST client has to send a request's headers."),
     _x("rest_body_timeout_seconds", float, 60.0, "Time a REST client has to send a request's body."),

@@ -12,7 +12,7 @@ import enum
 import functools
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import typer
@@ -88,6 +88,16 @@ TlsCertOpt = Annotated[
 TlsKeyOpt = Annotated[
     str | None, typer.Option("--tls-key", help="Client private key (PEM), with --tls-cert.", rich_help_panel=CONNECTION)
 ]
+TokenOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="MLSRV_TOKEN",
+        help="Bearer token for a server with --auth_token_file (default: $MLSRV_TOKEN).",
+        rich_help_panel=CONNECTION,
+        show_envvar=False,
+    ),
+]
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model name, as served.", rich_help_panel=MODEL)]
 VersionOpt = Annotated[
     int | None, typer.Option("--version", help="Model version (default: latest).", rich_help_panel=MODEL, min=0)
@@ -120,9 +130,16 @@ class ConnectionArgs:
     tls_ca: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
+    token: str | None = field(default=None, repr=False)
 
     def endpoint(self) -> Endpoint:
-        """Resolve to one :class:`Endpoint`; ``UsageError`` on conflicting options."""
+        """Resolve to one :class:`Endpoint`, with the token if one was given; ``UsageError`` on conflicts."""
+        from dataclasses import replace
+
+        endpoint = self._address()
+        return replace(endpoint, token=self.token.strip()) if self.token and self.token.strip() else endpoint
+
+    def _address(self) -> Endpoint:
         from mlsrv.client.api import Endpoint, TlsOptions
 
         tls = TlsOptions(self.tls, self.tls_ca, self.tls_cert, self.tls_key)
@@ -152,6 +169,7 @@ _CONNECTION_PARAMETERS: tuple[tuple[str, object, object], ...] = (
     ("tls_ca", TlsCaOpt, None),
     ("tls_cert", TlsCertOpt, None),
     ("tls_key", TlsKeyOpt, None),
+    ("token", TokenOpt, None),
 )
 
 F = TypeVar("F", bound=Callable[..., None])

@@ -17,7 +17,7 @@ import asyncio
 import re
 import ssl
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Literal, TypeVar
@@ -120,6 +120,8 @@ class Endpoint:
     protocol: ProtocolName
     address: str
     tls: TlsOptions = TlsOptions()
+    #: a bearer token sent with every call (``--token`` / ``MLSRV_TOKEN``); never printed
+    token: str | None = field(default=None, repr=False)
 
     @classmethod
     def parse(
@@ -154,9 +156,10 @@ class Endpoint:
     def transport(self) -> Transport:
         """A fresh transport for this endpoint (cheap: connections open on first use)."""
         if self.protocol == "grpc":
-            return GrpcTransport(self.address, credentials=self.tls.grpc_credentials() if self.tls.active else None)
+            credentials = self.tls.grpc_credentials() if self.tls.active else None
+            return GrpcTransport(self.address, credentials=credentials, token=self.token)
         context = self.tls.ssl_context() if self.address.startswith("https://") else None
-        return RestTransport(self.address, ssl_context=context)
+        return RestTransport(self.address, ssl_context=context, token=self.token)
 
     def __str__(self) -> str:
         return f"{self.protocol}://{self.address.split('://')[-1]}"

@@ -43,9 +43,16 @@ class GrpcTransport:
     name: Final = "grpc"
 
     def __init__(
-        self, target: str, *, credentials: GrpcCredentials | None = None, tensor_content: bool = True
+        self,
+        target: str,
+        *,
+        credentials: GrpcCredentials | None = None,
+        tensor_content: bool = True,
+        token: str | None = None,
     ) -> None:
+        """``token``: sent with every call as ``authorization: Bearer <token>`` metadata."""
         self.target = target
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self._credentials = credentials
         self._tensor_content = tensor_content
         self._channel: Any = None
@@ -115,7 +122,7 @@ class GrpcTransport:
         if call.encoded_by != self.name or wire is None:
             wire = self._request_pb(call).SerializeToString()
         try:
-            response = await method(wire, timeout=call.timeout_s)
+            response = await method(wire, timeout=call.timeout_s, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
             raise _grpc_error(exc, self.target, call.timeout_s, connected=self._connected()) from None
         op = call.op

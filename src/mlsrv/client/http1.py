@@ -147,9 +147,17 @@ class Http1Pool:
     """Keep-alive connections to one ``host:port`` (TLS when ``ssl_context``). Loop-affine."""
 
     def __init__(
-        self, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None, label: str = ""
+        self,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        label: str = "",
+        headers: dict[str, str] | None = None,
     ) -> None:
+        """``headers``: sent with every request (e.g. ``Authorization``)."""
         self._host, self._port, self._ssl = host, port, ssl_context
+        self._extra = [f"{name}: {value}".encode("latin-1") for name, value in (headers or {}).items()]
         self._label = label or f"{host}:{port}"
         self._idle: list[_Connection] = []
         # an IPv6 literal keeps its brackets in Host (RFC 9110 7.2): "[::1]:8501", not "::1:8501"
@@ -158,7 +166,7 @@ class Http1Pool:
     async def request(self, method: str, path: str, body: bytes | None = None,
                       content_type: str = "application/json") -> Response:
         """Send one request and read its response; raises TransportError when the peer is unreachable."""
-        head = [f"{method} {path} HTTP/1.1".encode(), b"Host: " + self._host_header]
+        head = [f"{method} {path} HTTP/1.1".encode(), b"Host: " + self._host_header, *self._extra]
         if body is not None:
             head += [f"Content-Type: {content_type}".encode(), f"Content-Length: {len(body)}".encode()]
         payload = b"\r\n".join(head) + b"\r\n\r\n" + (body or b"")

@@ -51,13 +51,14 @@ def _rest_body(call: Call) -> bytes:
 class RestTransport:
     """TF Serving's REST API over keep-alive HTTP/1.1 connections (opened on first use, in the running loop).
 
-    ``base_url`` is ``http(s)://host:port``. ``ssl_context`` is used for https URLs. Loop-affine: use it
-    from one event loop and close it with :meth:`aclose`.
+    ``base_url`` is ``http(s)://host:port``. ``ssl_context`` is used for https URLs; ``token`` goes in
+    every request's ``Authorization: Bearer`` header. Loop-affine: use it from one event loop and close
+    it with :meth:`aclose`.
     """
 
     name: Final = "rest"
 
-    def __init__(self, base_url: str, *, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, base_url: str, *, ssl_context: ssl.SSLContext | None = None, token: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         try:  # Endpoint.parse validates CLI targets; this guards direct callers (urllib raises ValueError)
             parsed = urlsplit(self.base_url)
@@ -73,6 +74,7 @@ class RestTransport:
             port or (443 if parsed.scheme == "https" else 80),
             ssl_context=ssl_context if parsed.scheme == "https" else None,
             label=self.base_url,
+            headers={"Authorization": f"Bearer {token}"} if token else None,
         )
         self._prefix = parsed.path.rstrip("/")
 

@@ -36,6 +36,7 @@ from mlsrv.errors import ConfigError, ConfigPreconditionError, FailedPreconditio
 from mlsrv.monitoring_config import load_monitoring_config
 from mlsrv.protocol.types import ModelStatus, State
 from mlsrv.server.admission import Admission, AdmissionLimits
+from mlsrv.server.auth import Authenticator, TokenFile
 from mlsrv.server.batching_choice import BatchingChoice, wants_batching
 from mlsrv.server.batching_pool import BatchingPool
 from mlsrv.server.dataplane import DataPlane
@@ -84,6 +85,7 @@ class Server:
         self.config = config
         self.siblings = siblings
         self.metrics, self._metrics_path = _monitoring(config)  # first: a bad file fails before threads exist
+        self.auth = _authenticator(config, self._metrics_path if self.metrics is not None else None)
         self._loader_factory = loader_factory
         workers = max(2, min(4, os.cpu_count() or 2))
         self.executor = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="mlsrv-run")
@@ -336,6 +338,7 @@ class Server:
             body_timeout_s=rest.body_timeout_s,
             workers=self.rest_workers,
             admission=self.admission,
+            auth=self.auth,
         )
         self._runner = web.ServerRunner(frontend.web_server(), handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_S)
         await self._runner.setup()
@@ -392,7 +395,7 @@ class Server:
         if all(name != "grpc.so_reuseport" for name, _ in grpc_config.channel_arguments):  # a user's choice wins
             grpc_config = replace(grpc_config, channel_arguments=(*grpc_config.channel_arguments, reuse))
         self._grpc = GrpcFrontend(
-            self.dataplane, grpc_config, server=self, metrics=self.metrics, admission=self.admission
+            self.dataplane, grpc_config, server=self, metrics=self.metrics, admission=self.admission, auth=self.auth
         )
         self.grpc_port = await self._grpc.start()
 
@@ -687,3 +690,13 @@ def read_polled_model_config(path: str) -> tuple[Any, ...] | None:
         log.info("Taking no action for empty config.")
         return None
     return models_from_proto(message, validate=False)
+
+
+def _authenticator(config: ServerConfig, metrics_path: str | None) -> Authenticator | None:
+    """Bearer-token checks when ``--auth_token_file`` is given (``server/auth.py``), else None."""
+    if not config.auth_token_file:
+        return None
+    admin = TokenFile(config.admin_token_file) if config.admin_token_file else None
+    log.info("REST and gRPC calls need a bearer token (--auth_token_file); probes stay open")
+    return Authenticator(TokenFile(config.auth_token_file), admin, metrics_path if config.auth_open_metrics else None)
+

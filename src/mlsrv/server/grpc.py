@@ -24,9 +24,10 @@ from google.protobuf import message as pb_message
 from google.protobuf import message_factory
 
 from mlsrv.config import GrpcConfig
-from mlsrv.errors import ConfigError, InvalidArgument, MlsrvError, Overloaded, UnknownError
+from mlsrv.errors import ConfigError, InvalidArgument, MlsrvError, Overloaded, PermissionDenied, UnknownError
 from mlsrv.protocol import grpc_codec, tensor_codec
 from mlsrv.server.admission import Admission, Ticket
+from mlsrv.server.auth import MANAGEMENT_METHOD, Authenticator
 from mlsrv.server.dataplane import DataPlane
 from mlsrv.server.log_limits import RateLimitedLog
 from mlsrv.server.metrics import Metrics
@@ -306,8 +307,11 @@ class ModelServicer:
         self, request: Any, context: grpc.aio.ServicerContext
     ) -> Any:
         """Replace the model list. A failure is the RPC's status (TF also copies it into the body,
-        which a failed call never delivers)."""
+        which a failed call never delivers). ``--disable_model_management_api`` refuses it."""
         from tensorflow_serving.apis import model_management_pb2
+
+        if self._server is not None and self._server.config.model_management_disabled:
+            raise PermissionDenied("The model management API is disabled (--disable_model_management_api)")
 
         response = model_management_pb2.ReloadConfigResponse()
         names = list(dict.fromkeys(request.metric_names))
@@ -334,6 +338,41 @@ class ModelServicer:
         await self._server.reload_config(request.config)
 
 
+class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.aio is untyped
+    """Bearer tokens on every call but the health service's (``server/auth.py``), checked before grpc
+    reads the call's message; a refused call is answered UNAUTHENTICATED (or PERMISSION_DENIED for a
+    caller's token on model management) and its message is never read."""
+
+    def __init__(self, auth: Authenticator) -> None:
+        self._auth = auth
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method = str(details.method)
+        if self._auth.grpc_is_open(method):
+            return await continuation(details)
+        authorization = next(
+            (str(value) for key, value in details.invocation_metadata or () if key == "authorization"), None
+        )
+        try:
+            self._auth.check(authorization, management=method == MANAGEMENT_METHOD)
+        except MlsrvError as error:
+            return _refusal(grpc.StatusCode[error.code.name], error.wire_message())
+        return await continuation(details)
+
+
+def _refusal(code: grpc.StatusCode, text: str) -> grpc.RpcMethodHandler:
+    """A handler that answers ``code`` at once, whatever the method's kind, without reading a message."""
+
+    async def refuse(requests: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(code, text)
+
+    return grpc.stream_unary_rpc_method_handler(refuse)
+
+
 class GrpcFrontend:
     """Owns the ``grpc.aio`` server: services, health, reflection, ports and socket."""
 
@@ -345,8 +384,10 @@ class GrpcFrontend:
         server: Server | None = None,
         metrics: Metrics | None = None,
         admission: Admission | None = None,
+        auth: Authenticator | None = None,
     ) -> None:
         self._admission = admission
+        self._auth = auth
         self._dataplane = dataplane
         self._config = config
         self._owner = server
@@ -355,6 +396,7 @@ class GrpcFrontend:
         self._adapter: CallAdapter | None = None
         self._health: Any = None
         self._profiler: ProfilerForwarder | None = None
+        self.service_names: tuple[str, ...] = ()
 
     async def start(self) -> int:
         """Bind and start; returns the TCP port (0 when serving only on a UNIX socket)."""
@@ -365,7 +407,8 @@ class GrpcFrontend:
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             *self._config.channel_arguments,
         ]
-        server = grpc.aio.server(options=options)
+        interceptors = [AuthInterceptor(self._auth)] if self._auth is not None else []
+        server = grpc.aio.server(options=options, interceptors=interceptors)
         # --grpc_max_threads bounds TF's handler threads: further calls wait for one, they are not refused
         slots = asyncio.Semaphore(self._config.max_threads) if self._config.max_threads > 0 else None
         self._adapter = adapter = CallAdapter(self._metrics, slots, self._admission)
@@ -394,7 +437,9 @@ class GrpcFrontend:
             names.append(SERVICE)
         from grpc_reflection.v1alpha import reflection
 
-        reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
+        #: every service this server answers (for reflection, and for tests that must cover all of them)
+        self.service_names = (*names, reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(list(self.service_names), server)
         credentials = self._credentials()
         port = 0
         address = f"{self._config.host}:{self._config.port}"

@@ -29,12 +29,13 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.web_protocol import RequestHandler
 
-from mlsrv.errors import InvalidArgument, MlsrvError, Overloaded, RequestTimeout, RequestTooLarge
+from mlsrv.errors import InvalidArgument, MlsrvError, Overloaded, RequestTimeout, RequestTooLarge, Unauthenticated
 from mlsrv.protocol import json_codec, routes
 from mlsrv.protocol.json_parse import ExactParseNeeded
 from mlsrv.protocol.types import ExamplesRequest, InferenceMethod, ModelSpec, PredictRequest
 from mlsrv.server import rest_decode
 from mlsrv.server.admission import RETRY_AFTER_S, Admission, Ticket
+from mlsrv.server.auth import CHALLENGE, Authenticator
 from mlsrv.server.dataplane import DataPlane
 from mlsrv.server.log_limits import RateLimitedLog, one_line
 from mlsrv.server.metrics import Metrics
@@ -89,10 +90,12 @@ class RestFrontend:
         body_timeout_s: float = 60.0,
         workers: WorkerPool | None = None,
         admission: Admission | None = None,
+        auth: Authenticator | None = None,
     ) -> None:
         """``workers`` decode large bodies and encode large responses (None: everything on the loop);
         ``admission`` admits inference requests before their body is read (503 past its bounds)."""
         self._admission = admission
+        self._auth = auth
         self._dataplane = dataplane
         self._timeout_s = timeout_s
         self._enable_cors = enable_cors
@@ -106,6 +109,11 @@ class RestFrontend:
         #: ``time.monotonic()`` of the latest request (for a graceful stop: see ``Server._drain``)
         self.last_request_at = float("-inf")
         self._routes: dict[tuple[str, str], routes.Route] = {}
+
+    @property
+    def extra_paths(self) -> tuple[str, ...]:
+        """The paths served beside TF Serving's API (probes, the Prometheus page)."""
+        return tuple(self._extra)
 
     def web_server(self) -> web.Server:
         """aiohttp's low-level server around :meth:`handle`; serve it with ``auto_decompress=False``
@@ -139,6 +147,9 @@ class RestFrontend:
             response = web.Response(body=body, status=error.http_status, content_type=JSON)
             if error.http_status == 503:  # overloaded or shutting down: when to come back
                 response.headers["Retry-After"] = str(RETRY_AFTER_S)
+            elif isinstance(error, Unauthenticated):  # RFC 6750: the scheme to use, and why it failed
+                sent = "Authorization" in request.headers
+                response.headers["WWW-Authenticate"] = CHALLENGE + (', error="invalid_token"' if sent else "")
         except web.HTTPException:
             raise
         except ConnectionError as error:  # the client went away: nothing to answer, nothing wrong here
@@ -160,6 +171,8 @@ class RestFrontend:
     async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
         self.last_request_at = time.monotonic()
         path = raw_path(request)
+        if self._auth is not None and not self._auth.rest_is_open(path):  # before a byte of the body is read
+            self._auth.check(request.headers.get("Authorization"))
         extra = self._extra.get(path)
         if extra is not None:
             return await extra(request)
