@@ -78,7 +78,7 @@ def use_mock(monkeypatch: pytest.MonkeyPatch, handler: Callable[[Call], Any] = h
     transport = MockTransport(handler)
     monkeypatch.setattr(Endpoint, "transport", lambda self: transport)
     # bench reads the server's metrics page: there is no server, and nothing else may be asked
-    monkeypatch.setattr(server_metrics, "scrape", lambda url, context=None: "mock: no metrics page")
+    monkeypatch.setattr(server_metrics, "scrape", lambda url, context=None, token=None: "mock: no metrics page")
     return transport
 
 

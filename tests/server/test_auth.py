@@ -193,6 +193,20 @@ def test_client_commands_send_the_token_from_the_option_or_the_environment(tmp_p
     asyncio.run(main())
 
 
+def test_bench_reads_a_token_protected_metrics_page_with_its_token(tmp_path: Path) -> None:
+    from mlsrv.client.server_metrics import ServerProbe, metrics_url
+
+    async def main() -> None:
+        async with running_server(**_flags(tmp_path)) as s:
+            url = metrics_url(s.rest_url)
+            refused = await asyncio.to_thread(ServerProbe(url, "m").read)
+            assert isinstance(refused, str) and "HTTP 401" in refused
+            page = await asyncio.to_thread(ServerProbe(url, "m", token=TOKEN).read)
+            assert isinstance(page, dict) and page
+
+    asyncio.run(main())
+
+
 def test_token_files_must_exist_and_hold_a_token(tmp_path: Path) -> None:
     from mlsrv.errors import ConfigError
 

@@ -320,7 +320,7 @@ def _server_probe(conn: ConnectionArgs, endpoint: Endpoint, asked: str | None, m
     else:
         return None
     context = endpoint.tls.ssl_context() if url.lower().startswith("https") else None
-    return server_metrics.ServerProbe(url, model, context)
+    return server_metrics.ServerProbe(url, model, context, token=endpoint.token)
 
 
 def _bench_spec(options: _Options) -> tuple[BenchSpec, list[float]]:

@@ -73,13 +73,17 @@ class ServerStats:
 class ServerProbe:
     """Reads one server's page around each run: ``before = probe.read()``, run, ``probe.since(before)``."""
 
-    def __init__(self, url: str, model: str, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, url: str, model: str, ssl_context: ssl.SSLContext | None = None, token: str | None = None
+    ) -> None:
+        """``token``: the bearer token of a server with ``--auth_token_file`` (its page needs one)."""
         self.url = url
         self.model = model
         self._ssl_context = ssl_context
+        self._token = token
 
     def read(self) -> Page | str:
-        return scrape(self.url, self._ssl_context)
+        return scrape(self.url, self._ssl_context, token=self._token)
 
     def since(self, before: Page | str) -> ServerStats:
         return difference(self.url, before, self.read(), self.model)
@@ -90,13 +94,14 @@ def metrics_url(rest_base_url: str) -> str:
     return rest_base_url.rstrip("/") + DEFAULT_PATH
 
 
-def scrape(url: str, ssl_context: ssl.SSLContext | None = None) -> Page | str:
+def scrape(url: str, ssl_context: ssl.SSLContext | None = None, *, token: str | None = None) -> Page | str:
     """Read and parse the page (blocking); a short reason instead when it cannot be read."""
     import urllib.error  # here: only bench runs that read a page pay for urllib's imports
     import urllib.request
 
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
-        with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT_S, context=ssl_context) as response:
+        with urllib.request.urlopen(request, timeout=SCRAPE_TIMEOUT_S, context=ssl_context) as response:
             raw = response.read(MAX_PAGE_BYTES + 1)
     except urllib.error.HTTPError as exc:
         hint = " (serve with --monitoring_config_file to enable it)" if exc.code == 404 else ""
