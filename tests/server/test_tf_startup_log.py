@@ -7,8 +7,8 @@ import sys
 
 CODE = """
 import os
-from mlsrv.server.tf_startup_log import tensorflow_import_deduplicated
-with tensorflow_import_deduplicated():
+from mlsrv.server.tf_startup_log import captured_tensorflow_import
+with captured_tensorflow_import(echo_once=True):
     for stamp in ("1796617252.254827", "1796617254.851004"):  # what TF's two initialisations print
         os.write(2, f"I0000 00:00:{stamp}   11625 port.cc:153] oneDNN custom operations are on.\\n".encode())
         os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\\n")

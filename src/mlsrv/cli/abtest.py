@@ -28,6 +28,7 @@ from mlsrv.cli.client_options import (
     with_connection,
 )
 from mlsrv.cli.runner import print_error, run
+from mlsrv.client.bench_spec import parse_fraction
 from mlsrv.errors import EXIT_REQUEST_ERROR, UsageError
 from mlsrv.protocol.types import ModelSpec, SignatureInfo
 
@@ -204,9 +205,8 @@ class _Options:
 
 def _share(text: str, option: str, upper: float | None = 1.0) -> float:
     """``"10%"`` or ``"0.1"`` -> 0.1; ``UsageError`` naming ``option`` otherwise."""
-    raw = text.strip()
     try:
-        value = float(raw[:-1]) / 100.0 if raw.endswith("%") else float(raw)
+        value = parse_fraction(text)
     except ValueError:
         raise UsageError(f"{option} expects a percentage (10%) or a fraction (0.1), got {text!r}") from None
     if not value >= 0.0 or (upper is not None and value > upper):
@@ -238,12 +238,13 @@ async def _main(conn: ConnectionArgs, options: _Options) -> list[str]:
         sig_b = await client.signature(b)
         pool = _requests(options, sig_a)
         report = await run_abtest(client, spec, pool, signatures=(sig_a, sig_b))
+    failures = report.failures(gates)
     console = render.make_console()
     if options.as_json:
         render.print_json(console, report.to_dict(gates))
     else:
-        _render(console, report, gates, options.quiet)
-    return report.failures(gates)
+        _render(console, report, failed=bool(failures), quiet=options.quiet)
+    return failures
 
 
 def _requests(options: _Options, signature: SignatureInfo) -> list[client_inputs.Request]:
@@ -266,11 +267,10 @@ def _describe(spec: ModelSpec) -> str:
     return f"label {spec.label}" if spec.label else f"version {spec.version}"
 
 
-def _render(console: Console, report: ABReport, gates: Gates, quiet: bool) -> None:
+def _render(console: Console, report: ABReport, *, failed: bool, quiet: bool) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    failures = report.failures(gates)
     confidence = f"{report.spec.confidence:.0%}"
     if not quiet:
         compared = (
@@ -329,4 +329,4 @@ def _render(console: Console, report: ABReport, gates: Gates, quiet: bool) -> No
             console.print(
                 f"sample ratio: A {ratio.a}, B {ratio.b} answered (chi-square p = {ratio.p_value:.3g})", markup=False
             )
-    console.print("[red]FAIL[/]" if failures else "[green]PASS[/]")
+    console.print("[red]FAIL[/]" if failed else "[green]PASS[/]")

@@ -9,6 +9,7 @@ compares every response with a reference answer taken before the run (or ``--exp
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -211,8 +212,6 @@ async def run_here(
 def _data_document(data: str) -> dict[str, object]:
     """``--data``: a TF Serving request body, as ``mlsrv predict -d`` takes it. ``-d`` meant
     ``--duration`` before it meant ``--data`` here too, so a duration given to it says so."""
-    import re
-
     if re.fullmatch(r"\d+(\.\d+)?(ms|s|m|h)", data.strip()):
         raise UsageError(f"-d/--data takes a request body, as in mlsrv predict; for a duration give --duration {data}")
     return client_inputs.parse_document(client_inputs.read_arg(data, "--data"), "--data")

@@ -12,7 +12,7 @@ import enum
 import functools
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import typer
@@ -134,8 +134,6 @@ class ConnectionArgs:
 
     def endpoint(self) -> Endpoint:
         """Resolve to one :class:`Endpoint`, with the token if one was given; ``UsageError`` on conflicts."""
-        from dataclasses import replace
-
         endpoint = self._address()
         return replace(endpoint, token=self.token.strip()) if self.token and self.token.strip() else endpoint
 

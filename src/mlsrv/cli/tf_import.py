@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 from collections.abc import Iterator
 
 
@@ -31,20 +30,8 @@ def tensorflow_import_muted() -> Iterator[None]:
 
     Python exceptions still surface (they are printed after the block); later TF errors are not hidden.
     """
+    from mlsrv.server.tf_startup_log import captured_tensorflow_import
+
     quiet_tensorflow()
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # captured stderr (tests): nothing to mute
-        fd = -1
-    if fd < 0 or "tensorflow" in sys.modules:
+    with captured_tensorflow_import(echo_once=False):
         yield
-        return
-    sys.stderr.flush()
-    saved, devnull = os.dup(fd), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, fd)
-        yield
-    finally:
-        os.dup2(saved, fd)
-        os.close(saved)
-        os.close(devnull)

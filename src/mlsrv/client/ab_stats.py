@@ -102,33 +102,25 @@ def compare_latency(
         return None
     a_ms, b_ms = np.asarray(a, np.float64) * 1e3, np.asarray(b, np.float64) * 1e3
 
-    def difference(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
-        return np.asarray(np.percentile(y, percentile, axis=axis) - np.percentile(x, percentile, axis=axis))
+    def difference_and_ratio(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+        px, py = np.percentile(x, percentile, axis=axis), np.percentile(y, percentile, axis=axis)
+        return np.stack([py - px, py / px])
 
-    def ratio(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
-        return np.asarray(np.percentile(y, percentile, axis=axis) / np.percentile(x, percentile, axis=axis))
-
-    intervals = []
-    for statistic in (difference, ratio):
-        result = stats.bootstrap(
-            (a_ms, b_ms),
-            statistic,
-            paired=paired,
-            vectorized=True,
-            n_resamples=RESAMPLES,
-            batch=BATCH,
-            confidence_level=confidence,
-            method="percentile",
-            rng=np.random.default_rng(seed),
-        )
-        interval = result.confidence_interval
-        intervals.append(Interval(float(statistic(a_ms, b_ms)), float(interval.low), float(interval.high)))
+    result = stats.bootstrap(
+        (a_ms, b_ms),
+        difference_and_ratio,
+        paired=paired,
+        vectorized=True,
+        n_resamples=RESAMPLES,
+        batch=BATCH,
+        confidence_level=confidence,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )  # one set of resamples for both statistics
+    estimates, interval = difference_and_ratio(a_ms, b_ms), result.confidence_interval
+    difference, ratio = (Interval(float(estimates[i]), float(interval.low[i]), float(interval.high[i])) for i in (0, 1))
     return LatencyComparison(
-        percentile,
-        float(np.percentile(a_ms, percentile)),
-        float(np.percentile(b_ms, percentile)),
-        intervals[0],
-        intervals[1],
+        percentile, float(np.percentile(a_ms, percentile)), float(np.percentile(b_ms, percentile)), difference, ratio
     )
 
 

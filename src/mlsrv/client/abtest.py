@@ -26,18 +26,16 @@ import asyncio
 import functools
 import heapq
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Literal
+from dataclasses import dataclass, field, replace
+from typing import Any, Final, Literal
 
 import numpy as np
 
+from mlsrv.client.ab_stats import Interval, LatencyComparison, SampleRatio, compare_latency, proportion, sample_ratio
 from mlsrv.client.api import Client
 from mlsrv.client.inputs import Request
 from mlsrv.errors import MlsrvError, UsageError
 from mlsrv.protocol.types import ModelSpec, PredictResponse, SignatureInfo
-
-if TYPE_CHECKING:
-    from mlsrv.client.ab_stats import Interval, LatencyComparison, SampleRatio
 
 #: Version of the ``to_dict`` layout (docs/cli-json.md).
 SCHEMA_VERSION: Final = 2
@@ -204,17 +202,15 @@ class OutputDiff:
             self.top1_agree += int(np.count_nonzero(np.argmax(a, axis=-1) == np.argmax(b, axis=-1)))
         if not finite.any():
             return None
-        masked = np.where(finite, diff, -1.0).real
+        masked = np.where(finite, diff, -1.0)  # |x - y| is real even for complex values
         worst = np.unravel_index(int(np.argmax(masked)), a.shape)
         scale = np.maximum(np.abs(x[finite]), np.abs(y[finite]))
-        self.max_abs_diff = max(self.max_abs_diff, float(diff[finite].real.max()))
-        self.max_rel_diff = max(self.max_rel_diff, float((diff[finite] / scale).real.max()))
+        self.max_abs_diff = max(self.max_abs_diff, float(diff[finite].max()))
+        self.max_rel_diff = max(self.max_rel_diff, float((diff[finite] / scale).max()))
         index = tuple(int(i) for i in worst)
         return Difference(float(masked[worst]), -1, "", index, float(x[worst].real), float(y[worst].real))
 
     def top1(self, confidence: float) -> Interval | None:
-        from mlsrv.client.ab_stats import proportion
-
         return proportion(self.top1_agree, self.top1_rows, confidence) if self.top1_rows else None
 
     def to_dict(self, confidence: float) -> dict[str, Any]:
@@ -256,15 +252,11 @@ class ABReport:
 
     @functools.cached_property
     def agreement(self) -> Interval | None:
-        from mlsrv.client.ab_stats import proportion
-
         return proportion(self.agreeing, self.compared, self.spec.confidence) if self.spec.compares_outputs else None
 
     @functools.cached_property
     def latency(self) -> dict[float, LatencyComparison | None]:
         """B against A at each of :data:`PERCENTILES`: paired when both answered the same requests."""
-        from mlsrv.client.ab_stats import compare_latency
-
         paired = self.spec.compares_outputs
         if paired:
             a = np.array([pair[0] for pair in self.pairs])
@@ -279,8 +271,6 @@ class ABReport:
     @functools.cached_property
     def sample_ratio(self) -> SampleRatio | None:
         """Split mode: the answered counts against the split asked for."""
-        from mlsrv.client.ab_stats import sample_ratio
-
         return None if self.spec.compares_outputs else sample_ratio(self.a.ok, self.b.ok, self.spec.split)
 
     def failures(self, gates: Gates) -> list[str]:
@@ -436,7 +426,7 @@ def _compare(report: ABReport, request: int, a: Mapping[str, np.ndarray], b: Map
         worst = diff.add(_array(a.get(key)), _array(b.get(key)), report.spec.atol, report.spec.rtol)
         agrees = agrees and (diff.not_close, diff.shape_mismatches) == before
         if worst is not None and worst.abs_diff > 0:
-            found = Difference(worst.abs_diff, request, key, worst.index, worst.a, worst.b)
+            found = replace(worst, request=request, output=key)
             if len(report.worst) < WORST:
                 heapq.heappush(report.worst, found)
             else:

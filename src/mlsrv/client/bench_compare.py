@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 
 #: Confidence of the noise verdicts.
 CONFIDENCE: Final = 0.95
-#: Per-second figures behind a metric's verdict: SeriesPoint attribute, or "rps" for completions.
-_PER_SECOND: Final = {"rps": "rps", "p50_ms": "p50_ms", "p99_ms": "p99_ms"}
+#: The metrics each report also holds per second of its run (``SeriesPoint``): those get a verdict.
+_PER_SECOND: Final = frozenset({"rps", "p50_ms", "p99_ms"})
 
 #: (metric name, unit, getter, higher is better)
 _METRICS: Final[tuple[tuple[str, str, Callable[[BenchReport], float], bool], ...]] = (
@@ -112,14 +112,14 @@ class Comparison:
 
 def compare_reports(a: BenchReport, b: BenchReport) -> Comparison:
     """Differences of ``b`` against baseline ``a`` for throughput, error rate and every latency statistic."""
+    from mlsrv.client.ab_stats import mean_difference  # here: SciPy is for comparisons, not every bench run
+
     metrics = []
     for name, unit, get, higher in _METRICS:
         va, vb = get(a), get(b)
         pct = (vb - va) / va * 100.0 if va else None
         noise = None
         if name in _PER_SECOND:
-            from mlsrv.client.ab_stats import mean_difference
-
             noise = mean_difference(_per_second(a, name), _per_second(b, name), confidence=CONFIDENCE, seed=0)
         metrics.append(MetricDiff(name, unit, va, vb, vb - va, pct, higher, noise))
     return Comparison(metrics=tuple(metrics), same_spec=a.spec == b.spec)

@@ -93,11 +93,16 @@ def parse_latency(text: str) -> float:
     return _quantity(text, "ms", "latency") * 1e3
 
 
+def parse_fraction(text: str) -> float:
+    """``"10%"`` or ``"0.1"`` -> 0.1 (no range check); ``ValueError`` for anything else."""
+    raw = text.strip()
+    return float(raw[:-1]) / 100.0 if raw.endswith("%") else float(raw)
+
+
 def parse_rate_percent(text: str) -> float:
     """``"0.1%"`` or a fraction ``"0.001"`` -> a fraction in 0..1."""
-    raw = text.strip()
     try:
-        value = float(raw[:-1]) / 100.0 if raw.endswith("%") else float(raw)
+        value = parse_fraction(text)
     except ValueError:
         raise UsageError(f"invalid error rate {text!r}: expected a percentage (0.1%) or a fraction (0.001)") from None
     if not 0.0 <= value <= 1.0:

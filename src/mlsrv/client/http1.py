@@ -24,6 +24,10 @@ import httptools
 from mlsrv.errors import TransportError
 
 _MAX_HEADER: Final = 64 * 1024
+_GRPC_PORT: Final = (
+    "the server answered in HTTP/2 (a SETTINGS frame), not HTTP/1.1: this looks like a gRPC port; "
+    "give it with --grpc, or use the REST port (8501 by default)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +107,7 @@ class _Connection(asyncio.Protocol):
                 else "connection closed by the server in the middle of a chunked body"
             ))  # fmt: skip
         elif _looks_like_http2(self._first_bytes):
-            self._finish(TransportError(
-                "the server answered in HTTP/2 (a SETTINGS frame), not HTTP/1.1: this looks like a gRPC port; "
-                "give it with --grpc, or use the REST port (8501 by default)"
-            ))  # fmt: skip
+            self._finish(TransportError(_GRPC_PORT))
         else:
             self._finish(TransportError(f"connection closed by the server: {exc or 'EOF'}"))
 
@@ -119,10 +120,7 @@ class _Connection(asyncio.Protocol):
             self._fail(error)
         except httptools.HttpParserError as error:
             if _looks_like_http2(self._first_bytes):
-                self._fail(TransportError(
-                    "the server answered in HTTP/2 (a SETTINGS frame), not HTTP/1.1: this looks like a gRPC port; "
-                    "give it with --grpc, or use the REST port (8501 by default)"
-                ))  # fmt: skip
+                self._fail(TransportError(_GRPC_PORT))
             else:
                 self._fail(TransportError(f"malformed response: {error}"))
 

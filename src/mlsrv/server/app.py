@@ -204,9 +204,9 @@ class Server:
         for flag in self.config.unimplemented_flags:
             log.warning("flag --%s is accepted for compatibility but not implemented by mlsrv", flag)
         if self._loader_factory is None:
-            from mlsrv.server.tf_startup_log import tensorflow_import_deduplicated
+            from mlsrv.server.tf_startup_log import captured_tensorflow_import
 
-            with tensorflow_import_deduplicated():  # TF 2.21 prints its start-up lines twice: once is enough
+            with captured_tensorflow_import(echo_once=True):  # TF 2.21 prints its start-up lines twice
                 from mlsrv.server import tf_runtime
 
             runtime = self.config.runtime

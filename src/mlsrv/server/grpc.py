@@ -177,12 +177,11 @@ class CallAdapter:
                     request, size = await _read_request(context)
                     if ticket is not None:
                         ticket.grow(size)
-                        if not isinstance(request, Undecodable):
-                            ticket.assign(_model_name(request))  # before its tensors are decoded
-                if metrics is not None:
-                    model = _model_name(request)
+                model = _model_name(request)
                 if isinstance(request, Undecodable):
                     raise InvalidArgument(f"Failed to parse the request as {request.type_name}")
+                if ticket is not None:
+                    ticket.assign(model)  # before its tensors are decoded
                 async with self._slots:
                     response = await implementation(request, context)
                 self._record(metrics, name, model, "OK", started)
