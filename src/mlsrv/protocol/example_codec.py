@@ -21,14 +21,12 @@ from typing import Any, Final, Literal, NamedTuple
 
 import numpy as np
 
+from mlsrv.protocol.wire import WIRE_FIXED32, WIRE_FIXED64, WIRE_LEN, WIRE_VARINT, length_delimited, varint
+
 FeatureKind = Literal["bytes", "float", "int64"]
 
 _FIELD_OF: Final[dict[str, int]] = {"bytes": 1, "float": 2, "int64": 3}
 _KIND_OF: Final[dict[int, FeatureKind]] = {1: "bytes", 2: "float", 3: "int64"}
-_WIRE_VARINT: Final = 0
-_WIRE_FIXED64: Final = 1
-_WIRE_LEN: Final = 2
-_WIRE_FIXED32: Final = 5
 
 
 class Feature(NamedTuple):
@@ -42,38 +40,20 @@ class ExampleDecodeError(ValueError):
     """The bytes are not a well-formed serialized ``tf.train.Example``."""
 
 
-def _varint(value: int) -> bytes:
-    value &= (1 << 64) - 1  # negative int64 values are written as 10-byte two's complement
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _tag(field: int, wire: int) -> bytes:
-    return _varint(field << 3 | wire)
-
-
-def _len_field(field: int, payload: bytes) -> bytes:
-    return _tag(field, _WIRE_LEN) + _varint(len(payload)) + payload
-
-
 def encode_feature(feature: Feature) -> bytes:
     """Serialize one ``Feature`` message."""
     if feature.kind is None:
         return b""
     values = feature.values
     if feature.kind == "bytes":
-        body = b"".join(_len_field(1, bytes(v)) for v in values)
+        body = b"".join(length_delimited(1, bytes(v)) for v in values)
     elif feature.kind == "float":
         with np.errstate(over="ignore"):
             packed = np.asarray(values, dtype=np.float64).astype("<f4").tobytes()
-        body = _len_field(1, packed) if values else b""
+        body = length_delimited(1, packed) if values else b""
     else:
-        body = _len_field(1, b"".join(_varint(int(v)) for v in values)) if values else b""
-    return _len_field(_FIELD_OF[feature.kind], body)
+        body = length_delimited(1, b"".join(varint(int(v)) for v in values)) if values else b""
+    return length_delimited(_FIELD_OF[feature.kind], body)
 
 
 def encode_example(features: Mapping[str, Feature]) -> bytes:
@@ -81,10 +61,12 @@ def encode_example(features: Mapping[str, Feature]) -> bytes:
     if not features:
         return b""
     entries = b"".join(
-        _len_field(1, _len_field(1, name.encode("utf-8")) + _len_field(2, encode_feature(features[name])))
+        length_delimited(
+            1, length_delimited(1, name.encode("utf-8")) + length_delimited(2, encode_feature(features[name]))
+        )
         for name in sorted(features, key=lambda n: n.encode("utf-8"))
     )
-    return _len_field(1, entries)
+    return length_delimited(1, entries)
 
 
 def encode_example_values(features: Mapping[str, Sequence[Any]]) -> bytes:
@@ -129,10 +111,10 @@ class _Reader:
         """(field number, wire type, value): an int for varints, bytes otherwise."""
         key = self.varint()
         field, wire = key >> 3, key & 7
-        if wire == _WIRE_VARINT:
+        if wire == WIRE_VARINT:
             return field, wire, self.varint()
-        size = {_WIRE_FIXED64: 8, _WIRE_FIXED32: 4}.get(wire)
-        if wire == _WIRE_LEN:
+        size = {WIRE_FIXED64: 8, WIRE_FIXED32: 4}.get(wire)
+        if wire == WIRE_LEN:
             size = self.varint()
         if size is None or self.pos + size > len(self.data):
             raise ExampleDecodeError(f"bad wire type {wire} or truncated field {field}")
@@ -158,16 +140,16 @@ def _list_values(kind: FeatureKind, data: bytes) -> list[Any]:
         if field != 1:
             continue
         if kind == "bytes":
-            if wire == _WIRE_LEN:
+            if wire == WIRE_LEN:
                 values.append(bytes(value))
         elif kind == "float":
-            if wire == _WIRE_FIXED32 or (wire == _WIRE_LEN and len(value) % 4 == 0):
+            if wire == WIRE_FIXED32 or (wire == WIRE_LEN and len(value) % 4 == 0):
                 values.extend(float(v) for v in np.frombuffer(value, dtype="<f4"))
-            elif wire == _WIRE_LEN:
+            elif wire == WIRE_LEN:
                 raise ExampleDecodeError("packed float list is not a whole number of floats")
-        elif wire == _WIRE_VARINT:
+        elif wire == WIRE_VARINT:
             values.append(_signed64(value))
-        elif wire == _WIRE_LEN:  # packed int64
+        elif wire == WIRE_LEN:  # packed int64
             inner = _Reader(value)
             while not inner.done():
                 values.append(_signed64(inner.varint()))
@@ -181,7 +163,7 @@ def decode_feature(data: bytes) -> Feature:
     while not reader.done():
         field, wire, value = reader.field()
         kind = _KIND_OF.get(field)
-        if kind is None or wire != _WIRE_LEN:
+        if kind is None or wire != WIRE_LEN:
             continue
         values = _list_values(kind, value)
         feature = Feature(kind, feature.values + values if feature.kind == kind else values)
@@ -194,12 +176,12 @@ def decode_example(data: bytes) -> dict[str, Feature]:
     reader = _Reader(bytes(data))
     while not reader.done():
         field, wire, value = reader.field()
-        if field != 1 or wire != _WIRE_LEN:
+        if field != 1 or wire != WIRE_LEN:
             continue
         entries = _Reader(value)
         while not entries.done():
             entry_field, entry_wire, entry = entries.field()
-            if entry_field != 1 or entry_wire != _WIRE_LEN:
+            if entry_field != 1 or entry_wire != WIRE_LEN:
                 continue
             name, feature = _map_entry(entry)
             features[name] = feature
@@ -212,7 +194,7 @@ def _map_entry(data: bytes) -> tuple[str, Feature]:
     feature = Feature(None, [])
     while not reader.done():
         field, wire, value = reader.field()
-        if wire != _WIRE_LEN:
+        if wire != WIRE_LEN:
             continue
         if field == 1:
             try:

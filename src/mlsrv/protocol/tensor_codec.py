@@ -36,6 +36,7 @@ import numpy as np
 
 from mlsrv.errors import InvalidArgument
 from mlsrv.protocol import dtypes
+from mlsrv.protocol.wire import length_delimited
 
 _MAX_DIMS: Final = 254
 _MAX_ELEMENTS: Final = 2**63 - 1
@@ -282,7 +283,7 @@ def _write_fields(proto: Any, layout: _Layout, flat: np.ndarray) -> None:
         getattr(proto, layout.field).extend(values.tolist())
         return
     number = proto.DESCRIPTOR.fields_by_name[layout.field].number
-    proto.MergeFromString(_varint((number << 3) | 2) + _varint(len(payload)) + payload)
+    proto.MergeFromString(length_delimited(number, payload))
 
 
 def _little(array: np.ndarray) -> np.ndarray:
@@ -303,12 +304,3 @@ def _as_bytes(array: np.ndarray) -> list[bytes]:
         else:
             raise InvalidArgument(f"a DT_STRING tensor cannot hold a {type(item).__name__}")
     return out
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
