@@ -230,3 +230,68 @@ def test_the_profiler_is_on_by_default_unless_its_server_would_be_more_open_than
     assert load_config({**base, "ssl_config_file": str(ssl)}).grpc.enable_profiler is False
     assert load_config({**base, "host": "127.0.0.1", "enable_profiler": True}).grpc.enable_profiler is True
     assert load_config({**base, "enable_profiler": False}).grpc.enable_profiler is False
+
+
+def _logged(logging_config: str) -> str:
+    model = f'name: "m" base_path: "/m" model_platform: "tensorflow" {logging_config}'
+    return f"model_config_list {{ config {{ {model} }} }}"
+
+
+def test_logging_config_is_read() -> None:
+    (model,) = parse_model_config_text(_logged(
+        'logging_config { log_collector_config { type: "tfrecord" filename_prefix: "/var/log/m" } '
+        "sampling_config { sampling_rate: 0.25 attributes: 1 } }"), source="cfg")  # fmt: skip
+    assert model.logging is not None
+    assert (model.logging.sampling_rate, model.logging.filename_prefix) == (0.25, "/var/log/m")
+    (untyped,) = parse_model_config_text(_logged(
+        'logging_config { log_collector_config { filename_prefix: "/l" } }'), source="cfg")  # fmt: skip
+    assert untyped.logging is not None and untyped.logging.sampling_rate == 0.0  # TF's default: nothing sampled
+    (plain,) = parse_model_config_text(_logged(""), source="cfg")
+    assert plain.logging is None
+
+
+@pytest.mark.parametrize(
+    ("logging_config", "message"),
+    [
+        ('logging_config { log_collector_config { type: "sstable" filename_prefix: "/l" } }',
+         "logging_config of model m: Cannot find LogCollector::Factory for type: sstable"),
+        ("logging_config { sampling_config { sampling_rate: 0.5 } }",
+         "logging_config of model m: log_collector_config.filename_prefix is required"),
+        ('logging_config { log_collector_config { filename_prefix: "/l" } sampling_config { sampling_rate: 1.5 } }',
+         "sampling_rate must be a number from 0 to 1, got 1.5"),
+        ('logging_config { log_collector_config { filename_prefix: "/l" } sampling_config { sampling_rate: nan } }',
+         "sampling_rate must be a number from 0 to 1, got nan"),
+        ('logging_config { log_collector_config { filename_prefix: "/l" } '
+         'custom_logging_config { type_url: "type.googleapis.com/x" } }',
+         "custom_logging_config is not supported"),
+        ('logging_config { log_collector_config { filename_prefix: "/l" } '
+         "sampling_config { per_task_sampling_configs { sampling_rate: 1 } } }",
+         "per_task_sampling_configs is not supported"),
+    ],
+)
+def test_logging_config_errors(logging_config: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_model_config_text(_logged(logging_config), source="cfg")
+    assert message in info.value.message
+
+
+def test_toml_logging_and_log_flags(tmp_path: Path) -> None:
+    path = tmp_path / "mlsrv.toml"
+    path.write_text("[[models]]\nname = 'm'\nbase_path = 'models/m'\n"
+                    "logging = { sampling_rate = 0.5, filename_prefix = 'logs/m' }\n")  # fmt: skip
+    config = load_config({"config": str(path), "access_log": "-", "access_log_format": "JSON",
+                          "request_log_file_bytes": 1000})  # fmt: skip
+    (model,) = config.models
+    assert model.logging is not None and model.logging.filename_prefix == str(tmp_path / "logs" / "m")
+    assert model.logging.sampling_rate == 0.5
+    assert (config.access_log, config.access_log_format, config.request_log_file_bytes) == ("-", "json", 1000)
+    defaults = load_config({"model_base_path": str(tmp_path)})
+    assert (defaults.access_log, defaults.request_log_queue_bytes) == ("", 64 << 20)
+    path.write_text("[[models]]\nname = 'm'\nbase_path = '/m'\nlogging = { sampling_rate = 'all' }\n")
+    with pytest.raises(ConfigError, match="models\\[0\\].logging: log_collector_config.filename_prefix is required"):
+        load_config({"config": str(path)})
+    path.write_text("[[models]]\nname = 'm'\nbase_path = '/m'\nlogging = { rate = 1 }\n")
+    with pytest.raises(ConfigError, match="unknown key\\(s\\) \\['rate'\\]"):
+        load_config({"config": str(path)})
+    with pytest.raises(ConfigError, match="--access_log_format must be plain or json"):
+        load_config({"model_base_path": str(tmp_path), "access_log_format": "xml"})

@@ -37,6 +37,16 @@ def _empty_labels() -> Mapping[str, int]:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RequestLogging:
+    """A model's ``logging_config`` (TF Serving's ``LoggingConfig``): which share of its successful
+    inference calls is written, with the answer, as ``PredictionLog`` records to TFRecord files
+    named from ``filename_prefix`` (``server/request_log.py``)."""
+
+    sampling_rate: float
+    filename_prefix: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ModelConfig:
     """One model: TF Serving's ``ModelConfig`` (name, base_path, platform, policy, labels)."""
 
@@ -47,6 +57,8 @@ class ModelConfig:
     version_labels: Mapping[str, int] = field(default_factory=_empty_labels)
     #: mlsrv.toml only: this model's BatchingParameters fields (plain values).
     batching: Mapping[str, object] | None = None
+    #: request logging (``logging_config``); None: this model's calls are not logged
+    logging: RequestLogging | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -151,5 +163,12 @@ class ServerConfig:
     admin_token_file: str = ""
     auth_open_metrics: bool = False
     model_management_disabled: bool = False
+    #: request logs (``server/request_log.py``): a file is rotated past this size; records wait for
+    #: the writer in a queue of at most this many bytes (past it they are dropped and counted)
+    request_log_file_bytes: int = 64 << 20
+    request_log_queue_bytes: int = 64 << 20
+    #: access log (``server/access_log.py``): "" off, "-" standard output, else a file; "plain" or "json"
+    access_log: str = ""
+    access_log_format: str = "plain"
     #: flags that were given but that this version does not implement (warned about once at start).
     unimplemented_flags: tuple[str, ...] = ()

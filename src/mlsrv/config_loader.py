@@ -21,6 +21,7 @@ from mlsrv.config import (
     Latest,
     LifecycleConfig,
     ModelConfig,
+    RequestLogging,
     RestConfig,
     RuntimeConfig,
     ServerConfig,
@@ -198,8 +199,6 @@ def _model_from_proto(proto: Any) -> ModelConfig:
             "Illegal setting neither ModelServerConfig::model_type (deprecated) nor "
             f"ModelServerConfig::model_platform, model name is {proto.name}"
         )
-    if proto.HasField("logging_config"):
-        raise ConfigError("No request-logger-creator provided.")
     policy_kind = proto.model_version_policy.WhichOneof("policy_choice")
     policy: VersionPolicy
     if policy_kind == "all":
@@ -214,7 +213,40 @@ def _model_from_proto(proto: Any) -> ModelConfig:
         platform=platform,
         version_policy=policy,
         version_labels=MappingProxyType({str(k): int(v) for k, v in proto.version_labels.items()}),
+        logging=_logging_from_proto(proto.name, proto.logging_config) if proto.HasField("logging_config") else None,
     )
+
+
+#: The one log collector mlsrv has (``LogCollectorConfig.type``); "" means it too.
+LOG_COLLECTOR_TYPE: Final = "tfrecord"
+
+
+def _logging_from_proto(model: str, proto: Any) -> RequestLogging:
+    """A model's ``LoggingConfig``. Stock TF Serving has no log collector and refuses any (``No
+    request-logger-creator provided.``); mlsrv has one, ``tfrecord`` (docs/security.md)."""
+    if proto.HasField("custom_logging_config"):
+        raise ConfigError(f"logging_config of model {model}: custom_logging_config is not supported")
+    sampling = proto.sampling_config
+    if len(sampling.per_task_sampling_configs):
+        raise ConfigError(f"logging_config of model {model}: per_task_sampling_configs is not supported")
+    return _request_logging(
+        f"logging_config of model {model}",
+        proto.log_collector_config.type,
+        proto.log_collector_config.filename_prefix,
+        sampling.sampling_rate,
+    )
+
+
+def _request_logging(where: str, kind: object, prefix: object, rate: object) -> RequestLogging:
+    if kind not in ("", LOG_COLLECTOR_TYPE):
+        raise ConfigError(
+            f"{where}: Cannot find LogCollector::Factory for type: {kind} (mlsrv writes type {LOG_COLLECTOR_TYPE!r})"
+        )
+    if not isinstance(prefix, str) or not prefix:
+        raise ConfigError(f"{where}: log_collector_config.filename_prefix is required (where the files go)")
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
+        raise ConfigError(f"{where}: sampling_rate must be a number from 0 to 1, got {rate!r}")
+    return RequestLogging(sampling_rate=float(rate), filename_prefix=prefix)
 
 
 def validate_models(models: tuple[ModelConfig, ...], *, check_platforms: bool = True) -> None:
@@ -261,7 +293,8 @@ def _toml_models(entries: Any, path: str) -> tuple[ModelConfig, ...]:
         where = f"{path}: models[{index}]"
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise ConfigError(f"{where}.name: required string")
-        unknown = set(entry) - {"name", "base_path", "platform", "version_policy", "version_labels", "batching"}
+        unknown = set(entry) - {"name", "base_path", "platform", "version_policy", "version_labels", "batching",
+                                "logging"}
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
         base = entry.get("base_path")
@@ -278,6 +311,7 @@ def _toml_models(entries: Any, path: str) -> tuple[ModelConfig, ...]:
                 version_policy=_toml_policy(entry.get("version_policy", "latest"), where),
                 version_labels=MappingProxyType(dict(labels)),
                 batching=_toml_batching(entry.get("batching"), where),
+                logging=_toml_logging(entry.get("logging"), where, root),
             )
         )
     result = tuple(models)
@@ -294,6 +328,22 @@ def _toml_batching(value: Any, where: str) -> Mapping[str, object] | None:
 
     BatchingOptions.from_mapping(value, source=f"{where}.batching")  # validate now, at startup
     return MappingProxyType(dict(value))
+
+
+def _toml_logging(value: Any, where: str, root: str) -> RequestLogging | None:
+    """``logging = { sampling_rate = 0.1, filename_prefix = "logs/m" }``: a relative prefix is
+    relative to the file, like ``base_path``."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}.logging: expected a table with sampling_rate and filename_prefix")
+    unknown = set(value) - {"sampling_rate", "filename_prefix", "type"}
+    if unknown:
+        raise ConfigError(f"{where}.logging: unknown key(s) {sorted(unknown)}")
+    prefix = value.get("filename_prefix")
+    if isinstance(prefix, str) and prefix:
+        prefix = os.path.join(root, prefix)
+    return _request_logging(f"{where}.logging", value.get("type", ""), prefix, value.get("sampling_rate", 1.0))
 
 
 def _toml_policy(value: Any, where: str) -> VersionPolicy:
@@ -386,6 +436,13 @@ def _profiler_on(values: Mapping[str, flags.FlagValue], asked: Mapping[str, flag
     if "enable_profiler" in asked:
         return bool(values["enable_profiler"])
     return bool(values["enable_profiler"]) and not values["ssl_config_file"] and values["host"] not in _LOOPBACK_HOSTS
+
+
+def _access_log_format(values: Mapping[str, flags.FlagValue]) -> str:
+    fmt = str(values["access_log_format"]).strip().lower()
+    if fmt not in ("plain", "json"):
+        raise ConfigError(f"--access_log_format must be plain or json, got {values['access_log_format']!r}")
+    return fmt
 
 
 def _workers(text: str) -> int:
@@ -494,5 +551,9 @@ def _build(
         max_inflight_bytes=_at_least(0, values, "max_inflight_bytes"),
         drain_delay_s=_at_least_seconds(0.0, values, "drain_delay_seconds"),
         workers=_workers(str(values["workers"])),
+        request_log_file_bytes=_at_least(1, values, "request_log_file_bytes"),
+        request_log_queue_bytes=_at_least(0, values, "request_log_queue_bytes"),
+        access_log=str(values["access_log"]),
+        access_log_format=_access_log_format(values),
         unimplemented_flags=flags.unimplemented(asked),
     )

@@ -121,6 +121,12 @@ FLAGS: Final[tuple[Flag, ...]] = (
        "On SIGTERM, /readyz turns 503 at once and requests are still served this long before the drain."),
     _x("load_op_packages", str, "",
        "Python packages to import for their TF ops before models load, comma-separated (e.g. tensorflow_text)."),
+    _x("request_log_file_bytes", int, 64 << 20,
+       "Request logs (a model's logging_config) move to a new file past this size."),
+    _x("request_log_queue_bytes", int, 64 << 20,
+       "Most bytes of sampled calls waiting for the request-log writer; past it they are dropped and counted."),
+    _x("access_log", str, "", "One line per REST request and gRPC call: '-' for standard output, or a file."),
+    _x("access_log_format", str, "plain", "Access log lines as plain key=value text or json."),
     _x("workers", str, "1",
        "Server processes sharing the REST and gRPC ports, each with its own models; 'auto': one per core."),
 )

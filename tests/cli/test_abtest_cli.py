@@ -98,7 +98,7 @@ def test_json_document_matches_the_documented_golden_one(monkeypatch: pytest.Mon
         (("--b-label", "canary"), "give --a-version or --a-label"),
         (("--a-version", "1", "--a-label", "x", "--b-version", "2"), "not both"),
         (("--a-version", "1", "--b-version", "1"), "same version"),
-        ((*SIDES, "-d", '{"instances": [[1.0]]}', "-i", "x=[[1.0]]"), "only one of --data or --input"),
+        ((*SIDES, "-d", '{"instances": [[1.0]]}', "-i", "x=[[1.0]]"), "(got --data and --input)"),
         ((*SIDES, "-i", "x=[[1.0]]", "--shape", "x:1"), "--shape applies to generated inputs only"),
         ((*SIDES, "--min-agreement", "120%"), "--min-agreement must be 0%..100%"),
         ((*SIDES, "--max-p99-regression", "fast"), "--max-p99-regression expects a percentage"),

@@ -54,6 +54,10 @@ POOL_SIZE: Final = 8
 
 _DATA_HELP = "Request body in TF Serving's REST format ('{\"instances\": [[1.0]]}' or '{\"inputs\": ...}'); @FILE, -."
 _INPUT_HELP = "One input: NAME=FILE.npy, NAME=@FILE.npz[KEY] or NAME='[[1.0]]' (JSON). Repeatable."
+_INPUT_FILE_HELP = (
+    "Requests from a file: TF Serving JSON (one body, or one per line), .npy, .npz, or a request log "
+    "of mlsrv serve (PredictionLog TFRecords: its Predict calls). Repeatable; sent in turn."
+)
 
 
 @with_connection
@@ -86,6 +90,9 @@ def abtest(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the split's routing and of the bootstrap.")] = 0,
     data: Annotated[str | None, typer.Option("--data", "-d", help=_DATA_HELP, rich_help_panel=INPUTS)] = None,
     input_: Annotated[list[str] | None, typer.Option("--input", "-i", help=_INPUT_HELP, rich_help_panel=INPUTS)] = None,
+    input_file: Annotated[
+        list[str] | None, typer.Option("--input-file", help=_INPUT_FILE_HELP, rich_help_panel=INPUTS)
+    ] = None,
     batch_size: Annotated[
         int, typer.Option("--batch-size", "-b", help="Rows per generated request.", rich_help_panel=INPUTS, min=1)
     ] = 1,
@@ -147,7 +154,7 @@ def abtest(
     """
     options = _Options(
         model, (a_version, a_label), (b_version, b_label), signature, requests, concurrency, mode, split, seed,
-        data, tuple(input_ or ()), batch_size, tuple(shape or ()), atol, rtol, confidence,
+        data, tuple(input_ or ()), tuple(input_file or ()), batch_size, tuple(shape or ()), atol, rtol, confidence,
         (min_agreement, max_p99_regression, max_error_rate_diff), timeout, json_, quiet,
     )  # fmt: skip
     failures = run(_main(conn, options))
@@ -170,6 +177,7 @@ class _Options:
     seed: int
     data: str | None
     inputs: tuple[str, ...]
+    input_files: tuple[str, ...]
     batch_size: int
     shapes: tuple[str, ...]
     atol: float
@@ -221,9 +229,11 @@ async def _main(conn: ConnectionArgs, options: _Options) -> list[str]:
     from mlsrv.client.abtest import ABSpec, run_abtest
     from mlsrv.client.api import Client
 
-    if options.data is not None and options.inputs:
-        raise UsageError("give inputs with only one of --data or --input")
-    if options.shapes and (options.data is not None or options.inputs):
+    given = [name for name, value in (("--data", options.data is not None), ("--input", options.inputs),
+                                      ("--input-file", options.input_files)) if value]  # fmt: skip
+    if len(given) > 1:
+        raise UsageError(f"give inputs with only one of --data, --input or --input-file (got {' and '.join(given)})")
+    if options.shapes and given:
         raise UsageError("--shape applies to generated inputs only")
     a, b = options.sides()
     gates = options.gates()
@@ -256,6 +266,8 @@ def _requests(options: _Options, signature: SignatureInfo) -> list[client_inputs
     if options.inputs:
         args = [client_inputs.parse_input_arg(item) for item in options.inputs]
         return [client_inputs.inputs_from_args(args, signature)]
+    if options.input_files:
+        return [r for path in options.input_files for r in client_inputs.load_request_file(path, signature)]
     shapes = client_inputs.parse_shapes(options.shapes)
     return [
         client_inputs.generate_request(signature, batch_size=options.batch_size, shapes=shapes, seed=seed)

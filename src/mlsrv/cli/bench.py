@@ -101,8 +101,8 @@ def bench(
         list[str] | None,
         typer.Option(
             "--input-file",
-            help="Requests from a file: TF Serving JSON (one body, or one per line), .npy or .npz. Repeatable; "
-            "sent round-robin.",
+            help="Requests from a file: TF Serving JSON (one body, or one per line), .npy, .npz, or a request log "
+            "of mlsrv serve (PredictionLog TFRecords: its Predict calls). Repeatable; sent round-robin.",
             rich_help_panel=INPUTS,
         ),
     ] = None,

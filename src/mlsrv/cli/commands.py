@@ -29,3 +29,7 @@ def register(app: typer.Typer) -> None:
     from mlsrv.cli import abtest
 
     app.command("abtest", no_args_is_help=True)(abtest.abtest)
+
+    from mlsrv.cli import warmup
+
+    app.command("warmup", no_args_is_help=True)(warmup.warmup)

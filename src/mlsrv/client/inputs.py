@@ -216,8 +216,13 @@ def _conform(name: str, value: Any, info: TensorInfo) -> np.ndarray:
 
 def load_request_file(path: str, signature: SignatureInfo) -> list[Request]:
     """Requests from one file: TF Serving JSON (one object, or one per line), ``.npy`` (single-input
-    signatures) or ``.npz`` (one array per input name)."""
+    signatures), ``.npz`` (one array per input name), or a ``PredictionLog`` TFRecord file (a request
+    log of ``mlsrv serve``, or a warmup file): its logged Predict requests."""
     where = f"--input-file {path}"
+    from mlsrv.client import prediction_logs
+
+    if prediction_logs.is_prediction_log_file(path):
+        return [Request(inputs) for inputs in prediction_logs.logged_predict_inputs(path, signature, where)]
     if path.endswith((".npy", ".npz")):
         data = _np_load(path, where)
         if isinstance(data, np.ndarray):

@@ -35,6 +35,7 @@ from mlsrv.config_loader import (
 from mlsrv.errors import ConfigError, ConfigPreconditionError, FailedPrecondition, MlsrvError, UnknownError
 from mlsrv.monitoring_config import load_monitoring_config
 from mlsrv.protocol.types import ModelStatus, State
+from mlsrv.server.access_log import AccessLog
 from mlsrv.server.admission import Admission, AdmissionLimits
 from mlsrv.server.auth import Authenticator, TokenFile
 from mlsrv.server.batching_choice import BatchingChoice, wants_batching
@@ -47,6 +48,7 @@ from mlsrv.server.metrics import Metrics, sum_pages
 from mlsrv.server.monitor import StateEvent, StateMonitor
 from mlsrv.server.ports import check_ports
 from mlsrv.server.remote_storage import RemoteStorage, default_cache_dir
+from mlsrv.server.request_log import RequestLogger
 from mlsrv.server.rest import Handler, RestFrontend, health_handlers, prometheus_handler
 from mlsrv.server.rest_connections import (
     ConnectionGuard,
@@ -117,6 +119,17 @@ class Server:
             self.metrics.watch_admission(self.admission, batching.queue_totals if batching is not None else dict)
         if self.batching is not None:
             self.monitor.subscribe(self.batching.on_state)
+        #: the models' ``logging_config``: sampled calls to PredictionLog TFRecord files
+        self.request_log = RequestLogger(
+            saved_model_tags=config.runtime.saved_model_tags,
+            max_file_bytes=config.request_log_file_bytes,
+            max_queue_bytes=config.request_log_queue_bytes,
+        )
+        self.access_log = _access_log(config)
+        if self.metrics is not None:
+            self.metrics.watch_request_log(self.request_log.counts)
+            if self.access_log is not None:
+                self.metrics.watch_access_log(self.access_log)
         self.dataplane = DataPlane(
             self.manager,
             self.monitor,
@@ -124,6 +137,7 @@ class Server:
             self.batching,
             method_name_check=config.runtime.method_name_check,
             metrics=self.metrics,
+            request_log=self.request_log,
         )
         self._runner: web.ServerRunner | None = None
         self._rest_listener: asyncio.Server | None = None
@@ -223,6 +237,7 @@ class Server:
             ) from None
         if self.siblings is None:  # a clash fails now, not after the models load (workers share on purpose)
             self._skip_rest = check_ports(self.config)
+        self.request_log.update(self._models)
         if self.config.single_model:  # TF's main.cc line (two spaces included), which scripts wait for
             model = self._models[0]
             log.info("Building single TensorFlow model file config:  model_name: %s model_base_path: %s",
@@ -339,6 +354,7 @@ class Server:
             workers=self.rest_workers,
             admission=self.admission,
             auth=self.auth,
+            access_log=self.access_log,
         )
         self._runner = web.ServerRunner(frontend.web_server(), handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_S)
         await self._runner.setup()
@@ -395,7 +411,13 @@ class Server:
         if all(name != "grpc.so_reuseport" for name, _ in grpc_config.channel_arguments):  # a user's choice wins
             grpc_config = replace(grpc_config, channel_arguments=(*grpc_config.channel_arguments, reuse))
         self._grpc = GrpcFrontend(
-            self.dataplane, grpc_config, server=self, metrics=self.metrics, admission=self.admission, auth=self.auth
+            self.dataplane,
+            grpc_config,
+            server=self,
+            metrics=self.metrics,
+            admission=self.admission,
+            auth=self.auth,
+            access_log=self.access_log,
         )
         self.grpc_port = await self._grpc.start()
 
@@ -441,6 +463,7 @@ class Server:
         else:
             self._apply_labels(models)
         check_platforms_supported(models)
+        self.request_log.update(models)
         previous = {model.name for model in self._models}
         _log_adding(models)
         self._models = models
@@ -495,6 +518,9 @@ class Server:
         if self.batching is not None:
             await self.batching.stop()
         await self.manager.stop()
+        await asyncio.to_thread(self.request_log.close)  # what was sampled before the stop is written
+        if self.access_log is not None:
+            await asyncio.to_thread(self.access_log.close)
         self.executor.shutdown(wait=False, cancel_futures=True)
         self._load_executor.shutdown(wait=False, cancel_futures=True)
         self.rest_workers.stop()
@@ -690,6 +716,16 @@ def read_polled_model_config(path: str) -> tuple[Any, ...] | None:
         log.info("Taking no action for empty config.")
         return None
     return models_from_proto(message, validate=False)
+
+
+def _access_log(config: ServerConfig) -> AccessLog | None:
+    """The access log of ``--access_log`` (opened now: a path that cannot be written fails start-up)."""
+    if not config.access_log:
+        return None
+    try:
+        return AccessLog(config.access_log, config.access_log_format)
+    except OSError as error:
+        raise ConfigError(f"--access_log {config.access_log}: {error.strerror or error}") from None
 
 
 def _authenticator(config: ServerConfig, metrics_path: str | None) -> Authenticator | None:

@@ -45,6 +45,7 @@ from mlsrv.server.inline_policy import InlinePolicy
 from mlsrv.server.manager import Lease, Manager
 from mlsrv.server.metrics import Metrics
 from mlsrv.server.monitor import StateMonitor
+from mlsrv.server.request_log import RequestLogger
 from mlsrv.server.signature_checks import (
     batch_output,
     check_input_dtypes,
@@ -70,8 +71,11 @@ class DataPlane:
         *,
         method_name_check: bool = False,
         metrics: Metrics | None = None,
+        request_log: RequestLogger | None = None,
     ) -> None:
+        """``request_log``: successful inference calls are offered to it (TF's ``logging_config``)."""
         self._metrics = metrics
+        self._request_log = request_log
         self._manager = manager
         self._monitor = monitor
         self._executor = executor
@@ -107,7 +111,10 @@ class DataPlane:
             outputs = await self._run(lease, name, inputs, output_filter, deadline)
             if self._metrics is not None:
                 self._metrics.record_runtime(request.spec.name, "Predict", (time.perf_counter_ns() - started) // 1000)
-            return PredictResponse(_resolved(request.spec, lease.id.version, name), outputs)
+            response = PredictResponse(_resolved(request.spec, lease.id.version, name), outputs)
+            if self._request_log is not None:
+                self._request_log.predict(request, response)
+            return response
 
     def check_predict_target(self, spec: ModelSpec, input_names: Iterable[str]) -> None:
         """The checks TF's Predict makes before it parses any input tensor: model, version or label,
@@ -131,11 +138,17 @@ class DataPlane:
 
     async def classify(self, request: ExamplesRequest, deadline: float | None = None) -> ClassifyResponse:
         with self._manager.lease(request.spec) as lease:
-            return await self._classify(lease, request, deadline)
+            response = await self._classify(lease, request, deadline)
+        if self._request_log is not None:
+            self._request_log.examples(request, response)
+        return response
 
     async def regress(self, request: ExamplesRequest, deadline: float | None = None) -> RegressResponse:
         with self._manager.lease(request.spec) as lease:
-            return await self._regress(lease, request, deadline)
+            response = await self._regress(lease, request, deadline)
+        if self._request_log is not None:
+            self._request_log.examples(request, response)
+        return response
 
     async def multi_inference(
         self,
@@ -181,7 +194,9 @@ class DataPlane:
                     results.append(await self._regress(lease, request, deadline, record=False))
             if self._metrics is not None:  # TF counts a MultiInference's examples once, and no runtime
                 self._metrics.record_examples(tasks[0].spec.name, len(examples))
-            return results
+        if self._request_log is not None:
+            self._request_log.multi_inference(tasks, examples, results)
+        return results
 
     async def _classify(
         self, lease: Lease, request: ExamplesRequest, deadline: float | None, *, record: bool = True

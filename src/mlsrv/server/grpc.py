@@ -26,6 +26,7 @@ from google.protobuf import message_factory
 from mlsrv.config import GrpcConfig
 from mlsrv.errors import ConfigError, InvalidArgument, MlsrvError, Overloaded, PermissionDenied, UnknownError
 from mlsrv.protocol import grpc_codec, tensor_codec
+from mlsrv.server.access_log import AccessEntry, AccessLog, grpc_peer_text
 from mlsrv.server.admission import Admission, Ticket
 from mlsrv.server.auth import MANAGEMENT_METHOD, Authenticator
 from mlsrv.server.dataplane import DataPlane
@@ -118,6 +119,9 @@ class CallAdapter:
     - It counts the calls running and knows when the last one arrived, for a graceful stop
       (:meth:`GrpcFrontend.stop`); once :meth:`refuse_new_calls` is called, new calls are
       answered UNAVAILABLE, the code clients retry elsewhere.
+    - It serializes the response itself (methods are registered without a response serializer),
+      so the access log knows the bytes sent and a message that fails to serialize is an error
+      of the table, not of grpc.
     """
 
     def __init__(
@@ -125,8 +129,11 @@ class CallAdapter:
         metrics: Metrics | None,
         slots: AbstractAsyncContextManager[Any] | None,
         admission: Admission | None = None,
+        access_log: AccessLog | None = None,
     ) -> None:
-        """``admission``: inference calls are admitted before they run (UNAVAILABLE past its bounds)."""
+        """``admission``: inference calls are admitted before they run (UNAVAILABLE past its bounds);
+        ``access_log``: a line per answered call."""
+        self._access_log = access_log
         self._metrics = metrics
         self._admission = admission
         self._slots = slots or contextlib.nullcontext()
@@ -155,13 +162,16 @@ class CallAdapter:
         unread and undecoded, and only admitted calls are read, counted while they arrive."""
         metrics = self._metrics if name in COUNTED_METHODS else None  # known here: no per-call test
         admission = self._admission
+        access_log = self._access_log
         reads_itself = name in ADMITTED_METHODS
 
-        async def call(received: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def call(received: Any, context: grpc.aio.ServicerContext) -> bytes | None:
             # ``received``: the request, or for a method that reads itself grpc's (unused) stream
             request: Any = None if reads_itself else received
             del received
-            started = time.perf_counter_ns() if metrics is not None else 0
+            arrived = time.time() if access_log is not None else 0.0
+            started = time.perf_counter_ns() if metrics is not None or access_log is not None else 0
+            size = 0
             model = ""  # TF labels request_count with the name as sent; unknown for a call turned away unread
             self.last_call_at = time.monotonic()
             self.running += 1
@@ -184,8 +194,12 @@ class CallAdapter:
                     ticket.assign(model)  # before its tensors are decoded
                 async with self._slots:
                     response = await implementation(request, context)
+                payload: bytes = response.SerializeToString()
                 self._record(metrics, name, model, "OK", started)
-                return response
+                if access_log is not None:
+                    access_log.record(_access_entry(name, context, request, response, "OK", arrived, started,
+                                                    size, len(payload)))  # fmt: skip
+                return payload
             except MlsrvError as error:
                 failure = error
                 code, text = grpc.StatusCode[error.code.name], error.wire_message()
@@ -206,6 +220,8 @@ class CallAdapter:
                 self.running -= 1
                 if self.running == 0:
                     self._idle.set()
+            if access_log is not None:
+                access_log.record(_access_entry(name, context, request, None, code.name, arrived, started, size, 0))
             del request
             context.set_code(code)  # not context.abort(): its AbortError would form a cycle with this frame
             context.set_details(text)
@@ -220,6 +236,47 @@ class CallAdapter:
             return
         latency = 0 if started is None else (time.perf_counter_ns() - started) // 1000
         metrics.record_request(model, status, api, "GRPC", latency)
+
+
+def _access_entry(
+    method: str,
+    context: grpc.aio.ServicerContext,
+    request: Any,
+    response: Any,
+    code: str,
+    arrived: float,
+    started_ns: int,
+    size: int,
+    sent: int,
+) -> AccessEntry:
+    """The access-log line of one call: the model spec that answered (the response's) or was asked for."""
+    asked = getattr(request, "model_spec", None)
+    if asked is None and getattr(request, "tasks", None):  # MultiInference: the first task's
+        asked = request.tasks[0].model_spec
+    answered = getattr(response, "model_spec", None)
+    if answered is None and getattr(response, "results", None):
+        answered = response.results[0].model_spec
+    spec = answered if answered is not None else asked
+    version = ""
+    if spec is not None:
+        choice = spec.WhichOneof("version_choice")
+        version = str(spec.version.value) if choice == "version" else spec.version_label if choice else ""
+    if not size and request is not None and not isinstance(request, Undecodable):
+        size = request.ByteSize()  # a small status or metadata request: grpc parsed it before the call
+    return AccessEntry(
+        arrived=arrived,
+        protocol="grpc",
+        peer=grpc_peer_text(str(context.peer())),
+        method=method,
+        path="",
+        model="" if spec is None else str(spec.name),
+        version=version,
+        signature="" if spec is None else str(spec.signature_name),
+        status=code,
+        latency_s=(time.perf_counter_ns() - started_ns) / 1e9,
+        bytes_in=size,
+        bytes_out=sent,
+    )
 
 
 def _model_name(request: Any) -> str:
@@ -239,19 +296,14 @@ def service_handler(service: ServiceDescriptor, servicer: object, adapter: CallA
         if implementation is None:
             continue
         request_class = message_factory.GetMessageClass(method.input_type)
-        response_class = message_factory.GetMessageClass(method.output_type)
         behaviour = adapter.wrap(method.name, implementation)
         if method.name in ADMITTED_METHODS:  # reads its one message itself, after admission
             handlers[method.name] = grpc.stream_unary_rpc_method_handler(
-                behaviour,
-                request_deserializer=sized_parser(request_class),
-                response_serializer=response_class.SerializeToString,
+                behaviour, request_deserializer=sized_parser(request_class)
             )
-        else:
+        else:  # the adapter serializes the response
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                behaviour,
-                request_deserializer=lenient_parser(request_class),
-                response_serializer=response_class.SerializeToString,
+                behaviour, request_deserializer=lenient_parser(request_class)
             )
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
@@ -384,7 +436,9 @@ class GrpcFrontend:
         metrics: Metrics | None = None,
         admission: Admission | None = None,
         auth: Authenticator | None = None,
+        access_log: AccessLog | None = None,
     ) -> None:
+        self._access_log = access_log
         self._admission = admission
         self._auth = auth
         self._dataplane = dataplane
@@ -410,7 +464,7 @@ class GrpcFrontend:
         server = grpc.aio.server(options=options, interceptors=interceptors)
         # --grpc_max_threads bounds TF's handler threads: further calls wait for one, they are not refused
         slots = asyncio.Semaphore(self._config.max_threads) if self._config.max_threads > 0 else None
-        self._adapter = adapter = CallAdapter(self._metrics, slots, self._admission)
+        self._adapter = adapter = CallAdapter(self._metrics, slots, self._admission, self._access_log)
         predictions = PredictionServicer(
             self._dataplane,
             tensor_content=self._config.tensor_content_outputs,

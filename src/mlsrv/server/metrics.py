@@ -34,6 +34,7 @@ import numpy as np
 from mlsrv.server.batcher import BatchCallback
 
 if TYPE_CHECKING:
+    from mlsrv.server.access_log import AccessLog
     from mlsrv.server.admission import Admission
     from mlsrv.server.batching_pool import QueueTotals
 
@@ -128,14 +129,22 @@ class Observed(_Metric):
     """A value read when the page is rendered (gauges, and counters kept by their owner), per labels."""
 
     def __init__(
-        self, name: str, kind: str, label_names: Sequence[str], read: Callable[[], dict[Labels, int]]
+        self,
+        name: str,
+        kind: str,
+        label_names: Sequence[str],
+        read: Callable[[], dict[Labels, int]],
+        *,
+        lazy: bool = False,
     ) -> None:
-        super().__init__(name, label_names, lazy=False)
+        super().__init__(name, label_names, lazy=lazy)
         self.kind = kind
         self._read = read
 
     def lines(self) -> Iterator[str]:
         cells = self._read()
+        if self.lazy and not cells:
+            return
         yield f"# TYPE {self.exported} {self.kind}"
         for labels in sorted(cells):
             label_text = self._labels(labels)
@@ -331,6 +340,19 @@ class Metrics:
             ),
         ]
         self._all = sorted([*self._all, *watched], key=lambda metric: metric.name)
+
+    def watch_request_log(self, counts: Callable[[], dict[Labels, int]]) -> None:
+        """TF's ``request_log_count{model_name, status_code}``: request-log records written ("OK"),
+        dropped because the writer's queue was full ("RESOURCE_EXHAUSTED"), failed ("INTERNAL").
+        Kept by the request logger (its writer thread counts), read when the page is rendered."""
+        watched = Observed("/tensorflow/serving/request_log_count", "counter", ("model_name", "status_code"), counts,
+                           lazy=True)  # fmt: skip
+        self._all = sorted([*self._all, watched], key=lambda metric: metric.name)
+
+    def watch_access_log(self, access_log: AccessLog) -> None:
+        """Access-log lines dropped because the writer fell behind (``--access_log``)."""
+        watched = Observed("/mlsrv/access_log/dropped_count", "counter", (), lambda: {(): access_log.dropped})
+        self._all = sorted([*self._all, watched], key=lambda metric: metric.name)
 
     # -- exposition --
 

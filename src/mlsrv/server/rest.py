@@ -34,6 +34,7 @@ from mlsrv.protocol import json_codec, routes
 from mlsrv.protocol.json_parse import ExactParseNeeded
 from mlsrv.protocol.types import ExamplesRequest, InferenceMethod, ModelSpec, PredictRequest
 from mlsrv.server import rest_decode
+from mlsrv.server.access_log import AccessEntry, AccessLog, peer_text
 from mlsrv.server.admission import RETRY_AFTER_S, Admission, Ticket
 from mlsrv.server.auth import CHALLENGE, Authenticator
 from mlsrv.server.dataplane import DataPlane
@@ -64,6 +65,8 @@ OFF_LOOP_OUTPUT_ELEMENTS: Final = 64 << 10
 TRIM_AFTER_BODY_BYTES: Final = 64 << 20
 #: Where ``read_body`` leaves the size it read on the request, for the trim.
 BODY_SIZE: Final = web.RequestKey("mlsrv_body_size", int)
+#: Where an inference call leaves the spec that answered it (resolved version, signature), for the access log.
+SERVED_SPEC: Final = web.RequestKey("mlsrv_served_spec", ModelSpec)
 #: Routes parsed from paths up to this long are remembered, at most this many (then forgotten at once).
 ROUTE_CACHE_PATH_CHARS: Final = 256
 ROUTE_CACHE_ENTRIES: Final = 1024
@@ -91,9 +94,12 @@ class RestFrontend:
         workers: WorkerPool | None = None,
         admission: Admission | None = None,
         auth: Authenticator | None = None,
+        access_log: AccessLog | None = None,
     ) -> None:
         """``workers`` decode large bodies and encode large responses (None: everything on the loop);
-        ``admission`` admits inference requests before their body is read (503 past its bounds)."""
+        ``admission`` admits inference requests before their body is read (503 past its bounds);
+        ``access_log`` gets a line for every answered request."""
+        self._access_log = access_log
         self._admission = admission
         self._auth = auth
         self._dataplane = dataplane
@@ -139,6 +145,7 @@ class RestFrontend:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Every REST request: route, answer, and turn every ``MlsrvError`` into its JSON error here."""
+        arrived, started = (time.time(), time.perf_counter()) if self._access_log is not None else (0.0, 0.0)
         try:
             response = await self._dispatch(request)
         except MlsrvError as error:
@@ -166,7 +173,37 @@ class RestFrontend:
             asyncio.get_running_loop().run_in_executor(None, trim_heap)
         if self._enable_cors:
             response.headers.update(_CORS_HEADERS)
+        if self._access_log is not None:
+            self._access_log.record(self._access_entry(request, response, arrived, time.perf_counter() - started))
         return response
+
+    def _access_entry(
+        self, request: web.BaseRequest, response: web.StreamResponse, arrived: float, latency_s: float
+    ) -> AccessEntry:
+        path = raw_path(request)
+        spec = request.get(SERVED_SPEC)
+        if spec is None and routes.is_api_path(path):
+            try:
+                spec = self._route(request.method, path).spec
+            except MlsrvError:  # a path outside TF Serving's API: no model to name
+                spec = None
+        version = "" if spec is None else str(spec.version) if spec.version is not None else spec.label or ""
+        body = response.body if isinstance(response, web.Response) else None
+        transport = request.transport
+        return AccessEntry(
+            arrived=arrived,
+            protocol="rest",
+            peer=peer_text(transport.get_extra_info("peername") if transport is not None else None),
+            method=request.method,
+            path=path,
+            model="" if spec is None else spec.name,
+            version=version,
+            signature="" if spec is None else spec.signature,
+            status=str(response.status),
+            latency_s=latency_s,
+            bytes_in=request.get(BODY_SIZE, 0),
+            bytes_out=len(body) if isinstance(body, (bytes, bytearray)) else 0,
+        )
 
     async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
         self.last_request_at = time.monotonic()
@@ -255,13 +292,15 @@ class RestFrontend:
         if caller_deadline is not None:
             deadline = caller_deadline if deadline is None else min(deadline, caller_deadline)
         if route.verb is routes.Verb.PREDICT:
-            answer = self._predict(route.spec, raw, encoding, deadline)
+            answer = self._predict(request, route.spec, raw, encoding, deadline)
         else:
-            answer = self._examples(route, raw, encoding, deadline)
+            answer = self._examples(request, route, raw, encoding, deadline)
         del raw  # the coroutine drops its own reference once decoded: the body does not live through the model
         return await answer
 
-    async def _predict(self, spec: ModelSpec, raw: bytes, encoding: str, deadline: float | None) -> bytes:
+    async def _predict(
+        self, http: web.BaseRequest, spec: ModelSpec, raw: bytes, encoding: str, deadline: float | None
+    ) -> bytes:
         found = self._dataplane.signatures_or_error(spec)
         target = found if isinstance(found, MlsrvError) else rest_decode.RestTarget(found)
         request: PredictRequest
@@ -271,6 +310,7 @@ class RestFrontend:
             request = await self._decode(rest_decode.predict_request, raw, encoding, spec, target)
         del raw
         response = await self._dataplane.predict(request, deadline)
+        http[SERVED_SPEC] = response.spec
         fmt = request.format
         del request
         outputs = response.outputs
@@ -278,18 +318,20 @@ class RestFrontend:
             return rest_decode.predict_response(outputs, fmt)
         return await self._encode(True, rest_decode.predict_response, outputs, fmt)
 
-    async def _examples(self, route: routes.Route, raw: bytes, encoding: str, deadline: float | None) -> bytes:
+    async def _examples(
+        self, http: web.BaseRequest, route: routes.Route, raw: bytes, encoding: str, deadline: float | None
+    ) -> bytes:
         method = InferenceMethod.CLASSIFY if route.verb is routes.Verb.CLASSIFY else InferenceMethod.REGRESS
         request: ExamplesRequest = await self._decode(rest_decode.examples_request, raw, encoding, route.spec, method)
         del raw
         large = len(request.examples) > OFF_LOOP_OUTPUT_ELEMENTS
         if method is InferenceMethod.CLASSIFY:
-            return await self._encode(
-                large, json_codec.encode_classify_response, await self._dataplane.classify(request, deadline)
-            )
-        return await self._encode(
-            large, json_codec.encode_regress_response, await self._dataplane.regress(request, deadline)
-        )
+            classified = await self._dataplane.classify(request, deadline)
+            http[SERVED_SPEC] = classified.spec
+            return await self._encode(large, json_codec.encode_classify_response, classified)
+        regressed = await self._dataplane.regress(request, deadline)
+        http[SERVED_SPEC] = regressed.spec
+        return await self._encode(large, json_codec.encode_regress_response, regressed)
 
     async def _encode(self, large: bool, encode: Callable[..., bytes], *args: object) -> bytes:
         """``encode(*args)``: in a worker process for a large answer, here otherwise."""
