@@ -6,6 +6,9 @@ import asyncio
 import shutil
 from pathlib import Path
 
+import pytest
+
+from mlsrv.server.rest_connections import GuardedRequestHandler
 from tests.fakes import FakeLoaderFactory
 from tests.server.harness import running_server
 from tests.server.test_lifecycle_server import version, write_config
@@ -56,5 +59,84 @@ def test_readiness_says_why_when_a_base_path_is_missing(tmp_path: Path) -> None:
                 "problems": {"gone": f"Could not find base path {gone} for servable gone with error "
                                      f"NOT_FOUND: {gone} not found"},
             }  # fmt: skip
+
+    asyncio.run(main())
+
+
+PROBE = b"GET /healthz HTTP/1.1\r\nHost: 10.0.0.1:8501\r\nUser-Agent: kube-probe/1.31\r\nAccept: */*\r\n\r\n"
+
+
+async def _exchange(port: int, *requests: bytes, answers_each: int = 1) -> list[bytes]:
+    """On one connection: send each of ``requests`` in one write and read its ``answers_each`` answers
+    before sending the next (so two requests never share a segment unless they share a write)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        answers = []
+        for data in requests:
+            writer.write(data)
+            await writer.drain()
+            for _ in range(answers_each):
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                lines = head.split(b"\r\n")
+                length = int(next(line.split(b":")[1] for line in lines if line.lower().startswith(b"content-length")))
+                answers.append(head + await asyncio.wait_for(reader.readexactly(length), 10))
+        return answers
+    finally:
+        writer.close()
+
+
+def _without_date(response: bytes) -> bytes:
+    return b"\r\n".join(line for line in response.split(b"\r\n") if not line.startswith(b"Date: "))
+
+
+def test_the_liveness_probe_is_answered_by_the_connection_with_the_frontends_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    version(tmp_path / "m", 1)
+    answered: list[bytes] = []
+    original = GuardedRequestHandler._answer_liveness
+
+    def counting(self: GuardedRequestHandler, request: bytes) -> None:
+        answered.append(request)
+        original(self, request)
+
+    monkeypatch.setattr(GuardedRequestHandler, "_answer_liveness", counting)
+
+    async def main() -> None:
+        async with running_server(loader_factory=FakeLoaderFactory(), model_name="m",
+                                  model_base_path=str(tmp_path / "m")) as s:  # fmt: skip
+            port, guard = s.server.rest_port, s.server.rest_connections
+            assert guard is not None and guard.answers_liveness
+            fast = await _exchange(port, PROBE, PROBE)  # kept alive: both on one connection
+            assert answered == [PROBE, PROBE]
+            guard.answers_liveness = False
+            frontend = await _exchange(port, PROBE)
+            assert len(answered) == 2
+            assert _without_date(fast[0]) == _without_date(fast[1]) == _without_date(frontend[0])
+            assert fast[0].startswith(b"HTTP/1.1 200 OK\r\n") and fast[0].endswith(b'\r\n\r\n{"status": "ok"}')
+            assert any(line.startswith(b"Date: ") and line.endswith(b" GMT") for line in fast[0].split(b"\r\n"))
+            guard.answers_liveness = True
+            # after a probe the same connection serves the API as usual
+            body = b'{"instances": [[1.0]]}'
+            predict = (b"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                       b"Content-Length: %d\r\n\r\n%s" % (len(body), body))  # fmt: skip
+            probe_then_api = await _exchange(port, PROBE, predict, PROBE)
+            assert b'"predictions"' in probe_then_api[1] and probe_then_api[2].endswith(b'{"status": "ok"}')
+            assert len(answered) == 4
+            # Connection: close is honoured: the answer, then the end of the stream
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(PROBE.replace(b"Accept: */*", b"Connection: close"))
+            closing = await asyncio.wait_for(reader.read(), 10)  # until the server closes
+            writer.close()
+            assert closing.endswith(b'{"status": "ok"}') and closing.startswith(b"HTTP/1.1 200 OK")
+            # what is not exactly one bodiless GET /healthz goes to the frontend, answered as before
+            answered.clear()
+            pipelined = await _exchange(port, PROBE + PROBE, answers_each=2)
+            assert all(a.endswith(b'{"status": "ok"}') for a in pipelined)
+            query = await _exchange(port, PROBE.replace(b"/healthz", b"/healthz?verbose"))
+            assert query[0].endswith(b'{"status": "ok"}')
+            posted = PROBE.replace(b"GET", b"POST").replace(b"\r\n\r\n", b"\r\nContent-Length: 0\r\n\r\n")
+            assert (await _exchange(port, posted))[0].startswith(b"HTTP/1.1 200 OK")
+            assert answered == []
 
     asyncio.run(main())
