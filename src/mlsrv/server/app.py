@@ -51,13 +51,12 @@ from mlsrv.server.remote_storage import RemoteStorage, default_cache_dir
 from mlsrv.server.request_log import RequestLogger
 from mlsrv.server.rest import Handler, RestFrontend, health_handlers, prometheus_handler
 from mlsrv.server.rest_connections import (
-    LISTEN_QUEUE,
     ConnectionGuard,
     ConnectionLimits,
-    accept_batch,
+    accept_backlog,
     default_max_connections,
+    widen_listen_queue,
 )
-from mlsrv.server.rest_listener import RestListener
 from mlsrv.server.servable import Loader
 from mlsrv.server.siblings import LocalWorker, Siblings
 from mlsrv.server.source import FileSystemSource
@@ -141,7 +140,7 @@ class Server:
             request_log=self.request_log,
         )
         self._runner: web.ServerRunner | None = None
-        self._rest_listener: RestListener | None = None
+        self._rest_listener: asyncio.Server | None = None
         self._rest_frontend: RestFrontend | None = None
         self.rest_connections: ConnectionGuard | None = None
         #: decodes large REST bodies and encodes large responses away from the loop (see rest.py)
@@ -380,15 +379,21 @@ class Server:
             from mlsrv.ssl_config import rest_ssl_context
 
             tls = rest_ssl_context(rest.tls_config_file)
-        batch = accept_batch(limits.max_connections)
-        listener = RestListener(loop, self.rest_connections, ssl_context=tls, batch=batch)
-        try:  # --workers: every worker listens on the port
-            listener.listen(rest.host, rest.port, backlog=LISTEN_QUEUE, reuse_port=self.siblings is not None)
+        try:
+            self._rest_listener = await loop.create_server(
+                self.rest_connections,
+                rest.host,
+                rest.port,
+                ssl=tls,
+                reuse_address=True,
+                reuse_port=self.siblings is not None,  # --workers: every worker listens on the port
+                backlog=accept_backlog(limits.max_connections),
+            )
         except (OSError, OverflowError) as error:
             reason = getattr(error, "strerror", None) or error
             raise ConfigError(f"cannot serve REST on {rest.host}:{rest.port}: {reason}") from None
-        self._rest_listener = listener
-        sockets = listener.sockets
+        widen_listen_queue(self._rest_listener)
+        sockets = self._rest_listener.sockets
         self.rest_port = int(sockets[0].getsockname()[1]) if sockets else 0
         log.info("Exporting HTTP/REST API at:localhost:%d ...", self.rest_port)  # TF's words, whatever the host
         if tls is not None:

@@ -144,8 +144,8 @@ class RequestLogger:
     """One server's request logs: per-model sampling on the loop, one writer thread for every file.
 
     :meth:`update` (start and every config reload, like TF's ``ServerRequestLogger::Update``)
-    replaces the table of logged models; the ``predict`` / ``classify`` / ``regress`` /
-    ``multi_inference`` hooks are called by the DataPlane after a call succeeds.
+    replaces the table of logged models; the DataPlane calls :meth:`predict`, :meth:`examples`
+    (classify and regress) and :meth:`multi_inference` after a call succeeds.
     """
 
     def __init__(
@@ -156,7 +156,7 @@ class RequestLogger:
         max_queue_bytes: int,
         sample: Callable[[], float] | None = None,
     ) -> None:
-        """``sample``: a uniform [0, 1) source (tests pass a seeded one)."""
+        """``sample``: a uniform [0, 1) source (a seeded one makes the sampling reproducible)."""
         self._tags = tuple(saved_model_tags)
         self._max_file_bytes = max_file_bytes
         self._max_queue_bytes = max_queue_bytes

@@ -30,6 +30,7 @@ import itertools
 import logging
 import os
 import resource
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any, Final, cast
@@ -52,10 +53,7 @@ HEALTH_HEADER_TIMEOUT_S: Final = 2.0
 REFUSAL_LINGER_S: Final = 0.25
 MAX_LINGERING_REFUSALS: Final = 16
 _AUTO_MAX_CONNECTIONS: Final = 10_000
-#: The kernel's queue of connections not yet accepted (``listen()``): large, because a connection
-#: dropped from a full queue costs its client a one-second SYN retransmit (measured: a health probe
-#: waited 1.01 s). The kernel caps it at ``net.core.somaxconn``.
-LISTEN_QUEUE: Final = 1024
+_MAX_BACKLOG: Final = 1024
 _REFUSAL: Final = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 47\r\n"
     b"Retry-After: 1\r\nConnection: close\r\n\r\n"
@@ -81,19 +79,33 @@ def default_max_connections() -> int:
     return max(8, min(_AUTO_MAX_CONNECTIONS, free // 2))
 
 
-def accept_batch(max_connections: int) -> int:
-    """How many connections the REST listener accepts per readiness event (``rest_listener``).
+def accept_backlog(max_connections: int) -> int:
+    """How many connections asyncio accepts in one go (its ``create_server`` backlog; the kernel's
+    queue is widened afterwards by :func:`widen_listen_queue`).
 
-    An accepted socket holds a descriptor until its protocol runs on a later loop iteration (and a
-    refused one until it is closed after that), so a few batches of accepts hold descriptors at once.
-    They must fit in what the cap leaves free, or ``accept`` fails with EMFILE and accepting pauses
-    for a second (measured: 260 slow clients with 256 descriptors).
+    asyncio hands an accepted socket to its protocol two loop iterations later, and a refused one
+    is closed one iteration after that, so up to about three batches of accepts hold descriptors at
+    once. They must fit in what the cap leaves free, or ``accept`` fails with EMFILE and asyncio
+    stops accepting for a whole second (measured: 260 slow clients with 256 descriptors).
     """
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
-        return LISTEN_QUEUE
+        return _MAX_BACKLOG
     spare = soft - _descriptors_in_use() - max_connections - HEALTH_RESERVE
-    return max(8, min(LISTEN_QUEUE, spare // 4))
+    return max(8, min(_MAX_BACKLOG, spare // 4))
+
+
+def widen_listen_queue(listener: asyncio.Server, backlog: int = _MAX_BACKLOG) -> None:
+    """Let the kernel queue ``backlog`` pending connections although asyncio accepts fewer per batch.
+
+    asyncio uses one number for both ``listen()`` and its accept batch; the batch must stay small
+    (:func:`accept_backlog`), but a small kernel queue drops connection attempts in a flood, and a
+    dropped SYN costs its client a one-second retransmit (measured: a health probe waited 1.01 s).
+    Calling ``listen()`` again on the bound socket only changes the queue length.
+    """
+    for transport_socket in listener.sockets:
+        with socket.socket(fileno=os.dup(transport_socket.fileno())) as sock:
+            sock.listen(backlog)
 
 
 def _descriptors_in_use() -> int:
@@ -104,7 +116,7 @@ def _descriptors_in_use() -> int:
 
 
 class ConnectionGuard:
-    """Protocol factory for the REST listener: guarded handlers up to the cap, refusals beyond."""
+    """Protocol factory for ``loop.create_server``: guarded handlers up to the cap, refusals beyond."""
 
     def __init__(self, server: web.Server, limits: ConnectionLimits, handler_args: dict[str, Any]) -> None:
         self._server = server
@@ -254,7 +266,7 @@ class GuardedRequestHandler(RequestHandler):
     def _answer_liveness(self, request: bytes) -> None:
         """The liveness probe answered in the callback that received it, with the bytes the
         ``/healthz`` handler would send: no handler task waits its turn behind every request in
-        flight (under overload, a probe's p99 fell from 108 to 35 ms; docs/benchmarks.md)."""
+        flight (under overload, a kept-alive probe's p99 fell from 124-147 to 43-54 ms; docs/benchmarks.md)."""
         transport = self.transport
         if transport is None:
             return
