@@ -115,8 +115,10 @@ def settle(rest_port: int, limit_s: float = 60.0) -> float:
 
 
 def run_case(name: str, multiples: list[float], duration: float, scratch: Path,
-             server_flags: list[str], pins: tuple[Sequence[str], Sequence[str]] = ((), ())) -> list[dict[str, Any]]:
-    """``pins``: command prefixes for the server and the client (``taskset -c ...``), or none."""
+             server_flags: list[str], pins: tuple[Sequence[str], Sequence[str]] = ((), ()),
+             server_src: Path | None = None) -> list[dict[str, Any]]:
+    """``pins``: command prefixes for the server and the client (``taskset -c ...``), or none;
+    ``server_src``: another checkout's ``src/`` to serve with (an A/B against this tree)."""
     server_pin, client_pin = pins
     kind, protocol, rows = CASES[name]
     base = EXAMPLES / "half_plus_two" if kind == "half_plus_two" else export("mlp", scratch / "mlp")
@@ -125,7 +127,7 @@ def run_case(name: str, multiples: list[float], duration: float, scratch: Path,
     monitoring.write_text("prometheus_config { enable: true }\n")
     results = []
     flags = ["--enable_batching", f"--monitoring_config_file={monitoring}", *server_flags]
-    with server(model, base, *flags, prefix=server_pin) as (rest, grpc_port, pid):
+    with server(model, base, *flags, prefix=server_pin, src=server_src) as (rest, grpc_port, pid):
         target = f"127.0.0.1:{rest if protocol == 'rest' else grpc_port}"
         # the same client (2 processes) as the open-loop steps: on a small host it shares the cores
         capacity = bench(target, protocol, model, rows, duration, "--concurrency", "32", "--workers", "2",
@@ -203,17 +205,19 @@ def main() -> None:
     parser.add_argument("--server-flags", default="", help="extra `mlsrv serve` flags, space-separated")
     parser.add_argument("--server-cpus", default="", help="pin the server to these CPUs (taskset list, e.g. 0)")
     parser.add_argument("--client-cpus", default="", help="pin the load generator to these CPUs (e.g. 1)")
+    parser.add_argument("--server-src", type=Path, default=None, help="serve with another checkout's src/ (A/B)")
     args = parser.parse_args()
     pins = (["taskset", "-c", args.server_cpus] if args.server_cpus else [],
             ["taskset", "-c", args.client_cpus] if args.client_cpus else [])
     multiples = [float(m) for m in args.multiples.split(",")]
     print(f"<!-- bench/overload.py {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, "
           f"{args.duration:g} s per step, server CPUs {args.server_cpus or 'all'}, "
-          f"client CPUs {args.client_cpus or 'all'} -->")
+          f"client CPUs {args.client_cpus or 'all'}, server {args.server_src or 'this tree'} -->")
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.cases.split(","):
-            results += run_case(name, multiples, args.duration, Path(tmp), args.server_flags.split(), pins)
+            results += run_case(name, multiples, args.duration, Path(tmp), args.server_flags.split(), pins,
+                                args.server_src)
     print(HEADER)
     print("\n".join(row(r) for r in results))
     if args.plots is not None:

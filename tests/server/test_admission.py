@@ -435,3 +435,173 @@ def test_queue_depth_deadline_drops_cancellations_and_full_queue_rejections_are_
             assert servable.batch_sizes == [1]  # neither dropped request ran
 
     asyncio.run(main())
+
+
+def _predict_bytes(body: bytes, *headers: bytes) -> bytes:
+    head = b"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    return head + b"".join(h + b"\r\n" for h in headers) + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+async def _answers(reader: asyncio.StreamReader, count: int) -> list[bytes]:
+    answers = []
+    for _ in range(count):
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        lines = head.lower().split(b"\r\n")
+        length = int(next(line.split(b":")[1] for line in lines if line.startswith(b"content-length")))
+        answers.append(head + await asyncio.wait_for(reader.readexactly(length), 10))
+    return answers
+
+
+def _without_date(answer: bytes) -> bytes:
+    return b"\r\n".join(line for line in answer.split(b"\r\n") if not line.startswith(b"Date: "))
+
+
+def test_the_connection_turns_requests_away_with_the_handlers_answer_and_stays_usable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the bound, the connection answers 503 itself: no request object, task or handler is made
+    for it (counted at the frontend's handler), the bytes are the handler's, its body is discarded
+    however it arrives, and the connection serves what comes next in order."""
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    (tmp_path / "m" / "1" / "saved_model.pb").write_bytes(b"")
+    monitoring = tmp_path / "monitoring.txt"
+    monitoring.write_text("prometheus_config { enable: true }\n")
+    tokens = tmp_path / "tokens"
+    tokens.write_text("right\n")
+    servable = GatedServable()
+    from mlsrv.server.rest import RestFrontend
+
+    handled: list[str] = []  # paths the frontend's handler was called for
+    real_handle = RestFrontend.handle
+
+    async def counting_handle(self: RestFrontend, request: Any) -> Any:
+        handled.append(request.path)
+        return await real_handle(self, request)
+
+    monkeypatch.setattr(RestFrontend, "handle", counting_handle)
+
+    async def main() -> None:
+        async with running_server(
+            loader_factory=FakeLoaderFactory(servable_for=lambda sid: servable),
+            model_name="m",
+            model_base_path=str(tmp_path / "m"),
+            max_inflight_requests=1,
+            monitoring_config_file=str(monitoring),
+            auth_token_file=str(tokens),
+        ) as s:
+            auth = b"Authorization: Bearer right"
+            held = asyncio.create_task(s.request("POST", "/v1/models/m:predict", {"instances": [[1.0]]},
+                                                 headers={"Authorization": "Bearer right"}))  # fmt: skip
+            assert await asyncio.to_thread(servable.entered.wait, 10)
+            handled.clear()
+            guard = s.server.rest_connections
+            assert guard is not None and guard.door is not None
+            reader, writer = await asyncio.open_connection("127.0.0.1", s.server.rest_port)
+            small = _predict_bytes(b'{"instances": [[2.0]]}', auth)
+            writer.write(small + small)  # two refusals pipelined in one segment
+            at_door = await _answers(reader, 2)
+            assert handled == []
+            assert at_door[0].startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+            assert b"Retry-After: 1\r\n" in at_door[0]
+            assert b"--max_inflight_requests" in at_door[0] and at_door[0] == at_door[1]
+
+            # a body arriving in pieces after the refusal is read into nothing; the next request on the
+            # connection (a status call, which the handler serves) is parsed where the body ends
+            large = _predict_bytes(b'{"instances": [' + b"[2.0], " * 100_000 + b"[2.0]]}", auth)
+            writer.write(large[:1000])
+            await writer.drain()
+            refused_large = (await _answers(reader, 1))[0]
+            for start in range(1000, len(large), 65536):
+                writer.write(large[start:start + 65536])
+                await writer.drain()
+            writer.write(b"GET /v1/models/m HTTP/1.1\r\nHost: x\r\n" + auth + b"\r\n\r\n")
+            status_answer = (await _answers(reader, 1))[0]
+            assert refused_large.startswith(b"HTTP/1.1 503 ") and status_answer.startswith(b"HTTP/1.1 200 OK")
+            assert handled == ["/v1/models/m"]
+
+            # behind a request the handler has not answered yet, a refusal waits its turn (HTTP/1.1 order)
+            writer.write(b"GET /v1/models/m HTTP/1.1\r\nHost: x\r\n" + auth + b"\r\n\r\n" + small)
+            in_order = await _answers(reader, 2)
+            assert in_order[0].startswith(b"HTTP/1.1 200 OK") and in_order[1].startswith(b"HTTP/1.1 503 ")
+            assert handled == ["/v1/models/m", "/v1/models/m", "/v1/models/m:predict"]
+
+            # the handler's own refusal, with the door shut: the same bytes but the Date
+            guard.door = None
+            writer.write(small)
+            by_handler = (await _answers(reader, 1))[0]
+            assert _without_date(by_handler) == _without_date(at_door[0])
+            guard.door = s.server._rest_frontend.refusal_at_door  # type: ignore[union-attr]
+            handled.clear()
+
+            # a request the handler would answer otherwise is left to it: no token (401), a bad path
+            writer.write(_predict_bytes(b'{"instances": [[2.0]]}'))
+            unauthenticated = (await _answers(reader, 1))[0]
+            assert unauthenticated.startswith(b"HTTP/1.1 401 ") and handled == ["/v1/models/m:predict"]
+            writer.write(_predict_bytes(b"{}", auth).replace(b":predict", b":predicted"))
+            assert (await _answers(reader, 1))[0].startswith(b"HTTP/1.1 400 ")
+
+            # Connection: close is honoured: the answer, then the end of the stream
+            writer.write(_predict_bytes(b'{"instances": [[2.0]]}', auth, b"Connection: close"))
+            closing = await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+            assert closing.startswith(b"HTTP/1.1 503 ") and b"Connection: close\r\n" in closing
+
+            servable.gate.set()
+            assert (await held)[0] == 200
+            page = await asyncio.to_thread(_metrics_page, s.server.rest_port)
+            # 6 refusals, 4 at the door and 2 by the handler, counted alike
+            assert ':mlsrv:admission:rejected_count{reason="requests"} 6' in page
+            assert ':tensorflow:serving:request_count{model_name="m",status="UNAVAILABLE"} 6' in page
+
+    asyncio.run(main())
+
+
+def _metrics_page(port: int) -> str:
+    import urllib.request
+
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/monitoring/prometheus/metrics",
+                                     headers={"Authorization": "Bearer right"})  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return str(response.read().decode())
+
+
+def test_a_connection_answered_at_the_door_still_times_out_idle_and_unfinished_bodies(tmp_path: Path) -> None:
+    """After a refusal the connection is an idle keep-alive one (closed after --rest_idle_timeout_seconds);
+    a refused body that never ends is cut off after --rest_header_timeout_seconds."""
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    (tmp_path / "m" / "1" / "saved_model.pb").write_bytes(b"")
+    servable = GatedServable()
+
+    async def closed_after(reader: asyncio.StreamReader) -> float:
+        started = asyncio.get_running_loop().time()
+        await asyncio.wait_for(reader.read(), 10)  # the rest of the stream, until the server closes it
+        return asyncio.get_running_loop().time() - started
+
+    async def main() -> None:
+        async with running_server(
+            loader_factory=FakeLoaderFactory(servable_for=lambda sid: servable),
+            model_name="m",
+            model_base_path=str(tmp_path / "m"),
+            max_inflight_requests=1,
+            rest_idle_timeout_seconds=0.6,
+            rest_header_timeout_seconds=0.3,
+        ) as s:
+            held = asyncio.create_task(s.post("/v1/models/m:predict", {"instances": [[1.0]]}))
+            assert await asyncio.to_thread(servable.entered.wait, 10)
+            port = s.server.rest_port
+            idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", port)
+            for i in range(3):  # each answer moves the idle deadline
+                idle_writer.write(_predict_bytes(b'{"instances": [[2.0]]}'))
+                assert (await _answers(idle_reader, 1))[0].startswith(b"HTTP/1.1 503 "), i
+                await asyncio.sleep(0.4)  # past the header timeout, within the idle one
+            cut_reader, cut_writer = await asyncio.open_connection("127.0.0.1", port)
+            cut_writer.write(_predict_bytes(b'{"instances": [[2.0]]}' + b" " * 1000)[:-500])
+            assert (await _answers(cut_reader, 1))[0].startswith(b"HTTP/1.1 503 ")
+            idle_for, cut_after = await asyncio.gather(closed_after(idle_reader), closed_after(cut_reader))
+            idle_writer.close()
+            cut_writer.close()
+            assert 0.1 <= idle_for <= 3 and cut_after <= 3
+            servable.gate.set()
+            assert (await held)[0] == 200
+
+    asyncio.run(main())

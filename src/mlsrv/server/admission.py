@@ -131,22 +131,9 @@ class Admission:
     def admit(self, size: int, model: str | None = None) -> Ticket:
         """Admit one request of ``size`` bytes (its body or message; 0 when unknown yet) for ``model``
         (None when not known yet: :meth:`Ticket.assign` names it later)."""
-        self._roll_window()
-        limit = self.request_limit if model is not None else self.unnamed_limit
-        if self.requests >= limit:
-            self.rejected["requests"] += 1
-            raise Overloaded(
-                f"The server is at its limit of {limit} requests in progress "
-                "(--max_inflight_requests, and what it completes in a second); retry later"
-            )
-        if self.requests and self.bytes + size > self.limits.max_bytes:
-            self.rejected["bytes"] += 1
-            raise Overloaded(
-                f"The server is at its limit of {self.limits.max_bytes} request bytes in progress "
-                "(--max_inflight_bytes); retry later"
-            )
-        if model is not None:
-            self._check_model(model)
+        refused = self.refusal(size, model)
+        if refused is not None:
+            raise refused
         self.requests += 1
         self.bytes += size
         ticket = Ticket(self, size)
@@ -155,20 +142,41 @@ class Admission:
             self._load(model).requests += 1
         return ticket
 
+    def refusal(self, size: int, model: str | None = None) -> Overloaded | None:
+        """The error a request of ``size`` bytes for ``model`` is turned away with now (counted as
+        turned away), or None if it would be admitted: what :meth:`admit` checks, for a caller that
+        answers a refusal without ever making a request of it (the REST connection's door)."""
+        self._roll_window()
+        limit = self.request_limit if model is not None else self.unnamed_limit
+        if self.requests >= limit:
+            self.rejected["requests"] += 1
+            return Overloaded(
+                f"The server is at its limit of {limit} requests in progress "
+                "(--max_inflight_requests, and what it completes in a second); retry later"
+            )
+        if self.requests and self.bytes + size > self.limits.max_bytes:
+            self.rejected["bytes"] += 1
+            return Overloaded(
+                f"The server is at its limit of {self.limits.max_bytes} request bytes in progress "
+                "(--max_inflight_bytes); retry later"
+            )
+        return None if model is None else self._model_refusal(model)
+
     def _load(self, model: str) -> ModelLoad:
         load = self.models.get(model)
         if load is None:
             load = self.models[model] = ModelLoad()
         return load
 
-    def _check_model(self, model: str) -> None:
+    def _model_refusal(self, model: str) -> Overloaded | None:
         load = self.models.get(model)
         if load is not None and load.limit is not None and load.requests >= math.floor(load.limit):
             self.rejected["model_queue"] += 1
-            raise Overloaded(
+            return Overloaded(
                 f"Model {model} has as many requests in progress as its batch queue holds "
                 f"({math.floor(load.limit)}); retry later"
             )
+        return None
 
     def _completed(self, model: str | None, failure: BaseException | None) -> None:
         if model is not None:
@@ -219,7 +227,9 @@ class Ticket:
         """Name the model of a request admitted unnamed; raises ``Overloaded`` past the model's limit
         (the ticket stays to be released)."""
         admission = self._admission
-        admission._check_model(model)
+        refused = admission._model_refusal(model)
+        if refused is not None:
+            raise refused
         self.model = model
         admission._load(model).requests += 1
 

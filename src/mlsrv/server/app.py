@@ -372,8 +372,12 @@ class Server:
             "keepalive_timeout": rest.idle_timeout_s,
         }
         self.rest_connections = ConnectionGuard(self._runner.server, limits, handler_args)
-        # the liveness probe skips the frontend unless something must see every response
-        self.rest_connections.answers_liveness = self.access_log is None and not rest.enable_cors
+        # the liveness probe and the door's refusals skip the frontend unless something must see every
+        # response (the access log, CORS headers)
+        answers_here = self.access_log is None and not rest.enable_cors
+        self.rest_connections.answers_liveness = answers_here
+        if answers_here and self._rest_frontend is not None:
+            self.rest_connections.door = self._rest_frontend.refusal_at_door
         tls = None
         if rest.tls_config_file:
             from mlsrv.ssl_config import rest_ssl_context

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Final, TypeVar, cast
 
-from aiohttp import StreamReader, web
+from aiohttp import HttpVersion11, StreamReader, web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.http_parser import RawRequestMessage
@@ -41,6 +41,7 @@ from mlsrv.server.dataplane import DataPlane
 from mlsrv.server.log_limits import RateLimitedLog, one_line
 from mlsrv.server.metrics import Metrics
 from mlsrv.server.process_tuning import trim_heap
+from mlsrv.server.rest_connections import HttpDate
 from mlsrv.server.worker_pool import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,9 @@ class RestFrontend:
         #: ``time.monotonic()`` of the latest request (for a graceful stop: see ``Server._drain``)
         self.last_request_at = float("-inf")
         self._routes: dict[tuple[str, str], routes.Route] = {}
+        self._date = HttpDate()
+        #: a refusal's status line and headers up to ``Date``, and its body, by error message
+        self._refusal_heads: dict[str, tuple[bytes, bytes]] = {}
 
     @property
     def extra_paths(self) -> tuple[str, ...]:
@@ -240,6 +244,55 @@ class RestFrontend:
                     self._routes.clear()
                 self._routes[key] = route
         return route
+
+    def refusal_at_door(self, message: RawRequestMessage) -> bytes | None:
+        """The whole HTTP answer for an inference request that admission turns away, decided from its
+        parsed head alone; None to serve it as usual (``ConnectionGuard.door``).
+
+        The connection sends it without aiohttp making a request, a task or a response of it, so a
+        refusal costs a fraction of what the handler spends on one (issue #18: past capacity, the
+        loop's time goes to the requests it can finish). It makes the handler's checks in the
+        handler's order (token, route, declared size, admission), and anything it does not take on
+        (an unauthenticated or malformed request, a body over the cap) is left to the handler, so the
+        answer is the one the handler would give, byte for byte but the ``Date``.
+        """
+        admission = self._admission
+        if admission is None or message.version != HttpVersion11:
+            return None
+        path = message.path.partition("?")[0]
+        if self._auth is not None and not self._auth.rest_is_open(path):
+            try:
+                self._auth.check(message.headers.get("Authorization"))
+            except MlsrvError:
+                return None
+        if path in self._extra or not routes.is_api_path(path):
+            return None
+        try:
+            route = self._route("POST", path)
+        except MlsrvError:
+            return None
+        api = _API_LABEL.get(route.verb)
+        declared = message.headers.get("Content-Length", "0")
+        if api is None or not declared.isdigit() or int(declared) > self._max_body_bytes:
+            return None
+        refused = admission.refusal(int(declared), route.spec.name)
+        if refused is None:
+            return None
+        self.last_request_at = time.monotonic()
+        if self._metrics is not None:
+            self._metrics.record_request(route.spec.name, refused.code.name, api, "REST", 0)
+        head = self._refusal_heads.get(refused.message)
+        if head is None:  # a few distinct messages (the bound in force is in the text): encoded once each
+            if len(self._refusal_heads) >= 64:
+                self._refusal_heads.clear()
+            body = json_codec.encode_error(refused.message)
+            head = self._refusal_heads[refused.message] = (
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: %d\r\n"
+                b"Content-Length: %d\r\n" % (RETRY_AFTER_S, len(body)),
+                body,
+            )
+        close = b"Connection: close\r\n" if message.should_close else b""
+        return b"%s%sDate: %s\r\n\r\n%s" % (head[0], close, self._date.now(), head[1])
 
     async def _counted(self, request: web.BaseRequest, path: str, metrics: Metrics) -> web.StreamResponse:
         """:meth:`_api` plus ``request_count`` / ``request_latency``, as TF's REST dispatcher records them."""

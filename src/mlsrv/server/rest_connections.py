@@ -17,9 +17,19 @@ aiohttp parses HTTP well but leaves three doors open that a server on the intern
   queues a 400 *behind* the request being read, whose ``read()`` then waits forever. The handler
   here fails that body instead, so the request's own handler answers 400 at once.
 
-This leans on two attributes of aiohttp's ``RequestHandler`` (``_messages``, the queue of parsed
-requests, and ``_ErrInfo``, a parse failure in it); ``tests/server/test_hardening.py`` pins
-both behaviours, so an aiohttp upgrade that moves them fails loudly instead of silently.
+Two answers are given by the connection itself, in the callback that received the request, instead
+of by a handler task queued behind every request in flight: the liveness probe (``GET /healthz``),
+and an inference request the door turns away (:class:`ConnectionGuard` ``door``, see
+``RestFrontend.refusal_at_door``). The second is what keeps a server past its capacity serving:
+each refusal costs a parse by aiohttp's C parser and a write, not a request object, a task, a
+handler, an exception and a response object (measured in docs/benchmarks.md, issue #18). The request
+is taken out of what aiohttp's parser hands over, so aiohttp's parsing rules decide what a request
+is; a refused body still arriving is read and discarded, so the connection stays usable.
+
+This leans on attributes of aiohttp's ``RequestHandler`` (``_messages``, the queue of parsed
+requests, ``_ErrInfo``, a parse failure in it, ``_parser`` and its ``feed_data`` /
+``message_consumed``); ``tests/server/test_hardening.py`` and ``tests/server/test_admission.py`` pin
+these behaviours, so an aiohttp upgrade that moves them fails loudly instead of silently.
 """
 
 from __future__ import annotations
@@ -32,11 +42,14 @@ import os
 import resource
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
 from mlsrv.server.log_limits import RateLimitedLog
@@ -115,6 +128,11 @@ def _descriptors_in_use() -> int:
         return 0
 
 
+#: Decides, from a parsed request's head alone, whether the door turns it away: the whole HTTP
+#: answer to send, or None to serve it as usual.
+Door = Callable[[RawRequestMessage], bytes | None]
+
+
 class ConnectionGuard:
     """Protocol factory for ``loop.create_server``: guarded handlers up to the cap, refusals beyond."""
 
@@ -125,7 +143,9 @@ class ConnectionGuard:
         #: ``GET /healthz`` is answered by the connection handler (off when an access log or CORS
         #: headers must see every response: the frontend then answers it like any request)
         self.answers_liveness = True
-        self.date = _HttpDate()
+        #: inference requests past the admission bounds, answered by the connection (None: never)
+        self.door: Door | None = None
+        self.date = HttpDate()
         self.open = 0
         self.health_only_open = 0
         self.refused = 0
@@ -150,22 +170,23 @@ class ConnectionGuard:
             self.open -= 1
 
 
-#: The one request the connection handler answers itself: the liveness probe, as kubelet sends it.
-_LIVENESS_LINE: Final = b"GET /healthz HTTP/1.1\r\n"
+#: The liveness probe's answer, byte for byte what the ``/healthz`` handler sends (``Date`` between).
 _LIVENESS_HEAD: Final = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 16\r\nDate: "
 _LIVENESS_BODY: Final = b'{"status": "ok"}'
 
 
-def is_liveness_request(data: bytes) -> bool:
-    """Whether ``data`` is exactly one whole ``GET /healthz HTTP/1.1`` request without a body."""
-    if len(data) > 4096 or not data.startswith(_LIVENESS_LINE) or not data.endswith(b"\r\n\r\n"):
-        return False
-    lowered = data.lower()
-    has_body = b"content-length:" in lowered or b"transfer-encoding:" in lowered
-    return lowered.count(b"\r\n\r\n") == 1 and not has_body
+def is_liveness_request(message: RawRequestMessage, payload: StreamReader) -> bool:
+    """Whether a parsed request is the liveness probe: ``GET /healthz`` without a body."""
+    return (
+        message.method == "GET"
+        and message.path.partition("?")[0] == "/healthz"
+        and not message.chunked
+        and payload.is_eof()
+        and payload.total_bytes == 0
+    )
 
 
-class _HttpDate:
+class HttpDate:
     """The ``Date`` header's value, formatted once a second."""
 
     def __init__(self) -> None:
@@ -222,7 +243,8 @@ class _Refusal(asyncio.Protocol):
 
 
 class GuardedRequestHandler(RequestHandler):
-    """aiohttp's connection handler plus a header deadline and failing of bodies the parser rejected."""
+    """aiohttp's connection handler plus a header deadline, failing of bodies the parser rejected, and
+    the answers given on the connection itself (the liveness probe, the door's refusals)."""
 
     def __init__(self, guard: ConnectionGuard, server: web.Server, *, health_only: bool, **kwargs: Any) -> None:
         """``health_only``: a connection past the cap; the REST frontend serves it probes only."""
@@ -232,6 +254,15 @@ class GuardedRequestHandler(RequestHandler):
         self._header_timeout_s = HEALTH_HEADER_TIMEOUT_S if health_only else guard.limits.header_timeout_s
         self._header_timer: asyncio.TimerHandle | None = None
         self._last_payload: Any = None
+        #: requests handed to aiohttp whose response is not finished: an answer given here must not
+        #: overtake one of them on the wire
+        self._unanswered = 0
+        #: requests answered here (their timers are set where they are answered)
+        self._answered_here = 0
+        #: bodies of refused requests being read into nothing (the tasks, so none is collected early)
+        self._discards = 0
+        self._discarding: set[asyncio.Future[None]] = set()
+        self._parser = cast(Any, _DoorParser(self._parser, self))  # aiohttp types it as its own parser
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -247,11 +278,8 @@ class GuardedRequestHandler(RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         idle = not self._messages and self._current_request is None
-        if idle and self._guard is not None and self._guard.answers_liveness and is_liveness_request(data):
-            self._answer_liveness(data)
-            return
-        queued = len(self._messages)
-        super().data_received(data)
+        queued, answered = len(self._messages), self._answered_here
+        super().data_received(data)  # parsed by aiohttp; what is answered here never reaches _messages
         new = list(itertools.islice(self._messages, queued, None))
         for message, payload in new:
             if isinstance(message, _ErrInfo):
@@ -260,22 +288,88 @@ class GuardedRequestHandler(RequestHandler):
                 self._last_payload = payload
         if new:
             self._cancel_header_timer()  # headers complete: the body's time is the handler's business
-        elif idle and self._header_timer is None and data:
+        elif idle and self._header_timer is None and data and self._answered_here == answered:
             self._start_header_timer()  # the first bytes of a new request on a kept-alive connection
 
-    def _answer_liveness(self, request: bytes) -> None:
-        """The liveness probe answered in the callback that received it, with the bytes the
-        ``/healthz`` handler would send: no handler task waits its turn behind every request in
-        flight (under overload, a kept-alive probe's p99 fell from 124-147 to 43-54 ms; docs/benchmarks.md)."""
-        transport = self.transport
-        if transport is None:
-            return
-        transport.write(_LIVENESS_HEAD + self._guard.date.now() + b"\r\n\r\n" + _LIVENESS_BODY)
-        if b"\r\nconnection: close\r\n" in request.lower():
+    async def finish_response(
+        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        try:
+            return await super().finish_response(request, resp, start_time)
+        finally:
+            self._unanswered -= 1
+
+    def _pass_or_answer(self, messages: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+        """What aiohttp's parser just parsed, less the requests answered here.
+
+        A request is answered here only when every request before it on the connection has been
+        answered (HTTP/1.1 answers in order); the others go to aiohttp as usual.
+        """
+        passed: list[tuple[Any, Any]] = []
+        for message, payload in messages:
+            if not passed and self._unanswered == 0 and self._answer_here(message, payload):
+                continue
+            passed.append((message, payload))
+            self._unanswered += 1
+        return passed
+
+    def _answer_here(self, message: RawRequestMessage | _ErrInfo, payload: StreamReader) -> bool:
+        """Answer the liveness probe, or a request the door turns away; False: aiohttp serves it."""
+        guard, transport = self._guard, self.transport
+        if guard is None or transport is None or isinstance(message, _ErrInfo) or message.upgrade:
+            return False
+        if guard.answers_liveness and is_liveness_request(message, payload):
+            # no handler task waits its turn behind every request in flight: under overload, a
+            # kept-alive probe's p99 fell from 124-147 to 43-54 ms (docs/benchmarks.md, issue #18)
+            answer = _LIVENESS_HEAD + guard.date.now() + b"\r\n\r\n" + _LIVENESS_BODY
+        elif (
+            guard.door is not None
+            and message.method == "POST"
+            and not self.health_only
+            and not message.chunked
+            and "Expect" not in message.headers
+        ):
+            refusal = guard.door(message)
+            if refusal is None:
+                return False
+            answer = refusal
+        else:
+            return False
+        self._answered_here += 1
+        cast(_DoorParser, self._parser).message_consumed()  # the parser's slot for the message, as aiohttp frees it
+        transport.write(answer)
+        if message.should_close:
+            self.force_close()
             transport.close()
-        else:  # an idle keep-alive connection again: closed after the keep-alive time, as by aiohttp
-            self._cancel_header_timer()
-            self._header_timer = self._loop.call_later(self._keepalive_timeout, self._header_timeout)
+        elif not payload.is_eof():  # a refused body still arriving: read into nothing, within the
+            self._start_header_timer()  # header timeout (past it the connection closes; the 503 is sent)
+            self._discards += 1
+            task = asyncio.ensure_future(self._discard(payload))
+            self._discarding.add(task)
+            task.add_done_callback(self._discarding.discard)
+        else:
+            self._start_keepalive_timer()
+        return True
+
+    async def _discard(self, payload: StreamReader) -> None:
+        """Read a refused request's body to its end; then the connection waits for its next request."""
+        try:
+            while await payload.readany():
+                pass
+        except Exception:  # noqa: BLE001 - the connection was lost or the body was malformed: done with it
+            return
+        finally:
+            self._discards -= 1
+        if self._discards == 0 and self.transport is not None and self._unanswered == 0:
+            self._start_keepalive_timer()
+
+    def _start_keepalive_timer(self) -> None:
+        """An idle keep-alive connection again: aiohttp closes it after the keep-alive time, counted
+        from now (its timer moves lazily: a number here, no timer made per answer)."""
+        self._cancel_header_timer()
+        self._next_keepalive_close_time = self._loop.time() + self._keepalive_timeout
+        if self._keepalive_handle is None and self._keepalive_timeout > 0:
+            self._keepalive_handle = self._loop.call_at(self._next_keepalive_close_time, self._process_keepalive)
 
     def _fail_body(self, error: _ErrInfo) -> None:
         """The parser gave up inside the body of the request being read: make its ``read()`` fail."""
@@ -300,3 +394,30 @@ class GuardedRequestHandler(RequestHandler):
         self.force_close()
         if self.transport is not None:
             self.transport.close()
+
+
+class _DoorParser:
+    """aiohttp's request parser, less the requests its connection answered at the door.
+
+    aiohttp queues what ``feed_data`` returns and wakes its request loop for it; filtering here,
+    between the two, is the one place where a parsed request can be answered without aiohttp ever
+    creating a request, a task or a response for it.
+    """
+
+    __slots__ = ("_parser", "_connection")
+
+    def __init__(self, parser: Any, connection: GuardedRequestHandler) -> None:
+        self._parser = parser
+        self._connection = connection
+
+    def message_consumed(self) -> None:
+        self._parser.message_consumed()
+
+    def feed_data(self, data: bytes) -> tuple[list[tuple[Any, Any]], bool, bytes]:
+        messages, upgraded, tail = self._parser.feed_data(data)
+        if messages:
+            messages = self._connection._pass_or_answer(messages)
+        return messages, upgraded, tail
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._parser, name)
