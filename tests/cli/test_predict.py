@@ -234,3 +234,19 @@ def test_a_rest_error_is_labelled_with_the_http_status_the_server_sent(served: S
     assert over_grpc.stderr == "InvalidArgument: Unrecognized servable version label: nope\n"  # the code itself
     missing = invoke("predict", "-m", "nope", "-d", ROW, *served.args("rest"))  # 404 is NOT_FOUND only
     assert missing.stderr == "ModelNotFound: Servable not found for request: Latest(nope)\n"
+
+
+def test_an_input_shape_the_signature_does_not_admit_is_sent_with_a_note(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TF Serving leaves shapes to the model (half_plus_two's (-1, 1) computes [1, 2] as well), so
+    ``--input`` values are sent as given; a shape the signature does not admit gets a one-line note."""
+    transport = use_mock(monkeypatch)
+    flat = invoke("predict", "-m", "m", "-i", "[1.0, 2.0]")
+    assert flat.exit_code == 0, flat.stderr
+    assert flat.stderr.strip() == (
+        "note: input 'x' has shape (2,); the signature says (-1, 1) (sent as given: the model decides)"
+    )
+    assert transport.calls[-1].request.inputs["x"].shape == (2,)
+    admitted = invoke("predict", "-m", "m", "-i", "[[1.0], [2.0]]")
+    assert admitted.exit_code == 0 and admitted.stderr == ""
+    quiet = invoke("predict", "-m", "m", "-q", "-i", "[1.0, 2.0]")
+    assert quiet.exit_code == 0 and quiet.stderr == ""

@@ -185,6 +185,9 @@ async def _main(
             if doc is not None
             else client_inputs.inputs_from_args(sources.inputs, signature)
         )
+        if not options.quiet and doc is None:
+            for note in client_inputs.shape_notes(request.inputs, signature):
+                typer.echo(note, err=True)
         response = await client.predict(
             spec, request.inputs, output_filter=output_filter, format=request.format, signature=signature
         )

@@ -169,6 +169,26 @@ def inputs_from_args(args: Sequence[InputArg], signature: SignatureInfo) -> Requ
     return Request(conform_inputs(values, signature), RequestFormat.COLUMNAR)
 
 
+def shape_notes(inputs: Mapping[str, np.ndarray], signature: SignatureInfo) -> list[str]:
+    """One line per input whose shape the signature's does not admit (``-1`` admits any size).
+
+    Notes, not errors: TF Serving does not check shapes against the signature, the model does, and
+    many models take more than their signature says (half_plus_two's ``(-1, 1)`` computes ``[1, 2, 5]``
+    too); so the request is sent as given and the note says what to look at if the server refuses it.
+    """
+    notes = []
+    for name, value in inputs.items():
+        info = signature.inputs.get(name)
+        if info is None or not info.has_shape or info.shape is None:
+            continue
+        expected = tuple(info.shape)
+        if len(expected) != value.ndim or any(e not in (-1, a) for e, a in zip(expected, value.shape, strict=True)):
+            wanted = "(" + ", ".join(str(d) for d in expected) + ")"
+            notes.append(f"note: input {name!r} has shape {tuple(value.shape)}; the signature says {wanted} "
+                         "(sent as given: the model decides)")  # fmt: skip
+    return notes
+
+
 def _only_input(signature: SignatureInfo, what: str) -> str:
     if len(signature.inputs) != 1:
         raise UsageError(f"{what} needs a signature with one input; this one has {', '.join(sorted(signature.inputs))}")
