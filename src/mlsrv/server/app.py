@@ -51,9 +51,11 @@ from mlsrv.server.remote_storage import RemoteStorage, default_cache_dir
 from mlsrv.server.request_log import RequestLogger
 from mlsrv.server.rest import Handler, RestFrontend, health_handlers, prometheus_handler
 from mlsrv.server.rest_connections import (
+    HANDSHAKE_SETTLE_S,
     ConnectionGuard,
     ConnectionLimits,
     accept_backlog,
+    close_listener_serving_its_queue,
     default_max_connections,
     widen_listen_queue,
 )
@@ -73,6 +75,8 @@ REFREEZE_POLL_S: Final = 0.05
 REFREEZE_MAX_WAIT_S: Final = 60.0
 #: On stop after recent traffic, both frontends keep serving this long, for requests already queued.
 DRAIN_PICKUP_S: Final = 0.25
+#: How long, at most, connections accepted before a stop get to send their first request.
+NEW_CONNECTION_GRACE_S: Final = 0.5
 #: How long in-flight requests get to finish when the server stops (SIGTERM).
 SHUTDOWN_GRACE_S: Final = 5.0
 
@@ -141,6 +145,7 @@ class Server:
         )
         self._runner: web.ServerRunner | None = None
         self._rest_listener: asyncio.Server | None = None
+        self._rest_tls: ssl.SSLContext | None = None
         self._rest_frontend: RestFrontend | None = None
         self.rest_connections: ConnectionGuard | None = None
         #: decodes large REST bodies and encodes large responses away from the loop (see rest.py)
@@ -383,6 +388,7 @@ class Server:
             from mlsrv.ssl_config import rest_ssl_context
 
             tls = rest_ssl_context(rest.tls_config_file)
+        self._rest_tls = tls
         try:
             self._rest_listener = await loop.create_server(
                 self.rest_connections,
@@ -548,7 +554,19 @@ class Server:
                      self._rest_frontend.last_request_at if self._rest_frontend is not None else float("-inf"))
         if time.monotonic() - latest < 1.0:
             await asyncio.sleep(min(DRAIN_PICKUP_S, grace_s))
-        if self._rest_listener is not None:
+        guard = self.rest_connections
+        if self._rest_listener is not None and guard is not None:
+            queued = await close_listener_serving_its_queue(
+                self._rest_listener, guard, self._rest_tls, settle_s=HANDSHAKE_SETTLE_S
+            )
+            if queued:
+                log.info("draining: serving %d connections that were waiting to be accepted", queued)
+            # a connection accepted but silent yet is a client about to send its request (it connected
+            # before the stop): closing it now would lose that request, so it gets a moment to send
+            until = min(deadline, loop.time() + NEW_CONNECTION_GRACE_S)
+            while guard.silent and loop.time() < until:
+                await asyncio.sleep(0.01)
+        elif self._rest_listener is not None:
             self._rest_listener.close()
         await asyncio.gather(self._stop_grpc(max(0.0, deadline - loop.time())), self._stop_rest())
 

@@ -41,6 +41,7 @@ import logging
 import os
 import resource
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,6 +65,8 @@ HEALTH_HEADER_TIMEOUT_S: Final = 2.0
 #: How long a refused connection is kept, at most, so its 503 is read before the socket closes; and
 #: how many may linger at once (past that, in a flood, they are closed at once: descriptors first).
 REFUSAL_LINGER_S: Final = 0.25
+#: At a stop, how long handshakes already under way get to complete once the listener takes no new ones.
+HANDSHAKE_SETTLE_S: Final = 0.05
 MAX_LINGERING_REFUSALS: Final = 16
 _AUTO_MAX_CONNECTIONS: Final = 10_000
 _MAX_BACKLOG: Final = 1024
@@ -121,6 +124,55 @@ def widen_listen_queue(listener: asyncio.Server, backlog: int = _MAX_BACKLOG) ->
             sock.listen(backlog)
 
 
+async def close_listener_serving_its_queue(
+    listener: asyncio.Server,
+    protocol_factory: Callable[[], asyncio.Protocol],
+    ssl_context: ssl.SSLContext | None,
+    settle_s: float = 0.0,
+) -> int:
+    """Close the REST listener without resetting a connection the kernel has taken for it; how many
+    were still queued (each is then served like any other).
+
+    Closing a listening socket resets every connection in its accept queue and every handshake
+    under way on it, so their clients see a reset from a server that is stopping gracefully.
+    uvloop accepts one connection per loop iteration, so under load the queue is rarely empty, and
+    with ``--workers`` (``SO_REUSEPORT``) the kernel keeps routing new connections to this worker's
+    socket until it closes: a rolling restart reset about one request in four runs of
+    ``tests/server/test_workers.py``'s test, and one in seven with the queue emptied alone (0 in 10
+    with the kernel's ``net.ipv4.tcp_migrate_req=1``, which migrates both to a sibling). So:
+
+    1. ``listen(0)``: the kernel starts no new handshake on this socket (it drops or SYN-cookies the
+       SYN; the client's retransmission finds a sibling once the socket is closed);
+    2. ``settle_s`` (the server passes :data:`HANDSHAKE_SETTLE_S`) for the handshakes under way to
+       complete into the queue;
+    3. the queue is emptied in one synchronous pass that ends with the close (nothing else runs in
+       between), and the accepted connections are handed to the loop.
+    """
+    loop = asyncio.get_running_loop()
+    for transport_socket in listener.sockets:  # no new handshakes on this socket (see above)
+        with socket.socket(fileno=os.dup(transport_socket.fileno())) as sock:
+            sock.listen(0)
+    await asyncio.sleep(settle_s)  # the handshakes under way complete into the queue
+    accepted: list[socket.socket] = []
+    for transport_socket in listener.sockets:
+        with socket.socket(fileno=os.dup(transport_socket.fileno())) as sock:
+            sock.setblocking(False)
+            while True:
+                try:
+                    connection, _ = sock.accept()
+                except OSError:  # EAGAIN: the queue is empty (EMFILE and the like: the rest is reset)
+                    break
+                accepted.append(connection)
+    listener.close()
+    for connection in accepted:
+        connection.setblocking(False)
+        try:
+            await loop.connect_accepted_socket(protocol_factory, connection, ssl=ssl_context)
+        except (OSError, ssl.SSLError):  # the client left, or its TLS handshake failed: nothing to serve
+            connection.close()
+    return len(accepted)
+
+
 def _descriptors_in_use() -> int:
     try:
         return len(os.listdir("/proc/self/fd"))
@@ -147,6 +199,8 @@ class ConnectionGuard:
         self.door: Door | None = None
         self.date = HttpDate()
         self.open = 0
+        #: connections open that have not sent a byte yet (a stop lets them send their request first)
+        self.silent = 0
         self.health_only_open = 0
         self.refused = 0
         self.lingering = 0
@@ -257,6 +311,7 @@ class GuardedRequestHandler(RequestHandler):
         #: requests handed to aiohttp whose response is not finished: an answer given here must not
         #: overtake one of them on the wire
         self._unanswered = 0
+        self._silent = False
         #: requests answered here (their timers are set where they are answered)
         self._answered_here = 0
         #: bodies of refused requests being read into nothing (the tasks, so none is collected early)
@@ -266,17 +321,24 @@ class GuardedRequestHandler(RequestHandler):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        self._silent = True
+        self._guard.silent += 1
         self._start_header_timer()  # a connection that never sends a request is timed out too
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._cancel_header_timer()
         self._last_payload = None
         if self._guard is not None:
+            if self._silent:
+                self._guard.silent -= 1
             self._guard.closed(self.health_only)
             self._guard = None  # type: ignore[assignment]
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._silent and self._guard is not None:
+            self._silent = False
+            self._guard.silent -= 1
         idle = not self._messages and self._current_request is None
         queued, answered = len(self._messages), self._answered_here
         super().data_received(data)  # parsed by aiohttp; what is answered here never reaches _messages
