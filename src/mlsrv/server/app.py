@@ -255,7 +255,9 @@ class Server:
         self.flood_guard.apply()  # process-wide, like the GC settings: only once the server runs
         if self.siblings is not None:  # now that it serves: until then its siblings count it not ready
             page = self.metrics.render if self.metrics is not None else str
-            await self.siblings.start(LocalWorker(self._models_not_available, page, self._apply_config))
+            await self.siblings.start(
+                LocalWorker(self._models_not_available, page, self._apply_config, draining=self._draining)
+            )
         self.gc_tuning.apply()
         self.monitor.subscribe(self.gc_tuning.on_state)
         if self.config.model_config_file and self.config.lifecycle.model_config_poll_wait_s > 0:
@@ -520,13 +522,13 @@ class Server:
             log.info("draining: not ready; serving on for %.1f s (--drain_delay_seconds)", self.config.drain_delay_s)
             await asyncio.sleep(self.config.drain_delay_s)
         self.gc_tuning.restore()  # first: unloads below need no re-freeze, and their cycles must be collectable
-        if self.siblings is not None:  # siblings see this worker not ready from now on
-            await self.siblings.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.source.stop()
         await self._drain(grace_s)
+        if self.siblings is not None:  # after the drain: until then siblings asking get an answer (a
+            await self.siblings.stop()  # listed worker's is "draining", a retired one's its readiness)
         if self.batching is not None:
             await self.batching.stop()
         await self.manager.stop()

@@ -89,6 +89,9 @@ class LocalWorker:
     not_ready: Callable[[], list[str]]
     metrics_page: Callable[[], str]
     apply_config: Callable[[bytes], Awaitable[None]]
+    #: stopping while still listed: not ready for the host (a worker retired by a rolling restart
+    #: is not listed, and serves on while it drains)
+    draining: Callable[[], bool] = lambda: False
 
 
 class Siblings:
@@ -114,6 +117,8 @@ class Siblings:
         app = web.Application(client_max_size=CONFIG_MAX_BYTES)
 
         async def ready(_request: web.Request) -> web.Response:
+            if local.draining():
+                return web.json_response({"models_not_available": [], "draining": True}, status=503)
             waiting = local.not_ready()
             return web.json_response({"models_not_available": waiting}, status=503 if waiting else 200)
 
@@ -166,8 +171,10 @@ class Siblings:
             return f"{sibling.describe()}: not serving yet"
         if status == 200:
             return ""
-        waiting = json.loads(body).get("models_not_available", [])
-        return f"{sibling.describe()}: models not available: {', '.join(waiting)}"
+        answer = json.loads(body)
+        if answer.get("draining"):
+            return f"{sibling.describe()}: draining"
+        return f"{sibling.describe()}: models not available: {', '.join(answer.get('models_not_available', []))}"
 
     async def metrics_pages(self) -> list[str]:
         """The Prometheus pages of the siblings that answer (one that is down adds nothing)."""
