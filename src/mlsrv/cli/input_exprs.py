@@ -441,10 +441,8 @@ def _convert(key: str, info: TensorInfo, value: Any) -> np.ndarray:
         raise UsageError(f"input {key!r}: dtype {info.dtype} is not supported by mlsrv run")
     else:
         array = _as_numbers(key, array, wanted.numpy, info.dtype)
-    if info.has_shape and info.shape is not None:
-        expected = info.shape
-        if len(expected) != array.ndim or any(e not in (-1, a) for e, a in zip(expected, array.shape, strict=True)):
-            raise UsageError(f"input {key!r}: expected shape {render.shape_text(info)}, got {tuple(array.shape)}")
+    if not info.admits(array.shape):
+        raise UsageError(f"input {key!r}: expected shape {render.shape_text(info)}, got {tuple(array.shape)}")
     return array
 
 

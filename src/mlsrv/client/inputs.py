@@ -179,11 +179,8 @@ def shape_notes(inputs: Mapping[str, np.ndarray], signature: SignatureInfo) -> l
     notes = []
     for name, value in inputs.items():
         info = signature.inputs.get(name)
-        if info is None or not info.has_shape or info.shape is None:
-            continue
-        expected = tuple(info.shape)
-        if len(expected) != value.ndim or any(e not in (-1, a) for e, a in zip(expected, value.shape, strict=True)):
-            wanted = "(" + ", ".join(str(d) for d in expected) + ")"
+        if info is not None and info.shape is not None and not info.admits(value.shape):
+            wanted = "(" + ", ".join(str(d) for d in info.shape) + ")"
             notes.append(f"note: input {name!r} has shape {tuple(value.shape)}; the signature says {wanted} "
                          "(sent as given: the model decides)")  # fmt: skip
     return notes

@@ -60,6 +60,13 @@ class TensorInfo:
     shape: tuple[int, ...] | None
     has_shape: bool = True
 
+    def admits(self, shape: tuple[int, ...]) -> bool:
+        """Whether a value of ``shape`` fits the declared shape (-1 fits any size; no shape or an
+        unknown rank fits all)."""
+        if not self.has_shape or self.shape is None:
+            return True
+        return len(self.shape) == len(shape) and all(e in (-1, a) for e, a in zip(self.shape, shape, strict=True))
+
 
 @dataclass(frozen=True, slots=True)
 class SignatureInfo:

@@ -142,25 +142,26 @@ class Admission:
             self._load(model).requests += 1
         return ticket
 
-    def refusal(self, size: int, model: str | None = None) -> Overloaded | None:
+    def refusal(self, size: int, model: str | None = None, *, count: bool = True) -> Overloaded | None:
         """The error a request of ``size`` bytes for ``model`` is turned away with now (counted as
-        turned away), or None if it would be admitted: what :meth:`admit` checks, for a caller that
-        answers a refusal without ever making a request of it (the REST connection's door)."""
+        turned away unless ``count`` is False), or None if it would be admitted: what :meth:`admit`
+        checks, for a caller that answers a refusal without ever making a request of it (the REST
+        connection's door)."""
         self._roll_window()
         limit = self.request_limit if model is not None else self.unnamed_limit
         if self.requests >= limit:
-            self.rejected["requests"] += 1
+            self.rejected["requests"] += int(count)
             return Overloaded(
                 f"The server is at its limit of {limit} requests in progress "
                 "(--max_inflight_requests, and what it completes in a second); retry later"
             )
         if self.requests and self.bytes + size > self.limits.max_bytes:
-            self.rejected["bytes"] += 1
+            self.rejected["bytes"] += int(count)
             return Overloaded(
                 f"The server is at its limit of {self.limits.max_bytes} request bytes in progress "
                 "(--max_inflight_bytes); retry later"
             )
-        return None if model is None else self._model_refusal(model)
+        return None if model is None else self._model_refusal(model, count)
 
     def _load(self, model: str) -> ModelLoad:
         load = self.models.get(model)
@@ -168,10 +169,10 @@ class Admission:
             load = self.models[model] = ModelLoad()
         return load
 
-    def _model_refusal(self, model: str) -> Overloaded | None:
+    def _model_refusal(self, model: str, count: bool = True) -> Overloaded | None:
         load = self.models.get(model)
         if load is not None and load.limit is not None and load.requests >= math.floor(load.limit):
-            self.rejected["model_queue"] += 1
+            self.rejected["model_queue"] += int(count)
             return Overloaded(
                 f"Model {model} has as many requests in progress as its batch queue holds "
                 f"({math.floor(load.limit)}); retry later"

@@ -557,7 +557,7 @@ class Server:
         if time.monotonic() - latest < 1.0:
             await asyncio.sleep(min(DRAIN_PICKUP_S, grace_s))
         guard = self.rest_connections
-        if self._rest_listener is not None and guard is not None:
+        if self._rest_listener is not None and guard is not None:  # made together in _start_rest
             queued = await close_listener_serving_its_queue(
                 self._rest_listener, guard, self._rest_tls, settle_s=HANDSHAKE_SETTLE_S
             )
@@ -568,8 +568,6 @@ class Server:
             until = min(deadline, loop.time() + NEW_CONNECTION_GRACE_S)
             while guard.silent and loop.time() < until:
                 await asyncio.sleep(0.01)
-        elif self._rest_listener is not None:
-            self._rest_listener.close()
         await asyncio.gather(self._stop_grpc(max(0.0, deadline - loop.time())), self._stop_rest())
 
     async def _stop_grpc(self, grace_s: float) -> None:

@@ -251,8 +251,8 @@ class RestFrontend:
 
         The connection sends it without aiohttp making a request, a task or a response of it, so a
         refusal costs a fraction of what the handler spends on one (issue #18: past capacity, the
-        loop's time goes to the requests it can finish). It makes the handler's checks in the
-        handler's order (token, route, declared size, admission), and anything it does not take on
+        loop's time goes to the requests it can finish). It makes the handler's checks (token, route,
+        declared size, admission; a refusal's token before it is counted), and anything it does not take on
         (an unauthenticated or malformed request, a body over the cap) is left to the handler, so the
         answer is the one the handler would give, byte for byte but the ``Date``.
         """
@@ -260,11 +260,6 @@ class RestFrontend:
         if admission is None or message.version != HttpVersion11:
             return None
         path = message.path.partition("?")[0]
-        if self._auth is not None and not self._auth.rest_is_open(path):
-            try:
-                self._auth.check(message.headers.get("Authorization"))
-            except MlsrvError:
-                return None
         if path in self._extra or not routes.is_api_path(path):
             return None
         try:
@@ -275,7 +270,17 @@ class RestFrontend:
         declared = message.headers.get("Content-Length", "0")
         if api is None or not declared.isdigit() or int(declared) > self._max_body_bytes:
             return None
-        refused = admission.refusal(int(declared), route.spec.name)
+        size, model = int(declared), route.spec.name
+        # an admitted request (the common case) is not refused here: its token is checked once, by
+        # the handler; a refusal checks the token first, as the handler would
+        if admission.refusal(size, model, count=False) is None:
+            return None
+        if self._auth is not None and not self._auth.rest_is_open(path):
+            try:
+                self._auth.check(message.headers.get("Authorization"))
+            except MlsrvError:
+                return None
+        refused = admission.refusal(size, model)
         if refused is None:
             return None
         self.last_request_at = time.monotonic()

@@ -119,6 +119,11 @@ def widen_listen_queue(listener: asyncio.Server, backlog: int = _MAX_BACKLOG) ->
     dropped SYN costs its client a one-second retransmit (measured: a health probe waited 1.01 s).
     Calling ``listen()`` again on the bound socket only changes the queue length.
     """
+    _listen(listener, backlog)
+
+
+def _listen(listener: asyncio.Server, backlog: int) -> None:
+    """``listen(backlog)`` again on each of the listener's bound sockets: only the queue length changes."""
     for transport_socket in listener.sockets:
         with socket.socket(fileno=os.dup(transport_socket.fileno())) as sock:
             sock.listen(backlog)
@@ -149,9 +154,7 @@ async def close_listener_serving_its_queue(
        between), and the accepted connections are handed to the loop.
     """
     loop = asyncio.get_running_loop()
-    for transport_socket in listener.sockets:  # no new handshakes on this socket (see above)
-        with socket.socket(fileno=os.dup(transport_socket.fileno())) as sock:
-            sock.listen(0)
+    _listen(listener, 0)  # no new handshakes on this socket (see above)
     await asyncio.sleep(settle_s)  # the handshakes under way complete into the queue
     accepted: list[socket.socket] = []
     for transport_socket in listener.sockets:
@@ -315,8 +318,7 @@ class GuardedRequestHandler(RequestHandler):
         #: requests answered here (their timers are set where they are answered)
         self._answered_here = 0
         #: bodies of refused requests being read into nothing (the tasks, so none is collected early)
-        self._discards = 0
-        self._discarding: set[asyncio.Future[None]] = set()
+        self._discarding: set[asyncio.Future[bool]] = set()
         self._parser = cast(Any, _DoorParser(self._parser, self))  # aiohttp types it as its own parser
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -405,24 +407,28 @@ class GuardedRequestHandler(RequestHandler):
             transport.close()
         elif not payload.is_eof():  # a refused body still arriving: read into nothing, within the
             self._start_header_timer()  # header timeout (past it the connection closes; the 503 is sent)
-            self._discards += 1
             task = asyncio.ensure_future(self._discard(payload))
             self._discarding.add(task)
-            task.add_done_callback(self._discarding.discard)
+            task.add_done_callback(self._discarded)
         else:
             self._start_keepalive_timer()
         return True
 
-    async def _discard(self, payload: StreamReader) -> None:
-        """Read a refused request's body to its end; then the connection waits for its next request."""
+    @staticmethod
+    async def _discard(payload: StreamReader) -> bool:
+        """Read a refused request's body to its end; whether it ended (not the connection first)."""
         try:
             while await payload.readany():
                 pass
         except Exception:  # noqa: BLE001 - the connection was lost or the body was malformed: done with it
-            return
-        finally:
-            self._discards -= 1
-        if self._discards == 0 and self.transport is not None and self._unanswered == 0:
+            return False
+        return True
+
+    def _discarded(self, task: asyncio.Future[bool]) -> None:
+        """A refused body was read: with nothing else going on, the connection waits for its next request."""
+        self._discarding.discard(task)
+        ended = not task.cancelled() and task.result()
+        if ended and not self._discarding and self.transport is not None and self._unanswered == 0:
             self._start_keepalive_timer()
 
     def _start_keepalive_timer(self) -> None:
