@@ -192,7 +192,7 @@ class RestFrontend:
             except MlsrvError:  # a path outside TF Serving's API: no model to name
                 spec = None
         version = "" if spec is None else str(spec.version) if spec.version is not None else spec.label or ""
-        body = response.body if isinstance(response, web.Response) else None
+        body = response.body if isinstance(response, (web.Response, JsonAnswer)) else None
         transport = request.transport
         return AccessEntry(
             arrived=arrived,
@@ -420,9 +420,8 @@ class RestFrontend:
         except ExactParseNeeded:
             return await self._workers.run(decode, raw, encoding, *args)
 
-    @staticmethod
-    def _json(body: bytes) -> web.Response:
-        return web.Response(body=body, content_type=JSON)
+    def _json(self, body: bytes) -> web.StreamResponse:
+        return JsonAnswer(body, self._date)
 
 
 #: Headers that carry the caller's deadline in milliseconds: mlsrv's own, and the one Envoy (and so
@@ -523,6 +522,56 @@ def _timeout(seconds: float) -> AbstractAsyncContextManager[object]:
 def _too_large(length: int | None, max_bytes: int) -> str:
     size = "is" if length is None else f"of {length} bytes is"
     return f"The request body {size} larger than the limit of {max_bytes} bytes (--rest_max_body_bytes)"
+
+
+#: Answers up to this size are written in one piece by ``JsonAnswer``; larger ones by aiohttp, which
+#: waits for the client to read them before the connection reads its next request.
+ONE_WRITE_ANSWER_BYTES: Final = 64 << 10
+
+
+class JsonAnswer(web.StreamResponse):
+    """A ``200 application/json`` answer, written in one transport write when nothing is unusual.
+
+    That is the answer to nearly every request (an HTTP/1.1 keep-alive request, no header added, a
+    small body): its status line and headers are the bytes aiohttp would send (``Content-Type``,
+    ``Content-Length``, ``Date``; no ``Server``, see ``_Request``), formatted with one bytes
+    operation instead of aiohttp's header map, payload writer and buffers (issue #11: ~10 µs of the
+    loop per request). Anything else (HTTP/1.0, ``Connection: close``, ``force_close()``, a header
+    added such as CORS, a large body) takes aiohttp's own path.
+    """
+
+    def __init__(self, body: bytes, date: HttpDate) -> None:
+        super().__init__()
+        self.body = body
+        self._date = date
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        transport = request.transport
+        if (
+            self._keep_alive is None
+            and not self._headers
+            and len(self.body) <= ONE_WRITE_ANSWER_BYTES
+            and request.version == HttpVersion11
+            and request.keep_alive
+            and request.method != "HEAD"
+            and transport is not None
+            and not transport.is_closing()
+        ):
+            transport.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\nDate: %s\r\n\r\n%s"
+                % (len(self.body), self._date.now(), self.body)
+            )
+            self._keep_alive = True
+            self._eof_sent = True
+            self._body_length = len(self.body)
+            return None
+        self.content_type = JSON
+        self.content_length = len(self.body)
+        return await super().prepare(request)
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        if not self._eof_sent:
+            await super().write_eof(self.body)
 
 
 class _Request(web.BaseRequest):

@@ -1,0 +1,95 @@
+"""``JsonAnswer``: a plain JSON answer written in one piece is the answer aiohttp would have written."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from mlsrv.server import rest
+from tests.fakes import FakeLoaderFactory
+from tests.server.harness import running_server
+from tests.server.test_health_endpoints import _exchange, _without_date
+from tests.server.test_lifecycle_server import version
+
+BODY = b'{"instances": [[1.0]]}'
+
+
+def _request(path: bytes, *headers: bytes, method: bytes = b"POST", body: bytes = BODY,
+             http: bytes = b"HTTP/1.1") -> bytes:  # fmt: skip
+    extra = b"".join(h + b"\r\n" for h in headers)
+    return b"%s %s %s\r\nHost: x\r\n%sContent-Length: %d\r\n\r\n%s" % (method, path, http, extra, len(body), body)
+
+
+PREDICT = _request(b"/v1/models/m:predict", b"Content-Type: application/json")
+STATUS = _request(b"/v1/models/m", method=b"GET", body=b"")
+METADATA = _request(b"/v1/models/m/metadata", method=b"GET", body=b"")
+
+
+async def _answers(port: int) -> list[bytes]:
+    """Predict, status and metadata on one kept-alive connection, then predict pipelined twice."""
+    one_by_one = await _exchange(port, PREDICT, STATUS, METADATA)
+    pipelined = await _exchange(port, PREDICT + PREDICT, answers_each=2)
+    return one_by_one + pipelined
+
+
+def test_an_answer_in_one_write_has_aiohttps_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    version(tmp_path / "m", 1)
+    written: list[int] = []  # the size of each answer JsonAnswer wrote itself
+    original = rest.JsonAnswer.prepare
+
+    async def counting(self: rest.JsonAnswer, request: object) -> object:
+        result = await original(self, request)  # type: ignore[arg-type]
+        if self._eof_sent:
+            written.append(len(self.body))
+        return result
+
+    monkeypatch.setattr(rest.JsonAnswer, "prepare", counting)
+
+    async def main() -> None:
+        async with running_server(loader_factory=FakeLoaderFactory(), model_name="m",
+                                  model_base_path=str(tmp_path / "m")) as s:  # fmt: skip
+            port = s.server.rest_port
+            fast = await _answers(port)
+            assert len(written) == 5  # every one of them written in one piece
+            monkeypatch.setattr(rest, "ONE_WRITE_ANSWER_BYTES", -1)  # now none: aiohttp writes each
+            slow = await _answers(port)
+            assert len(written) == 5
+            assert [_without_date(a) for a in fast] == [_without_date(a) for a in slow]
+            for answer in fast:
+                head = answer.partition(b"\r\n\r\n")[0].split(b"\r\n")
+                assert head[0] == b"HTTP/1.1 200 OK"
+                assert [line.split(b":")[0] for line in head[1:]] == [b"Content-Type", b"Content-Length", b"Date"]
+            assert b'"predictions"' in fast[0] and b'"model_version_status"' in fast[1]
+
+    asyncio.run(main())
+
+
+def test_unusual_requests_get_aiohttps_own_answer(tmp_path: Path) -> None:
+    """Connection: close, HTTP/1.0 and CORS headers: each handled as aiohttp handles it."""
+    version(tmp_path / "m", 1)
+
+    async def exchange_until_closed(port: int, data: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(data)
+        answer = await asyncio.wait_for(reader.read(), 10)  # until the server closes the connection
+        writer.close()
+        return answer
+
+    async def main() -> None:
+        async with running_server(loader_factory=FakeLoaderFactory(), model_name="m",
+                                  model_base_path=str(tmp_path / "m")) as s:  # fmt: skip
+            port = s.server.rest_port
+            closing = await exchange_until_closed(port, _request(b"/v1/models/m:predict", b"Connection: close"))
+            assert closing.startswith(b"HTTP/1.1 200 OK\r\n") and b"\r\nConnection: close\r\n" in closing
+            assert b'"predictions"' in closing
+            old = await exchange_until_closed(port, _request(b"/v1/models/m:predict", http=b"HTTP/1.0"))
+            assert old.startswith(b"HTTP/1.0 200 OK\r\n") and b'"predictions"' in old
+        cors_on = {"rest_api_enable_cors_support": True}
+        async with running_server(loader_factory=FakeLoaderFactory(), model_name="m",
+                                  model_base_path=str(tmp_path / "m"), **cors_on) as s:  # fmt: skip
+            (cors,) = await _exchange(s.server.rest_port, PREDICT)
+            assert b"\r\nAccess-Control-Allow-Origin: *\r\n" in cors and b'"predictions"' in cors
+
+    asyncio.run(main())
