@@ -93,3 +93,33 @@ def test_unusual_requests_get_aiohttps_own_answer(tmp_path: Path) -> None:
             assert b"\r\nAccess-Control-Allow-Origin: *\r\n" in cors and b'"predictions"' in cors
 
     asyncio.run(main())
+
+
+def test_an_answer_waits_while_the_client_is_not_reading() -> None:
+    """A client pipelining requests without reading the answers: the one-write answer waits for the
+    transport's buffer to drain, as aiohttp's write_eof does, so answers cannot pile up in memory."""
+    from unittest import mock
+
+    from aiohttp.test_utils import make_mocked_request
+
+    async def main() -> None:
+        transport = mock.Mock()
+        transport.is_closing.return_value = False
+        protocol = mock.Mock()
+        protocol.transport = transport
+        protocol.writing_paused = True
+        drained = asyncio.get_running_loop().create_future()
+        protocol._drain_helper = mock.Mock(return_value=drained)
+        request = make_mocked_request("POST", "/v1/models/m:predict", protocol=protocol, transport=transport)
+        answer = rest.JsonAnswer(b'{"predictions": [2.5]}', rest.HttpDate())
+        sending = asyncio.ensure_future(answer.prepare(request))
+        await asyncio.sleep(0.05)
+        assert transport.write.call_count == 1 and transport.write.call_args[0][0].endswith(b'{"predictions": [2.5]}')
+        assert not sending.done()  # held while the buffer is over its high-water mark
+        drained.set_result(None)
+        await asyncio.wait_for(sending, 5)
+        protocol.writing_paused = False  # a reading client: no wait at all
+        await asyncio.wait_for(rest.JsonAnswer(b"{}", rest.HttpDate()).prepare(request), 5)
+        assert protocol._drain_helper.call_count == 1
+
+    asyncio.run(main())

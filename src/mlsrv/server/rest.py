@@ -537,7 +537,9 @@ class JsonAnswer(web.StreamResponse):
     ``Content-Length``, ``Date``; no ``Server``, see ``_Request``), formatted with one bytes
     operation instead of aiohttp's header map, payload writer and buffers (issue #11: ~10 µs of the
     loop per request). Anything else (HTTP/1.0, ``Connection: close``, ``force_close()``, a header
-    added such as CORS, a large body) takes aiohttp's own path.
+    added such as CORS, a large body) takes aiohttp's own path. Like aiohttp's, it waits while the
+    transport's buffer is over its high-water mark (a client that pipelines requests without reading
+    the answers holds its own request loop, not the server's memory).
     """
 
     def __init__(self, body: bytes, date: HttpDate) -> None:
@@ -564,6 +566,9 @@ class JsonAnswer(web.StreamResponse):
             self._keep_alive = True
             self._eof_sent = True
             self._body_length = len(self.body)
+            protocol = request.protocol
+            if protocol.writing_paused:  # the client is not reading its answers: wait until it does, as
+                await protocol._drain_helper()  # aiohttp's write_eof does, so pipelined answers cannot pile up
             return None
         self.content_type = JSON
         self.content_length = len(self.body)
