@@ -1,0 +1,96 @@
+"""Two mlsrv source trees side by side on one of issue #11's small cells, interleaved.
+
+    .venv/bin/python bench/ab.py --a <checkout>/src --b src --rounds 3 --duration 8
+    .venv/bin/python bench/ab.py --a <checkout>/src --b src --protocol grpc
+
+Each round starts A, measures it (concurrency 32 on half_plus_two, batching with
+``bench/compare.py``'s parameters, metrics on: REST with ``hey``, gRPC with ``h2load``), stops it,
+then does the same for B; rounds alternate which goes first, so drift on this shared machine falls
+on both. Prints each cell (req/s, p50, p99, mean batch, server CPU per request from ``/proc``) and
+the median ratio B/A. A change to the request path is kept when B's CPU per request is lower in
+every round, not on one number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from compare import BATCHING, Model  # noqa: E402
+from run_benchmarks import (  # noqa: E402
+    EXAMPLES,
+    batch_counts,
+    cpu_seconds,
+    h2load_grpc,
+    hey,
+    mean_batch_rows,
+    ok_predictions,
+    server,
+)
+
+
+def cell(src: Path, flags: list[str], model: Model, protocol: str, concurrency: int, duration: float,
+         scratch: Path) -> dict[str, float]:  # fmt: skip
+    with server(model.name, model.base, *flags, src=src) as (rest, grpc_port, pid):
+        before_batches = batch_counts(rest)
+        if protocol == "rest":
+            url = f"http://127.0.0.1:{rest}/v1/models/{model.name}:predict"
+            before = cpu_seconds(pid)
+            result = hey(url, model.rest_body(), concurrency, duration)
+            # hey's unmeasured warm-up second is inside the CPU window: counted at the same rate
+            requests = result["rps"] * (duration + 1)
+        else:
+            body = scratch / "request.grpc"
+            body.write_bytes(model.grpc_body())
+            h2load_grpc(grpc_port, body, concurrency, 1)  # warm-up, not measured
+            before_batches, ok_before = batch_counts(rest), ok_predictions(rest, model.name)
+            before = cpu_seconds(pid)
+            result = h2load_grpc(grpc_port, body, concurrency, duration)
+            requests = result["requests"]
+            # h2load sees HTTP status only: a failed call is one the server did not count as OK
+            result["errors"] = result["http_errors"] + max(0, requests - (ok_predictions(rest, model.name) - ok_before))
+        result["cpu_us"] = (cpu_seconds(pid) - before) / max(1.0, requests) * 1e6
+        result["batch"] = mean_batch_rows(rest, before_batches)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--a", type=Path, required=True, help="the baseline's src/ directory")
+    parser.add_argument("--b", type=Path, required=True, help="the candidate's src/ directory")
+    parser.add_argument("--protocol", choices=("rest", "grpc"), default="rest")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="mlsrv-ab-"))
+    (scratch / "batching.txt").write_text(BATCHING)
+    (scratch / "monitoring.txt").write_text("prometheus_config { enable: true }\n")
+    flags = ["--enable_batching", f"--batching_parameters_file={scratch / 'batching.txt'}",
+             f"--monitoring_config_file={scratch / 'monitoring.txt'}"]
+    model = Model("half_plus_two", EXAMPLES / "half_plus_two", "x", ())
+    results: dict[str, list[dict[str, float]]] = {"A": [], "B": []}
+    print(f"{args.protocol}, concurrency {args.concurrency}, {args.duration:g} s per cell")
+    print("| round | tree | req/s | p50 ms | p99 ms | errors | mean batch | server CPU/req |")
+    print("|---|---|---|---|---|---|---|---|")
+    for round_ in range(args.rounds):
+        for name in ("A", "B") if round_ % 2 == 0 else ("B", "A"):
+            r = cell(args.a if name == "A" else args.b, flags, model, args.protocol, args.concurrency,
+                     args.duration, scratch)  # fmt: skip
+            results[name].append(r)
+            print(f"| {round_ + 1} | {name} | {r['rps']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+                  f"{int(r['errors'])} | {r['batch']:.1f} | {r['cpu_us']:.0f} µs |",
+                  flush=True)  # fmt: skip
+    for key, label in (("rps", "req/s"), ("cpu_us", "server CPU/req")):
+        ratios = [b[key] / a[key] for a, b in zip(results["A"], results["B"], strict=True)]
+        print(f"B/A {label}: median {statistics.median(ratios):.3f} (rounds: "
+              + ", ".join(f"{r:.3f}" for r in ratios) + ")")
+
+
+if __name__ == "__main__":
+    main()
