@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/ab.py --a <checkout>/src --b src --rounds 3 --duration 8
     .venv/bin/python bench/ab.py --a <checkout>/src --b src --protocol grpc
+    .venv/bin/python bench/ab.py --a src --b src --b-python /tmp/v312/bin/python   # interpreters
 
 Each round starts A, measures it (concurrency 32 on half_plus_two, batching with
 ``bench/compare.py``'s parameters, metrics on: REST with ``hey``, gRPC with ``h2load``), stops it,
@@ -34,9 +35,9 @@ from run_benchmarks import (  # noqa: E402
 )
 
 
-def cell(src: Path, flags: list[str], model: Model, protocol: str, concurrency: int, duration: float,
+def cell(src: Path, python: str, flags: list[str], model: Model, protocol: str, concurrency: int, duration: float,
          scratch: Path) -> dict[str, float]:  # fmt: skip
-    with server(model.name, model.base, *flags, src=src) as (rest, grpc_port, pid):
+    with server(model.name, model.base, *flags, src=src, python=python) as (rest, grpc_port, pid):
         before_batches = batch_counts(rest)
         if protocol == "rest":
             url = f"http://127.0.0.1:{rest}/v1/models/{model.name}:predict"
@@ -63,6 +64,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--a", type=Path, required=True, help="the baseline's src/ directory")
     parser.add_argument("--b", type=Path, required=True, help="the candidate's src/ directory")
+    parser.add_argument("--a-python", default=sys.executable, help="A's interpreter (default: this one)")
+    parser.add_argument("--b-python", default=sys.executable, help="B's interpreter (default: this one)")
     parser.add_argument("--protocol", choices=("rest", "grpc"), default="rest")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=10.0)
@@ -80,8 +83,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for round_ in range(args.rounds):
         for name in ("A", "B") if round_ % 2 == 0 else ("B", "A"):
-            r = cell(args.a if name == "A" else args.b, flags, model, args.protocol, args.concurrency,
-                     args.duration, scratch)  # fmt: skip
+            src, python = (args.a, args.a_python) if name == "A" else (args.b, args.b_python)
+            r = cell(src, python, flags, model, args.protocol, args.concurrency, args.duration, scratch)
             results[name].append(r)
             print(f"| {round_ + 1} | {name} | {r['rps']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
                   f"{int(r['errors'])} | {r['batch']:.1f} | {r['cpu_us']:.0f} µs |",

@@ -55,15 +55,16 @@ def free_port() -> int:
 
 @contextmanager
 def server(name: str, base_path: Path, *extra: str, src: Path | None = None,
-           prefix: Sequence[str] = ()) -> Iterator[tuple[int, int, int]]:
+           prefix: Sequence[str] = (), python: str = PYTHON) -> Iterator[tuple[int, int, int]]:
     """A `mlsrv serve` subprocess on free loopback ports; yields (rest_port, grpc_port, pid).
 
     ``src``: run another checkout's ``src/`` (PYTHONPATH) instead of the installed mlsrv.
     ``prefix``: a command to run it under (``taskset -c 0`` pins it to CPU 0; it execs, so pid is the server's).
+    ``python``: the interpreter (another venv's, with mlsrv's dependencies installed).
     """
     rest, grpc_port = free_port(), free_port()
-    command = [*prefix, *MLSRV, "serve", "--host=127.0.0.1", f"--port={grpc_port}", f"--rest_api_port={rest}",
-               f"--model_name={name}", f"--model_base_path={base_path}", *extra]
+    command = [*prefix, python, "-m", "mlsrv.cli", "serve", "--host=127.0.0.1", f"--port={grpc_port}",
+               f"--rest_api_port={rest}", f"--model_name={name}", f"--model_base_path={base_path}", *extra]
     log = open(tempfile.mktemp(prefix="mlsrv-bench-", suffix=".log"), "w")  # noqa: SIM115
     env = {**os.environ, "PYTHONPATH": str(src.resolve())} if src is not None else None
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
