@@ -524,8 +524,8 @@ def _too_large(length: int | None, max_bytes: int) -> str:
     return f"The request body {size} larger than the limit of {max_bytes} bytes (--rest_max_body_bytes)"
 
 
-#: Answers up to this size are written in one piece by ``JsonAnswer``; larger ones by aiohttp, which
-#: waits for the client to read them before the connection reads its next request.
+#: Answers up to this size are formatted with their head in one bytes object by ``JsonAnswer``; larger
+#: ones go through aiohttp's writer, which sends the body without copying it.
 ONE_WRITE_ANSWER_BYTES: Final = 64 << 10
 
 
@@ -535,11 +535,12 @@ class JsonAnswer(web.StreamResponse):
     That is the answer to nearly every request (an HTTP/1.1 keep-alive request, no header added, a
     small body): its status line and headers are the bytes aiohttp would send (``Content-Type``,
     ``Content-Length``, ``Date``; no ``Server``, see ``_Request``), formatted with one bytes
-    operation instead of aiohttp's header map, payload writer and buffers (issue #11: ~10 µs of the
-    loop per request). Anything else (HTTP/1.0, ``Connection: close``, ``force_close()``, a header
-    added such as CORS, a large body) takes aiohttp's own path. Like aiohttp's, it waits while the
-    transport's buffer is over its high-water mark (a client that pipelines requests without reading
-    the answers holds its own request loop, not the server's memory).
+    operation instead of aiohttp's header map, payload writer and buffers (issue #11; A/B in
+    docs/benchmarks.md: 2% less server CPU per request). Anything else (HTTP/1.0, ``Connection:
+    close``, ``force_close()``, a header added such as CORS, a large body) takes aiohttp's own
+    path. Like aiohttp's, it waits while the transport's buffer is over its high-water mark (a
+    client that pipelines requests without reading the answers holds its own request loop, not
+    the server's memory).
     """
 
     def __init__(self, body: bytes, date: HttpDate) -> None:
