@@ -1,6 +1,7 @@
 """mlsrv against the reference servers of issue #11, side by side in one run; prints the ratios.
 
     .venv/bin/python bench/compare.py --duration 10 --plots docs/perf   # ~15 minutes on 2 cores
+    .venv/bin/python bench/compare.py --models half_plus_two --rounds 3   # P1 and P3 3 more times, paired
 
 Servers (each a subprocess on free loopback ports, started, measured, stopped one at a time, so no
 two share the CPU):
@@ -237,19 +238,30 @@ def probe_grpc(port: int, model: Model) -> None:
         raise RuntimeError(f"gRPC probe of {model.name} on port {port}: no outputs")
 
 
-def measure(args: argparse.Namespace, scratch: Path) -> Run:
-    run = Run(args.duration)
+def serving_flags(scratch: Path) -> list[str]:
+    """`mlsrv serve` flags for every mlsrv cell: the references' batching parameters, metrics on."""
     params = scratch / "batching.txt"
     params.write_text(BATCHING)
     monitoring = scratch / "monitoring.txt"
     monitoring.write_text("prometheus_config { enable: true }\n")
-    mlsrv_flags = ["--enable_batching", f"--batching_parameters_file={params}",
-                   f"--monitoring_config_file={monitoring}"]
-    models = {
-        "half_plus_two": Model("half_plus_two", EXAMPLES / "half_plus_two", "x", ()),
-        "mlp": Model("mlp", export("mlp", scratch / "mlp"), "x", (784,)),
-        "mobilenet": Model("mobilenet", export("mobilenet", scratch / "mobilenet"), "keras_tensor", (224, 224, 3)),
+    return ["--enable_batching", f"--batching_parameters_file={params}", f"--monitoring_config_file={monitoring}"]
+
+
+def all_models(scratch: Path, keys: list[str]) -> dict[str, Model]:
+    """The models asked for (the MLP and MobileNetV2 exported into ``scratch`` on first use)."""
+    makers = {
+        "half_plus_two": lambda: Model("half_plus_two", EXAMPLES / "half_plus_two", "x", ()),
+        "mlp": lambda: Model("mlp", export("mlp", scratch / "mlp"), "x", (784,)),
+        "mobilenet": lambda: Model("mobilenet", export("mobilenet", scratch / "mobilenet"), "keras_tensor",
+                                   (224, 224, 3)),
     }
+    return {key: makers[key]() for key in keys}
+
+
+def measure(args: argparse.Namespace, scratch: Path) -> Run:
+    run = Run(args.duration)
+    mlsrv_flags = serving_flags(scratch)
+    models = all_models(scratch, args.models.split(","))
     sweeps = {"half_plus_two": [1, 8, 32, 64], "mlp": [1, 8, 32, 64], "mobilenet": [1, 8, 32]}
     for key in args.models.split(","):
         model, sweep = models[key], sweeps[key]
@@ -275,6 +287,43 @@ def measure(args: argparse.Namespace, scratch: Path) -> Run:
             run.record(model.name, "in-process batch 32", "-", 32, {"rps": rate, "p50_ms": float("nan"),
                                                                     "p99_ms": float("nan")})
     return run
+
+
+def paired_rounds(args: argparse.Namespace, scratch: Path) -> list[str]:
+    """P1 (mlsrv vs bare batched REST, c=32) and P3 (mlsrv vs canned grpc.aio) ``--rounds`` times
+    more, each pair measured back to back, the order alternating: on a shared machine whose speed
+    drifts between cells, the median ratio and its range say more than one run's ratio."""
+    flags = serving_flags(scratch)
+    keys = [key for key in ("half_plus_two", "mlp") if key in args.models.split(",")]
+    models = all_models(scratch, keys)
+    pairs = [(f"P1 {key} REST c=32", models[key], "REST", "bare_rest.py", "--batch", "≥ 1.0×") for key in keys]
+    if "half_plus_two" in models:
+        pairs.append(("P3 half_plus_two gRPC c=32", models["half_plus_two"], "gRPC", "bare_grpc.py", "--canned",
+                      "≥ 0.8×"))
+    lines = ["| case | median ratio | range | rounds (mlsrv / reference req/s) | bar |", "|---|---|---|---|---|"]
+    for case, model, protocol, script, flag, bar in pairs:
+        ratios, cells = [], []
+        for round_ in range(args.rounds):
+            run = Run(args.duration)
+            for side in ("mlsrv", "reference") if round_ % 2 == 0 else ("reference", "mlsrv"):
+                if side == "mlsrv":
+                    with server(model.name, model.base, *flags) as (rest, grpc_port, pid):
+                        if protocol == "REST":
+                            run.rest_sweep(model, side, rest, pid, [32], metrics_port=rest)
+                        else:
+                            run.grpc_cell(model, side, grpc_port, pid, scratch, metrics_port=rest)
+                else:
+                    with reference(script, model, flag) as (port, pid):
+                        if protocol == "REST":
+                            run.rest_sweep(model, side, port, pid, [32])
+                        else:
+                            run.grpc_cell(model, side, port, pid, scratch)
+            ours, theirs = run.rps(model.name, "mlsrv", protocol, 32), run.rps(model.name, "reference", protocol, 32)
+            ratios.append(ours / theirs)
+            cells.append(f"{ours:,.0f} / {theirs:,.0f}")
+        lines.append(row(case, f"{statistics.median(ratios):.2f}×", f"{min(ratios):.2f}-{max(ratios):.2f}×",
+                         "; ".join(cells), bar))
+    return lines
 
 
 def acceptance(run: Run, help_s: float) -> list[str]:
@@ -344,15 +393,21 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured cell")
     parser.add_argument("--models", default="half_plus_two,mlp,mobilenet")
     parser.add_argument("--plots", type=Path, default=None, help="write throughput-vs-p99 PNGs here")
+    parser.add_argument("--rounds", type=int, default=0,
+                        help="then measure P1 and P3 this many more times, each pair back to back")
     args = parser.parse_args()
     print(f"<!-- bench/compare.py {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, "
           f"{args.duration:g} s per cell -->")
     with tempfile.TemporaryDirectory() as tmp:
         run = measure(args, Path(tmp))
+        rounds = paired_rounds(args, Path(tmp)) if args.rounds > 0 else []
     help_s = help_wall_time()
     print("\n".join(run.lines))
     print()
     print("\n".join(acceptance(run, help_s)))
+    if rounds:
+        print()
+        print("\n".join(rounds))
     if args.plots is not None:
         for path in plot(run, args.plots):
             print(f"\nplot: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
