@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -121,5 +122,23 @@ def test_an_answer_waits_while_the_client_is_not_reading() -> None:
         protocol.writing_paused = False  # a reading client: no wait at all
         await asyncio.wait_for(rest.JsonAnswer(b"{}", rest.HttpDate()).prepare(request), 5)
         assert protocol._drain_helper.call_count == 1
+
+    asyncio.run(main())
+
+
+def test_pipelined_requests_are_answered_in_order_with_batching_on(tmp_path: Path) -> None:
+    """300 predict requests in one write: each answer in the order asked, with its own value, every one
+    written by ``JsonAnswer`` (a connection's requests are handled one after another by aiohttp)."""
+    version(tmp_path / "m", 1)
+    count = 300
+
+    async def main() -> None:
+        async with running_server(loader_factory=FakeLoaderFactory(), model_name="m", enable_batching=True,
+                                  model_base_path=str(tmp_path / "m")) as s:  # fmt: skip
+            bodies = [b'{"instances": [[%d.0]]}' % i for i in range(count)]
+            requests = b"".join(_request(b"/v1/models/m:predict", body=body) for body in bodies)
+            answers = await _exchange(s.server.rest_port, requests, answers_each=count)
+            values = [json.loads(answer.partition(b"\r\n\r\n")[2])["predictions"][0][0] for answer in answers]
+            assert values == [0.5 * i + 2 for i in range(count)]
 
     asyncio.run(main())
