@@ -13,7 +13,9 @@ samples the server's RSS (20 Hz) and times a `/healthz` probe every 20 ms. Betwe
 until the server has nothing in flight. Printed per step: goodput (successful requests/s) as a share
 of capacity, p50/p99 of successful requests, errors by code, the cores the client used while
 sending (and "bound" when it could not keep up), the server's peak
-RSS, and the probe's p99; `--plots DIR` draws goodput against offered load.
+RSS, the probe's p99, and the host's TCP counters over the step (connections accepted, handshakes
+dropped by a full listen queue, SYNs resent: past capacity, small REST requests bring a connection
+each, see docs/benchmarks.md); `--plots DIR` draws goodput against offered load.
 """
 
 from __future__ import annotations
@@ -101,6 +103,23 @@ class Sampler:
         return 1000 * statistics.quantiles(self.probes, n=100)[98] if len(self.probes) > 1 else 1000 * self.probes[0]
 
 
+def tcp_counters() -> dict[str, int]:
+    """The kernel's TCP counters that tell connections apart from requests (Linux; empty elsewhere):
+    connections accepted, handshakes dropped because a listen queue was full, and SYNs sent again."""
+    wanted = {"PassiveOpens": "accepted", "ListenOverflows": "listen_overflows", "TCPSynRetrans": "syn_retransmits"}
+    found: dict[str, int] = {}
+    for table in ("/proc/net/snmp", "/proc/net/netstat"):
+        try:
+            lines = Path(table).read_text().splitlines()
+        except OSError:
+            continue
+        for names, values in zip(lines[::2], lines[1::2], strict=False):
+            for key, value in zip(names.split()[1:], values.split()[1:], strict=False):
+                if key in wanted:
+                    found[wanted[key]] = int(value)
+    return found
+
+
 def in_flight(rest_port: int) -> int:
     match = re.search(r":mlsrv:admission:in_flight_requests (\d+)", metrics_page(rest_port))
     return int(match.group(1)) if match else 0
@@ -136,10 +155,12 @@ def run_case(name: str, multiples: list[float], duration: float, scratch: Path,
         rss_at_rest = int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1)) * 1024  # type: ignore[union-attr]
         for multiple in multiples:
             rate = multiple * capacity
+            tcp_before = tcp_counters()
             with Sampler(pid, rest) as sampler:
                 report = bench(target, protocol, model, rows, duration, "--rate", f"{rate:.1f}", "--workers", "2",
                                "--max-in-flight", "100000", prefix=client_pin)
                 leftover_s = settle(rest)
+            tcp = {key: value - tcp_before.get(key, 0) for key, value in tcp_counters().items()}
             errors = {f"{e['code']}" + (f"/{e['kind']}" if e["kind"] in ("ClientTimeout", "Cancelled") else ""):
                       e["count"] for e in report["errors"]}
             results.append({
@@ -152,24 +173,28 @@ def run_case(name: str, multiples: list[float], duration: float, scratch: Path,
                 "client_cpu": report["client"]["cpu_s"] / max(report["client"]["wall_s"], 1e-9),
                 "client_bound": report["client"]["bound"],
                 "peak_rss": sampler.peak_rss, "rss_at_rest": rss_at_rest,
-                "probe_p99_ms": sampler.probe_p99_ms(), "leftover_s": leftover_s,
+                "probe_p99_ms": sampler.probe_p99_ms(), "leftover_s": leftover_s, "tcp": tcp,
             })
             print(row(results[-1]), file=sys.stderr, flush=True)
     return results
 
 
 HEADER = ("| case | capacity req/s | offered | goodput req/s | goodput / capacity | p50 ms | p99 ms | errors by code "
-          "| client cores | server peak RSS | /healthz p99 ms | drain after step |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| client cores | server peak RSS | /healthz p99 ms | drain after step "
+          "| connections accepted / listen overflows / SYNs resent (host) |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def row(r: dict[str, Any]) -> str:
     errors = ", ".join(f"{code} {count}" for code, count in sorted(r["errors"].items())) or "none"
+    counts = r.get("tcp", {})
+    tcp = " / ".join(f"{counts[key]:,}" if key in counts else "-"
+                     for key in ("accepted", "listen_overflows", "syn_retransmits"))
     return (f"| {r['case']} | {r['capacity']:,.0f} | {r['multiple']:g}x ({r['offered']:,.0f}/s) | {r['goodput']:,.0f} "
             f"| {100 * r['share']:.0f}% | {r['p50_ms']:,.1f} | {r['p99_ms']:,.1f} | {errors} "
             f"| {r['client_cpu']:.2f}{' (bound)' if r['client_bound'] else ''} "
             f"| {r['peak_rss'] / 2**20:,.0f} MiB | {r['probe_p99_ms']:.1f} "
-            f"| {r['leftover_s']:.1f} s |")
+            f"| {r['leftover_s']:.1f} s | {tcp} |")
 
 
 def plot(results: list[dict[str, Any]], folder: Path) -> Path:
