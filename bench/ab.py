@@ -22,42 +22,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from compare import BATCHING, Model  # noqa: E402
-from run_benchmarks import (  # noqa: E402
-    EXAMPLES,
-    batch_counts,
-    cpu_seconds,
-    h2load_grpc,
-    hey,
-    mean_batch_rows,
-    ok_predictions,
-    server,
-)
+from compare import BATCHING, Model, Run  # noqa: E402
+from run_benchmarks import EXAMPLES, server  # noqa: E402
 
 
 def cell(src: Path, python: str, flags: list[str], model: Model, protocol: str, concurrency: int, duration: float,
          scratch: Path) -> dict[str, float]:  # fmt: skip
+    """One cell, measured as bench/compare.py measures its cells (``Run.rest_sweep`` / ``Run.grpc_cell``)."""
+    run = Run(duration)
     with server(model.name, model.base, *flags, src=src, python=python) as (rest, grpc_port, pid):
-        before_batches = batch_counts(rest)
         if protocol == "rest":
-            url = f"http://127.0.0.1:{rest}/v1/models/{model.name}:predict"
-            before = cpu_seconds(pid)
-            result = hey(url, model.rest_body(), concurrency, duration)
-            # hey's unmeasured warm-up second is inside the CPU window: counted at the same rate
-            requests = result["rps"] * (duration + 1)
-        else:
-            body = scratch / "request.grpc"
-            body.write_bytes(model.grpc_body())
-            h2load_grpc(grpc_port, body, concurrency, 1)  # warm-up, not measured
-            before_batches, ok_before = batch_counts(rest), ok_predictions(rest, model.name)
-            before = cpu_seconds(pid)
-            result = h2load_grpc(grpc_port, body, concurrency, duration)
-            requests = result["requests"]
-            # h2load sees HTTP status only: a failed call is one the server did not count as OK
-            result["errors"] = result["http_errors"] + max(0, requests - (ok_predictions(rest, model.name) - ok_before))
-        result["cpu_us"] = (cpu_seconds(pid) - before) / max(1.0, requests) * 1e6
-        result["batch"] = mean_batch_rows(rest, before_batches)
-    return result
+            run.rest_sweep(model, "mlsrv", rest, pid, [concurrency], metrics_port=rest)
+            return run.cells[(model.name, "mlsrv", "REST", concurrency)]
+        run.grpc_cell(model, "mlsrv", grpc_port, pid, scratch, metrics_port=rest, streams=concurrency)
+        return run.cells[(model.name, "mlsrv", "gRPC", concurrency)]
 
 
 def main() -> None:

@@ -180,7 +180,7 @@ class Run:
 
     def record(self, model: str, name: str, protocol: str, concurrency: int, result: dict[str, float],
                batch: float = float("nan"), cpu_per_request_us: float = float("nan")) -> None:
-        self.cells[(model, name, protocol, concurrency)] = result
+        self.cells[(model, name, protocol, concurrency)] = {**result, "batch": batch, "cpu_us": cpu_per_request_us}
         self.lines.append(row(model, name, protocol, concurrency, result["rps"], result["p50_ms"], result["p99_ms"],
                               int(result.get("errors", 0)), batch,
                               "" if cpu_per_request_us != cpu_per_request_us else f"{cpu_per_request_us:.0f} µs"))
@@ -200,21 +200,21 @@ class Run:
             self.record(model.name, name, "REST", c, result, batch, 1e6 * used / max(1.0, requests))
 
     def grpc_cell(self, model: Model, name: str, port: int, pid: int, scratch: Path,
-                  metrics_port: int | None = None) -> None:
+                  metrics_port: int | None = None, streams: int = 32) -> None:
         body = scratch / f"{model.name}.grpc"
         body.write_bytes(model.grpc_body())
         probe_grpc(port, model)  # h2load sees HTTP status only: check once that calls succeed
-        h2load_grpc(port, body, 32, 1)  # warm-up, not measured
+        h2load_grpc(port, body, streams, 1)  # warm-up, not measured
         batches_before = batch_counts(metrics_port) if metrics_port is not None else (0, 0)
         before, ok_before = cpu_seconds(pid), ok_predictions(metrics_port, model.name) if metrics_port else 0
-        result = h2load_grpc(port, body, 32, self.duration)
+        result = h2load_grpc(port, body, streams, self.duration)
         used = cpu_seconds(pid) - before
         result["errors"] = result["http_errors"]
         if metrics_port is not None:  # the server's own count of successful calls
             failed = result["requests"] - (ok_predictions(metrics_port, model.name) - ok_before)
             result["errors"] += max(0, failed)
         batch = mean_batch_rows(metrics_port, batches_before) if metrics_port is not None else float("nan")
-        self.record(model.name, name, "gRPC", 32, result, batch, 1e6 * used / max(1, result["requests"]))
+        self.record(model.name, name, "gRPC", streams, result, batch, 1e6 * used / max(1, result["requests"]))
 
     def rps(self, model: str, name: str, protocol: str, concurrency: int) -> float:
         cell = self.cells.get((model, name, protocol, concurrency))
