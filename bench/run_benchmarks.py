@@ -63,6 +63,8 @@ def server(name: str, base_path: Path, *extra: str, src: Path | None = None,
     ``python``: the interpreter (another venv's, with mlsrv's dependencies installed).
     """
     rest, grpc_port = free_port(), free_port()
+    while grpc_port == rest:  # the kernel can hand the same free port to two binds in a row
+        grpc_port = free_port()
     command = [*prefix, python, "-m", "mlsrv.cli", "serve", "--host=127.0.0.1", f"--port={grpc_port}",
                f"--rest_api_port={rest}", f"--model_name={name}", f"--model_base_path={base_path}", *extra]
     log = open(tempfile.mktemp(prefix="mlsrv-bench-", suffix=".log"), "w")  # noqa: SIM115

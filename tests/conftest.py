@@ -46,8 +46,22 @@ def examples_dir() -> Path:
     return EXAMPLES
 
 
+#: Ports ``free_port`` has handed out in this test process: never handed out twice.
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that was free a moment ago, and not one this process was given before.
+
+    The kernel may return the same port to two binds in a row once the first socket is closed, so
+    ``free_port(), free_port()`` for a server's REST and gRPC ports came out equal now and then (a
+    clean-clone CI run failed with "--rest_api_port cannot be the same as --port").
+    """
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no port that was not handed out before in 100 tries")
