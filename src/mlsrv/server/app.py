@@ -379,12 +379,13 @@ class Server:
             "keepalive_timeout": rest.idle_timeout_s,
         }
         self.rest_connections = ConnectionGuard(self._runner.server, limits, handler_args)
-        # the liveness probe and the door's refusals skip the frontend unless something must see every
-        # response (the access log, CORS headers)
+        # the liveness probe, the door's refusals and direct predict calls skip aiohttp's handler
+        # unless something must see every response (the access log, CORS headers)
         answers_here = self.access_log is None and not rest.enable_cors
         self.rest_connections.answers_liveness = answers_here
         if answers_here and self._rest_frontend is not None:
             self.rest_connections.door = self._rest_frontend.refusal_at_door
+            self.rest_connections.direct = self._rest_frontend.answer_at_connection
         tls = None
         if rest.tls_config_file:
             from mlsrv.ssl_config import rest_ssl_context

@@ -19,7 +19,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Final, TypeVar, cast
 
@@ -28,6 +28,7 @@ from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_response import REASON_PHRASES
 
 from mlsrv.errors import InvalidArgument, MlsrvError, Overloaded, RequestTimeout, RequestTooLarge, Unauthenticated
 from mlsrv.protocol import json_codec, routes
@@ -153,14 +154,9 @@ class RestFrontend:
         try:
             response = await self._dispatch(request)
         except MlsrvError as error:
-            # REST carries the whole message: TF cuts messages at 1024 characters only for gRPC
-            body = b"" if error.empty_body else json_codec.encode_error(error.message)
-            response = web.Response(body=body, status=error.http_status, content_type=JSON)
-            if error.http_status == 503:  # overloaded or shutting down: when to come back
-                response.headers["Retry-After"] = str(RETRY_AFTER_S)
-            elif isinstance(error, Unauthenticated):  # RFC 6750: the scheme to use, and why it failed
-                sent = "Authorization" in request.headers
-                response.headers["WWW-Authenticate"] = CHALLENGE + (', error="invalid_token"' if sent else "")
+            status, headers, body = error_answer(error, authorization_sent="Authorization" in request.headers)
+            response = web.Response(body=body, status=status, content_type=JSON)
+            response.headers.update(headers)
         except web.HTTPException:
             raise
         except ConnectionError as error:  # the client went away: nothing to answer, nothing wrong here
@@ -299,6 +295,85 @@ class RestFrontend:
         close = b"Connection: close\r\n" if message.should_close else b""
         return b"%s%sDate: %s\r\n\r\n%s" % (head[0], close, self._date.now(), head[1])
 
+    def answer_at_connection(
+        self, message: RawRequestMessage, payload: StreamReader
+    ) -> Coroutine[None, None, bytes] | None:
+        """The whole HTTP answer to a predict request whose body came with its head, as a coroutine
+        the connection runs itself; None to let aiohttp serve the request (``ConnectionGuard.direct``).
+
+        That is nearly every request, and for it aiohttp's request object, handler task, connection
+        task wake-ups and response object cost more of the loop than mlsrv's own work (issue #11;
+        docs/benchmarks.md). The answer is :meth:`handle`'s: the same checks in the same order
+        (route, token, declared size, admission, the caller's deadline), the same inference code
+        (:meth:`_inference`), the same metrics and the same error table (:func:`error_answer`);
+        ``tests/server/test_rest_direct.py`` compares the bytes of both paths. Anything else is left
+        to aiohttp: another verb or path, a body still arriving or compressed, HTTP/1.0 or
+        ``Connection: close``, a body over the cap or large enough to trim the heap after, a
+        missing or wrong token (the handler answers 401 with its challenge).
+        """
+        if message.version != HttpVersion11 or message.should_close or message.method != "POST":
+            return None
+        if message.chunked or not payload.is_eof():
+            return None
+        path = message.path.partition("?")[0]
+        if path in self._extra or not routes.is_api_path(path):
+            return None
+        try:
+            route = self._route("POST", path)
+        except MlsrvError:
+            return None
+        headers = message.headers
+        size = payload.total_bytes
+        if route.verb is not routes.Verb.PREDICT or "Content-Encoding" in headers:
+            return None
+        if size > self._max_body_bytes or size >= TRIM_AFTER_BODY_BYTES:
+            return None
+        if self._auth is not None and not self._auth.rest_is_open(path):
+            try:
+                self._auth.check(headers.get("Authorization"))
+            except MlsrvError:
+                return None
+        self.last_request_at = time.monotonic()
+        return self._answer_predict(route, headers, payload)
+
+    async def _answer_predict(self, route: routes.Route, headers: Mapping[str, str], payload: StreamReader) -> bytes:
+        """:meth:`answer_at_connection`'s coroutine: the answer, its head formatted as aiohttp formats it."""
+        started = time.perf_counter_ns()
+        name = route.spec.name
+        metrics = self._metrics
+        # read here, in the connection's task, not in the parser's callback: taking bytes out of the
+        # payload may resume the connection's reading, which parses again (and would re-enter the parser)
+        raw = payload.read_nowait(-1)
+        del payload
+        try:
+            work = self._inference(route, headers, len(raw), raw)
+            del raw  # the body does not live through the model (see _infer)
+            body, _ = await work
+        except MlsrvError as error:
+            if metrics is not None:
+                metrics.record_request(name, error.code.name, "predict", "REST", 0)
+            status, extra, body = error_answer(error, authorization_sent="Authorization" in headers)
+            return self._head(status, extra, len(body)) + body
+        except Exception as error:  # noqa: BLE001 - answered 500 and logged, as handle() does
+            self._internal_log.error(
+                "internal error serving a predict call for %s: %s", name, one_line(error), exc_info=error
+            )
+            if metrics is not None:
+                metrics.record_request(name, "INTERNAL", "predict", "REST", 0)
+            body = json_codec.encode_error("Internal error")
+            return self._head(500, {}, len(body)) + body
+        if metrics is not None:
+            metrics.record_request(name, "OK", "predict", "REST", (time.perf_counter_ns() - started) // 1000)
+        return ok_answer(body, self._date)
+
+    def _head(self, status: int, headers: Mapping[str, str], length: int) -> bytes:
+        """A JSON answer's status line and headers, in aiohttp's order (``Content-Type``, the others,
+        ``Content-Length``, ``Date``)."""
+        extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        return b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n%sContent-Length: %d\r\nDate: %s\r\n\r\n" % (
+            status, REASON_PHRASES.get(status, "").encode(), extra.encode("latin-1"), length, self._date.now()
+        )
+
     async def _counted(self, request: web.BaseRequest, path: str, metrics: Metrics) -> web.StreamResponse:
         """:meth:`_api` plus ``request_count`` / ``request_latency``, as TF's REST dispatcher records them."""
         started = time.perf_counter_ns()
@@ -331,34 +406,55 @@ class RestFrontend:
             return self._json(json_codec.encode_status(self._dataplane.status(route.spec)))
         if route.verb is routes.Verb.METADATA:
             return self._json(json_codec.encode_metadata(self._dataplane.metadata(route.spec)))
-        if self._admission is None:
-            return self._json(await self._infer(request, route, None))
         # the client's mistake (413) comes before the server's load (503)
         length = refuse_declared_oversize(request, self._max_body_bytes)
-        with self._admission.admit(length, route.spec.name) as ticket:  # before a byte of the body is read
-            return self._json(await self._infer(request, route, ticket))
+        body, served = await self._inference(route, request.headers, length, request)
+        request[SERVED_SPEC] = served
+        return self._json(body)
 
-    async def _infer(self, request: web.BaseRequest, route: routes.Route, ticket: Ticket | None) -> bytes:
+    async def _inference(
+        self, route: routes.Route, headers: Mapping[str, str], length: int, body: bytes | web.BaseRequest
+    ) -> tuple[bytes, ModelSpec]:
+        """An inference call from its route on, for both paths (aiohttp's handler and the connection's
+        :meth:`answer_at_connection`): admission before a byte of the body is read, then :meth:`_infer`.
+        The answer's body, and the spec that answered (resolved version, signature)."""
+        if self._admission is None:
+            work = self._infer(route, headers, body, None)
+            del body
+            return await work
+        with self._admission.admit(length, route.spec.name) as ticket:
+            work = self._infer(route, headers, body, ticket)
+            del body
+            return await work
+
+    async def _infer(
+        self, route: routes.Route, headers: Mapping[str, str], body: bytes | web.BaseRequest, ticket: Ticket | None
+    ) -> tuple[bytes, ModelSpec]:
+        """``body`` is the body itself when it came with the head, else the request to read it from."""
         loop = asyncio.get_running_loop()
-        asked = caller_timeout_s(request)  # the caller's own deadline counts from arrival
+        asked = caller_timeout_s(headers)  # the caller's own deadline counts from arrival
         caller_deadline = None if asked is None else loop.time() + asked
-        raw = await read_body(request, self._max_body_bytes, self._body_timeout_s)
-        if ticket is not None and len(raw) > ticket.size:  # a chunked body: charged as it turned out
-            ticket.grow(len(raw) - ticket.size)
-        encoding = request.headers.get("Content-Encoding", "")
+        if isinstance(body, bytes):
+            raw = body
+        else:
+            raw = await read_body(body, self._max_body_bytes, self._body_timeout_s)
+            if ticket is not None and len(raw) > ticket.size:  # a chunked body: charged as it turned out
+                ticket.grow(len(raw) - ticket.size)
+        del body
+        encoding = headers.get("Content-Encoding", "")
         deadline = loop.time() + self._timeout_s if self._timeout_s > 0 else None
         if caller_deadline is not None:
             deadline = caller_deadline if deadline is None else min(deadline, caller_deadline)
         if route.verb is routes.Verb.PREDICT:
-            answer = self._predict(request, route.spec, raw, encoding, deadline)
+            answer = self._predict(route.spec, raw, encoding, deadline)
         else:
-            answer = self._examples(request, route, raw, encoding, deadline)
+            answer = self._examples(route, raw, encoding, deadline)
         del raw  # the coroutine drops its own reference once decoded: the body does not live through the model
         return await answer
 
     async def _predict(
-        self, http: web.BaseRequest, spec: ModelSpec, raw: bytes, encoding: str, deadline: float | None
-    ) -> bytes:
+        self, spec: ModelSpec, raw: bytes, encoding: str, deadline: float | None
+    ) -> tuple[bytes, ModelSpec]:
         found = self._dataplane.signatures_or_error(spec)
         target = found if isinstance(found, MlsrvError) else rest_decode.RestTarget(found)
         request: PredictRequest
@@ -368,28 +464,25 @@ class RestFrontend:
             request = await self._decode(rest_decode.predict_request, raw, encoding, spec, target)
         del raw
         response = await self._dataplane.predict(request, deadline)
-        http[SERVED_SPEC] = response.spec
         fmt = request.format
         del request
         outputs = response.outputs
         if sum(value.size for value in outputs.values()) <= OFF_LOOP_OUTPUT_ELEMENTS:
-            return rest_decode.predict_response(outputs, fmt)
-        return await self._encode(True, rest_decode.predict_response, outputs, fmt)
+            return rest_decode.predict_response(outputs, fmt), response.spec
+        return await self._encode(True, rest_decode.predict_response, outputs, fmt), response.spec
 
     async def _examples(
-        self, http: web.BaseRequest, route: routes.Route, raw: bytes, encoding: str, deadline: float | None
-    ) -> bytes:
+        self, route: routes.Route, raw: bytes, encoding: str, deadline: float | None
+    ) -> tuple[bytes, ModelSpec]:
         method = InferenceMethod.CLASSIFY if route.verb is routes.Verb.CLASSIFY else InferenceMethod.REGRESS
         request: ExamplesRequest = await self._decode(rest_decode.examples_request, raw, encoding, route.spec, method)
         del raw
         large = len(request.examples) > OFF_LOOP_OUTPUT_ELEMENTS
         if method is InferenceMethod.CLASSIFY:
             classified = await self._dataplane.classify(request, deadline)
-            http[SERVED_SPEC] = classified.spec
-            return await self._encode(large, json_codec.encode_classify_response, classified)
+            return await self._encode(large, json_codec.encode_classify_response, classified), classified.spec
         regressed = await self._dataplane.regress(request, deadline)
-        http[SERVED_SPEC] = regressed.spec
-        return await self._encode(large, json_codec.encode_regress_response, regressed)
+        return await self._encode(large, json_codec.encode_regress_response, regressed), regressed.spec
 
     async def _encode(self, large: bool, encode: Callable[..., bytes], *args: object) -> bytes:
         """``encode(*args)``: in a worker process for a large answer, here otherwise."""
@@ -424,12 +517,27 @@ class RestFrontend:
         return JsonAnswer(body, self._date)
 
 
+def error_answer(error: MlsrvError, *, authorization_sent: bool) -> tuple[int, dict[str, str], bytes]:
+    """The REST answer to an error: status, headers beside ``Content-Type: application/json``, body.
+
+    The one place an error becomes an answer, for aiohttp's handler and the connection's direct path
+    alike. REST carries the whole message: TF cuts messages at 1024 characters only for gRPC.
+    """
+    body = b"" if error.empty_body else json_codec.encode_error(error.message)
+    headers: dict[str, str] = {}
+    if error.http_status == 503:  # overloaded or shutting down: when to come back
+        headers["Retry-After"] = str(RETRY_AFTER_S)
+    elif isinstance(error, Unauthenticated):  # RFC 6750: the scheme to use, and why it failed
+        headers["WWW-Authenticate"] = CHALLENGE + (', error="invalid_token"' if authorization_sent else "")
+    return error.http_status, headers, body
+
+
 #: Headers that carry the caller's deadline in milliseconds: mlsrv's own, and the one Envoy (and so
 #: Istio) adds to every request it forwards with a route timeout.
 TIMEOUT_HEADERS: Final = ("X-Request-Timeout-Ms", "x-envoy-expected-rq-timeout-ms")
 
 
-def caller_timeout_s(request: web.BaseRequest) -> float | None:
+def caller_timeout_s(headers: Mapping[str, str]) -> float | None:
     """The shortest deadline the caller sent in :data:`TIMEOUT_HEADERS`, in seconds; None without one.
 
     It bounds the request like ``--rest_api_timeout_in_ms`` (504 once it passes; a request whose
@@ -438,7 +546,7 @@ def caller_timeout_s(request: web.BaseRequest) -> float | None:
     """
     shortest: float | None = None
     for header in TIMEOUT_HEADERS:
-        text = request.headers.get(header)
+        text = headers.get(header)
         if text is None:
             continue
         digits = text.strip()
@@ -529,6 +637,13 @@ def _too_large(length: int | None, max_bytes: int) -> str:
 ONE_WRITE_ANSWER_BYTES: Final = 64 << 10
 
 
+def ok_answer(body: bytes, date: HttpDate) -> bytes:
+    """A whole ``200 application/json`` HTTP/1.1 answer: the bytes aiohttp sends for it (no ``Server``)."""
+    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\nDate: %s\r\n\r\n%s" % (
+        len(body), date.now(), body
+    )
+
+
 class JsonAnswer(web.StreamResponse):
     """A ``200 application/json`` answer, written in one transport write when nothing is unusual.
 
@@ -560,10 +675,7 @@ class JsonAnswer(web.StreamResponse):
             and transport is not None
             and not transport.is_closing()
         ):
-            transport.write(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\nDate: %s\r\n\r\n%s"
-                % (len(self.body), self._date.now(), self.body)
-            )
+            transport.write(ok_answer(self.body, self._date))
             self._keep_alive = True
             self._eof_sent = True
             self._body_length = len(self.body)

@@ -17,14 +17,25 @@ aiohttp parses HTTP well but leaves three doors open that a server on the intern
   queues a 400 *behind* the request being read, whose ``read()`` then waits forever. The handler
   here fails that body instead, so the request's own handler answers 400 at once.
 
-Two answers are given by the connection itself, in the callback that received the request, instead
-of by a handler task queued behind every request in flight: the liveness probe (``GET /healthz``),
-and an inference request the door turns away (:class:`ConnectionGuard` ``door``, see
-``RestFrontend.refusal_at_door``). The second is what keeps a server past its capacity serving:
-each refusal costs a parse by aiohttp's C parser and a write, not a request object, a task, a
-handler, an exception and a response object (measured in docs/benchmarks.md, issue #18). The request
-is taken out of what aiohttp's parser hands over, so aiohttp's parsing rules decide what a request
-is; a refused body still arriving is read and discarded, so the connection stays usable.
+Three kinds of request are answered by the connection itself, from what aiohttp's parser hands
+over, instead of by aiohttp's request object, handler task and response object:
+
+- the liveness probe (``GET /healthz``), in the callback that received it, so it never waits its
+  turn behind every request in flight;
+- an inference request the door turns away (:class:`ConnectionGuard` ``door``, see
+  ``RestFrontend.refusal_at_door``): what keeps a server past its capacity serving, since each
+  refusal costs a parse by aiohttp's C parser and a write (issue #18); a refused body still
+  arriving is read and discarded, so the connection stays usable;
+- a predict request whose body came with its head (``direct``, see
+  ``RestFrontend.answer_at_connection``): one task of the connection's runs the frontend's coroutine
+  and writes the answer it returns. That is the common request, and aiohttp's objects around it
+  cost more of the loop than the request's own work (issue #11, docs/benchmarks.md).
+
+HTTP/1.1 answers go out in request order: a request is answered here only when every request before
+it on the connection has been answered, and a request handed to aiohttp behind a direct one writes
+its answer only after the direct one's (:meth:`GuardedRequestHandler.finish_response`). A direct
+request is the connection's business as an aiohttp request is aiohttp's: cancelled when its client
+disconnects, finished before a graceful stop closes the connection, never closed as idle.
 
 This leans on attributes of aiohttp's ``RequestHandler`` (``_messages``, the queue of parsed
 requests, ``_ErrInfo``, a parse failure in it, ``_parser`` and its ``feed_data`` /
@@ -43,7 +54,7 @@ import resource
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -186,6 +197,8 @@ def _descriptors_in_use() -> int:
 #: Decides, from a parsed request's head alone, whether the door turns it away: the whole HTTP
 #: answer to send, or None to serve it as usual.
 Door = Callable[[RawRequestMessage], bytes | None]
+#: Takes a parsed request with its body: a coroutine giving the whole HTTP answer, or None to leave it to aiohttp.
+Direct = Callable[[RawRequestMessage, StreamReader], Coroutine[None, None, bytes] | None]
 
 
 class ConnectionGuard:
@@ -200,6 +213,8 @@ class ConnectionGuard:
         self.answers_liveness = True
         #: inference requests past the admission bounds, answered by the connection (None: never)
         self.door: Door | None = None
+        #: requests served by the connection's own task instead of aiohttp's (None: never)
+        self.direct: Direct | None = None
         self.date = HttpDate()
         self.open = 0
         #: connections open that have not sent a byte yet (a stop lets them send their request first)
@@ -320,6 +335,8 @@ class GuardedRequestHandler(RequestHandler):
         #: bodies of refused requests being read into nothing (the tasks, so none is collected early)
         self._discarding: set[asyncio.Future[bool]] = set()
         self._parser = cast(Any, _DoorParser(self._parser, self))  # aiohttp types it as its own parser
+        #: the request being served by ``guard.direct``, if any (at most one: answers go out in order)
+        self._direct: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -329,6 +346,8 @@ class GuardedRequestHandler(RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._cancel_header_timer()
+        if self._direct is not None:  # its client left: out of the queue, no model time for it
+            self._direct.cancel()
         self._last_payload = None
         if self._guard is not None:
             if self._silent:
@@ -359,9 +378,19 @@ class GuardedRequestHandler(RequestHandler):
         self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
     ) -> tuple[web.StreamResponse, bool]:
         try:
+            direct = self._direct
+            if direct is not None:  # a request before this one is being answered here: it goes first
+                await asyncio.wait({direct})
             return await super().finish_response(request, resp, start_time)
         finally:
             self._unanswered -= 1
+
+    async def shutdown(self, timeout: float | None = 15.0) -> None:
+        """A graceful stop finishes a request served here, as aiohttp finishes its own, within ``timeout``."""
+        direct = self._direct
+        if direct is not None:
+            await asyncio.wait({direct}, timeout=timeout)
+        await super().shutdown(timeout)
 
     def _pass_or_answer(self, messages: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
         """What aiohttp's parser just parsed, less the requests answered here.
@@ -371,34 +400,59 @@ class GuardedRequestHandler(RequestHandler):
         """
         passed: list[tuple[Any, Any]] = []
         for message, payload in messages:
-            if not passed and self._unanswered == 0 and self._answer_here(message, payload):
+            if not passed and self._unanswered == 0 and self._direct is None and self._answer_here(message, payload):
                 continue
             passed.append((message, payload))
             self._unanswered += 1
         return passed
 
     def _answer_here(self, message: RawRequestMessage | _ErrInfo, payload: StreamReader) -> bool:
-        """Answer the liveness probe, or a request the door turns away; False: aiohttp serves it."""
-        guard, transport = self._guard, self.transport
-        if guard is None or transport is None or isinstance(message, _ErrInfo) or message.upgrade:
+        """Answer the liveness probe, a request the door turns away, or a direct request; False:
+        aiohttp serves it."""
+        guard = self._guard
+        if guard is None or self.transport is None or isinstance(message, _ErrInfo) or message.upgrade:
             return False
         if guard.answers_liveness and is_liveness_request(message, payload):
             # no handler task waits its turn behind every request in flight: under overload, a
             # kept-alive probe's p99 fell from 124-147 to 43-54 ms (docs/benchmarks.md, issue #18)
-            answer = _LIVENESS_HEAD + guard.date.now() + b"\r\n\r\n" + _LIVENESS_BODY
-        elif (
-            guard.door is not None
-            and message.method == "POST"
-            and not self.health_only
-            and not message.chunked
-            and "Expect" not in message.headers
-        ):
-            refusal = guard.door(message)
-            if refusal is None:
-                return False
-            answer = refusal
-        else:
+            self._answer_now(message, payload, _LIVENESS_HEAD + guard.date.now() + b"\r\n\r\n" + _LIVENESS_BODY)
+            return True
+        if message.method != "POST" or self.health_only or message.chunked or "Expect" in message.headers:
             return False
+        if guard.door is not None and (refusal := guard.door(message)) is not None:
+            self._answer_now(message, payload, refusal)
+            return True
+        if guard.direct is not None and (work := guard.direct(message, payload)) is not None:
+            self._answered_here += 1
+            cast(_DoorParser, self._parser).message_consumed()  # the parser's slot for the message, as aiohttp frees it
+            self._cancel_header_timer()
+            if self._keepalive_handle is not None:  # aiohttp sees an idle connection: its timer must not close it
+                self._keepalive_handle.cancel()
+                self._keepalive_handle = None
+            self._direct = self._loop.create_task(self._serve_directly(work))
+            return True
+        return False
+
+    async def _serve_directly(self, work: Coroutine[None, None, bytes]) -> None:
+        """Run a direct request's coroutine and write its answer; then the connection is free again."""
+        try:
+            answer = await work
+            transport = self.transport
+            if transport is None:  # the client left while the model ran
+                return
+            transport.write(answer)
+            if self.writing_paused:  # a client that does not read its answers waits for them to drain,
+                await self._drain_helper()  # before its next request is taken (as JsonAnswer does)
+        except ConnectionError:
+            return
+        finally:
+            self._direct = None
+        if self._unanswered == 0 and self.transport is not None:
+            self._start_keepalive_timer()
+
+    def _answer_now(self, message: RawRequestMessage, payload: StreamReader, answer: bytes) -> None:
+        """Send an answer made at once (no request in flight before it: see :meth:`_pass_or_answer`)."""
+        transport = cast(asyncio.Transport, self.transport)
         self._answered_here += 1
         cast(_DoorParser, self._parser).message_consumed()  # the parser's slot for the message, as aiohttp frees it
         transport.write(answer)
@@ -412,7 +466,6 @@ class GuardedRequestHandler(RequestHandler):
             task.add_done_callback(self._discarded)
         else:
             self._start_keepalive_timer()
-        return True
 
     @staticmethod
     async def _discard(payload: StreamReader) -> bool:
@@ -456,8 +509,8 @@ class GuardedRequestHandler(RequestHandler):
 
     def _header_timeout(self) -> None:
         self._header_timer = None
-        if self._messages or self._current_request is not None:
-            return  # a request is being served: not waiting for headers any more
+        if self._messages or self._current_request is not None or self._direct is not None:
+            return  # a request is being served: not waiting for headers any more (idle time is aiohttp's)
         log.debug("closing a REST connection without headers after %.1f s", self._header_timeout_s)
         self.force_close()
         if self.transport is not None:
