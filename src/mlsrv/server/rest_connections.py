@@ -426,9 +426,6 @@ class GuardedRequestHandler(RequestHandler):
             self._answered_here += 1
             cast(_DoorParser, self._parser).message_consumed()  # the parser's slot for the message, as aiohttp frees it
             self._cancel_header_timer()
-            if self._keepalive_handle is not None:  # aiohttp sees an idle connection: its timer must not close it
-                self._keepalive_handle.cancel()
-                self._keepalive_handle = None
             self._direct = self._loop.create_task(self._serve_directly(work))
             return True
         return False
@@ -483,6 +480,14 @@ class GuardedRequestHandler(RequestHandler):
         ended = not task.cancelled() and task.result()
         if ended and not self._discarding and self.transport is not None and self._unanswered == 0:
             self._start_keepalive_timer()
+
+    def _process_keepalive(self) -> None:
+        """aiohttp's idle check, which sees no request of its own while a direct one is served: that
+        connection is not idle (the timer is made again, from its answer, by ``_start_keepalive_timer``)."""
+        if self._direct is not None:
+            self._keepalive_handle = None
+            return
+        super()._process_keepalive()
 
     def _start_keepalive_timer(self) -> None:
         """An idle keep-alive connection again: aiohttp closes it after the keep-alive time, counted
