@@ -53,7 +53,7 @@ def test_an_answer_in_one_write_has_aiohttps_bytes(tmp_path: Path, monkeypatch: 
                                   model_base_path=str(tmp_path / "m")) as s:  # fmt: skip
             port = s.server.rest_port
             assert s.server.rest_connections is not None
-            s.server.rest_connections.direct = None  # predict calls through aiohttp's handler too (see test_rest_direct)
+            s.server.rest_connections.direct = None  # predict through aiohttp's handler too (see test_rest_direct)
             fast = await _answers(port)
             assert len(written) == 5  # every one of them written in one piece
             monkeypatch.setattr(rest, "ONE_WRITE_ANSWER_BYTES", -1)  # now none: aiohttp writes each

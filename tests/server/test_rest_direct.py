@@ -309,3 +309,27 @@ def test_an_error_raised_before_the_model_runs_is_counted_once(tmp_path: Path, d
                 assert len(direct_calls) == 1
 
     asyncio.run(main())
+
+
+def test_a_bug_in_the_direct_path_closes_that_connection_and_nothing_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception escaping the frontend's coroutine (none should: it answers every error itself)
+    leaves nothing answered on that connection, so it is closed at once rather than left hanging."""
+    version(tmp_path / "m", 1)
+
+    async def broken(self: rest.RestFrontend, *args: Any) -> bytes:
+        raise RuntimeError("a bug")
+
+    async def main() -> None:
+        async with running_server(loader_factory=FakeLoaderFactory(), model_name="m",
+                                  model_base_path=str(tmp_path / "m")) as s:  # fmt: skip
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(rest.RestFrontend, "_answer_predict", broken)
+                reader, writer = await asyncio.open_connection("127.0.0.1", s.server.rest_port)
+                writer.write(REQUESTS[0])
+                assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, not hanging
+                writer.close()
+            assert b" 200 OK" in (await _exchange(s.server.rest_port, REQUESTS[0]))[0]
+
+    asyncio.run(main())

@@ -442,6 +442,11 @@ class GuardedRequestHandler(RequestHandler):
                 await self._drain_helper()  # before its next request is taken (as JsonAnswer does)
         except ConnectionError:
             return
+        except Exception as error:  # a bug: nothing was answered, so the connection is out of step: close it
+            if self._guard is not None:
+                self._guard.log.error("unhandled error serving a REST request: %s", error, exc_info=error)
+            self.force_close()
+            return
         finally:
             self._direct = None
         if self._unanswered == 0 and self.transport is not None:
