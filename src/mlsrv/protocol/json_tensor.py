@@ -185,8 +185,14 @@ def flatten_dense(value: list[Any], *, strict: bool = True) -> tuple[list[Any], 
     return level, shape
 
 
+#: Up to this many leaves, ``_has_bool`` looks at every leaf's type instead of at the 0s and 1s only.
+_FEW_LEAVES: Final = 64
+
+
 def _has_bool(flat: list[Any], arr: np.ndarray) -> bool:
     """Whether numeric leaves include JSON ``true``/``false`` (numpy silently turns them into 1/0)."""
+    if len(flat) <= _FEW_LEAVES:  # the common small request: one pass over the leaves beats three numpy ops
+        return bool in set(map(type, flat))
     candidates = np.flatnonzero((arr == 0) | (arr == 1))
     if candidates.size == 0:
         return False
