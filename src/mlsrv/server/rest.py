@@ -2,9 +2,15 @@
 
 One handler on aiohttp's low-level server dispatches like TF Serving's ``http_server.cc``: an exact
 ``extra_routes`` path first (the Prometheus page), then ``/v1/...`` to the API, anything else gets
-a plain 404 page. The same handler turns every ``MlsrvError`` into ``{"error": msg}`` with the
-status from ``errors.HTTP_STATUS``; nothing else maps codes. With metrics on, every API call is counted by model
-name and status code name, as TF's ``RestApiRequestDispatcher`` does.
+a plain 404 page. Every ``MlsrvError`` becomes ``{"error": msg}`` with the status from
+``errors.HTTP_STATUS`` through one function, :func:`error_answer`; nothing else maps codes. With
+metrics on, every API call is counted by model name and status code name, as TF's
+``RestApiRequestDispatcher`` does.
+
+The common request, a predict call whose body came with its head, skips aiohttp's request machinery:
+the connection (``rest_connections``) asks :meth:`RestFrontend.answer_at_connection` for its answer
+and writes it. Both paths share everything after routing (:meth:`RestFrontend._inference`), so they
+differ only in what they are handed (aiohttp's request, or the parsed head and body) and in who writes.
 
 Bodies are read under a size cap (checked against ``Content-Length`` before reading, and counted
 for chunked bodies) and a time limit. A large body is decoded, and a large response encoded, in a
