@@ -389,7 +389,10 @@ class GuardedRequestHandler(RequestHandler):
         """A graceful stop finishes a request served here, as aiohttp finishes its own, within ``timeout``."""
         direct = self._direct
         if direct is not None:
+            started = self._loop.time()
             await asyncio.wait({direct}, timeout=timeout)
+            if timeout is not None:  # one grace for both waits, not one each
+                timeout = max(0.0, timeout - (self._loop.time() - started))
         await super().shutdown(timeout)
 
     def _pass_or_answer(self, messages: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
