@@ -1,6 +1,6 @@
-"""The connection's direct path (``RestFrontend.answer_at_connection``): a predict request served by
-the connection's own task gets the answer aiohttp's handler gives, in request order, and is treated
-as an aiohttp request is (idle timer, disconnect, graceful stop)."""
+"""The connection's direct path (``RestFrontend.answer_at_connection``): an inference request served
+by the connection's own task gets the answer aiohttp's handler gives, in request order, and is
+treated as an aiohttp request is (idle timer, disconnect, graceful stop)."""
 
 from __future__ import annotations
 
@@ -46,6 +46,8 @@ REQUESTS = [
     _post(b"/v1/models/m/labels/stable:predict", b'{"instances": [[1.0]]}'),  # unknown label: 400
     _post(PREDICT, b'{"instances": [[1.0]]}', b"X-Request-Timeout-Ms: soon"),  # not milliseconds: 400
     _post(PREDICT, b'{"instances": [[1.0]]}', b"X-Request-Timeout-Ms: 5000"),
+    _post(b"/v1/models/m:classify", b'{"examples": [{"x": [1.0]}]}'),  # no classify signature: 400
+    _post(b"/v1/models/m:regress", b'{"examples": ['),  # malformed: 400
 ]
 
 
@@ -66,13 +68,13 @@ def _request_counts(page: str) -> dict[str, float]:
 def direct_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     """Counts the requests the direct path answered (appends 1 per answer)."""
     calls: list[int] = []
-    original = rest.RestFrontend._answer_predict
+    original = rest.RestFrontend._answer_inference
 
     async def counting(self: rest.RestFrontend, *args: Any) -> bytes:
         calls.append(1)
         return await original(self, *args)
 
-    monkeypatch.setattr(rest.RestFrontend, "_answer_predict", counting)
+    monkeypatch.setattr(rest.RestFrontend, "_answer_inference", counting)
     yield calls
 
 
@@ -99,7 +101,7 @@ def test_a_direct_answer_is_the_handlers_answer_byte_for_byte(tmp_path: Path, di
             assert len(direct_calls) == len(REQUESTS)
             assert [_without_date(a) for a in direct] == [_without_date(a) for a in by_handler]
             statuses = [answer.split(b" ", 2)[1] for answer in direct]
-            assert statuses == [b"200"] * 4 + [b"400"] * 5 + [b"404"] * 2 + [b"400", b"400", b"200"]
+            assert statuses == [b"200"] * 4 + [b"400"] * 5 + [b"404"] * 2 + [b"400", b"400", b"200", b"400", b"400"]
             # the handler counted each call as the direct path had: every count doubled, none new
             assert counted and _request_counts((await s.get(METRICS))[1]) == {k: 2 * v for k, v in counted.items()}
 
@@ -250,7 +252,7 @@ def test_a_graceful_stop_finishes_a_direct_request(tmp_path: Path, direct_calls:
 
 
 def test_a_request_the_direct_path_does_not_take_is_served_by_aiohttp(tmp_path: Path, direct_calls: list[int]) -> None:
-    """HTTP/1.0, ``Connection: close``, gzip, classify: aiohttp's handler answers each, as before."""
+    """HTTP/1.0, ``Connection: close``, gzip, a status call: aiohttp's handler answers each, as before."""
     import gzip
 
     version(tmp_path / "m", 1)
@@ -261,7 +263,7 @@ def test_a_request_the_direct_path_does_not_take_is_served_by_aiohttp(tmp_path: 
         _post(PREDICT, body, b"Connection: close"),
         b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s"
         % (PREDICT, len(zipped), zipped),
-        _post(b"/v1/models/m:classify", b'{"examples": [{"x": [1.0]}]}'),
+        b"GET /v1/models/m HTTP/1.1\r\nHost: x\r\n\r\n",
     ]
 
     async def main() -> None:
@@ -325,11 +327,46 @@ def test_a_bug_in_the_direct_path_closes_that_connection_and_nothing_else(
         async with running_server(loader_factory=FakeLoaderFactory(), model_name="m",
                                   model_base_path=str(tmp_path / "m")) as s:  # fmt: skip
             with pytest.MonkeyPatch.context() as patch:
-                patch.setattr(rest.RestFrontend, "_answer_predict", broken)
+                patch.setattr(rest.RestFrontend, "_answer_inference", broken)
                 reader, writer = await asyncio.open_connection("127.0.0.1", s.server.rest_port)
                 writer.write(REQUESTS[0])
                 assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, not hanging
                 writer.close()
             assert b" 200 OK" in (await _exchange(s.server.rest_port, REQUESTS[0]))[0]
+
+    asyncio.run(main())
+
+
+@pytest.mark.tf
+def test_classify_and_regress_on_a_real_model_get_the_handlers_bytes(tmp_path: Path, direct_calls: list[int]) -> None:
+    """The bundled half_plus_two (TensorFlow) has classify and regress signatures: their answers, and
+    a few of their errors, are the same bytes from both paths."""
+    from tests.conftest import EXAMPLES
+
+    model = b"/v1/models/half_plus_two"
+    requests = [
+        _post(model + b":classify", b'{"signature_name": "classify_x_to_y", "examples": [{"x": 1.0}, {"x": 3.0}]}'),
+        _post(model + b":regress", b'{"signature_name": "regress_x_to_y", "examples": [{"x": 2.0}]}'),
+        _post(model + b":regress", b'{"signature_name": "regress_x_to_y2", "context": {"x": 2.0}, "examples": [{}]}'),
+        _post(model + b":classify", b'{"examples": [{"x": 1.0}]}'),  # serving_default does not classify
+        _post(model + b":regress", b'{"signature_name": "regress_x_to_y", "examples": [{"x": "text"}]}'),
+    ]
+
+    async def answers(port: int) -> list[bytes]:
+        return [(await _exchange(port, request))[0] for request in requests]
+
+    async def main() -> None:
+        async with running_server(model_name="half_plus_two", model_base_path=str(EXAMPLES / "half_plus_two")) as s:
+            port = s.server.rest_port
+            direct = await answers(port)
+            assert len(direct_calls) == len(requests)
+            guard = s.server.rest_connections
+            assert guard is not None
+            guard.direct = None
+            by_handler = await answers(port)
+            assert [_without_date(a) for a in direct] == [_without_date(a) for a in by_handler]
+            statuses = [answer.split(b" ", 2)[1] for answer in direct]
+            assert statuses[:3] == [b"200"] * 3 and b"400" in statuses[3:], direct
+            assert json.loads(direct[1].partition(b"\r\n\r\n")[2]) == {"results": [3.0]}
 
     asyncio.run(main())

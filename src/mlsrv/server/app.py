@@ -379,7 +379,7 @@ class Server:
             "keepalive_timeout": rest.idle_timeout_s,
         }
         self.rest_connections = ConnectionGuard(self._runner.server, limits, handler_args)
-        # the liveness probe, the door's refusals and direct predict calls skip aiohttp's handler
+        # the liveness probe, the door's refusals and direct inference calls skip aiohttp's handler
         # unless something must see every response (the access log, CORS headers)
         answers_here = self.access_log is None and not rest.enable_cors
         self.rest_connections.answers_liveness = answers_here

@@ -7,7 +7,7 @@ a plain 404 page. Every ``MlsrvError`` becomes ``{"error": msg}`` with the statu
 metrics on, every API call is counted by model name and status code name, as TF's
 ``RestApiRequestDispatcher`` does.
 
-The common request, a predict call whose body came with its head, skips aiohttp's request machinery:
+The common request, an inference call whose body came with its head, skips aiohttp's request machinery:
 the connection (``rest_connections``) asks :meth:`RestFrontend.answer_at_connection` for its answer
 and writes it. Both paths share everything after routing (:meth:`RestFrontend._inference`), so they
 differ only in what they are handed (aiohttp's request, or the parsed head and body) and in who writes.
@@ -304,8 +304,9 @@ class RestFrontend:
     def answer_at_connection(
         self, message: RawRequestMessage, payload: StreamReader
     ) -> Coroutine[None, None, bytes] | None:
-        """The whole HTTP answer to a predict request whose body came with its head, as a coroutine
-        the connection runs itself; None to let aiohttp serve the request (``ConnectionGuard.direct``).
+        """The whole HTTP answer to an inference request (predict, classify, regress) whose body came
+        with its head, as a coroutine the connection runs itself; None to let aiohttp serve the
+        request (``ConnectionGuard.direct``).
 
         That is nearly every request, and for it aiohttp's request object, handler task, connection
         task wake-ups and response object cost more of the loop than mlsrv's own work (issue #11;
@@ -313,7 +314,7 @@ class RestFrontend:
         (route, token, declared size, admission, the caller's deadline), the same inference code
         (:meth:`_inference`), the same metrics and the same error table (:func:`error_answer`);
         ``tests/server/test_rest_direct.py`` compares the bytes of both paths. Anything else is left
-        to aiohttp: another verb or path, a body still arriving or compressed, HTTP/1.0 or
+        to aiohttp: another method or path, a body still arriving or compressed, HTTP/1.0 or
         ``Connection: close``, a body over the cap or large enough to trim the heap after, a
         missing or wrong token (the handler answers 401 with its challenge).
         """
@@ -330,7 +331,8 @@ class RestFrontend:
             return None
         headers = message.headers
         size = payload.total_bytes
-        if route.verb is not routes.Verb.PREDICT or "Content-Encoding" in headers:
+        api = _API_LABEL.get(route.verb)
+        if api is None or "Content-Encoding" in headers:
             return None
         if size > self._max_body_bytes or size >= TRIM_AFTER_BODY_BYTES:
             return None
@@ -340,9 +342,11 @@ class RestFrontend:
             except MlsrvError:
                 return None
         self.last_request_at = time.monotonic()
-        return self._answer_predict(route, headers, payload)
+        return self._answer_inference(route, api, headers, payload)
 
-    async def _answer_predict(self, route: routes.Route, headers: Mapping[str, str], payload: StreamReader) -> bytes:
+    async def _answer_inference(
+        self, route: routes.Route, api: str, headers: Mapping[str, str], payload: StreamReader
+    ) -> bytes:
         """:meth:`answer_at_connection`'s coroutine: the answer, its head formatted as aiohttp formats it."""
         started = time.perf_counter_ns()
         name = route.spec.name
@@ -357,19 +361,19 @@ class RestFrontend:
             body, _ = await work
         except MlsrvError as error:
             if metrics is not None:
-                metrics.record_request(name, error.code.name, "predict", "REST", 0)
+                metrics.record_request(name, error.code.name, api, "REST", 0)
             status, extra, body = error_answer(error, authorization_sent="Authorization" in headers)
             return self._head(status, extra, len(body)) + body
         except Exception as error:  # noqa: BLE001 - answered 500 and logged, as handle() does
             self._internal_log.error(
-                "internal error serving a predict call for %s: %s", name, one_line(error), exc_info=error
+                "internal error serving a %s call for %s: %s", api, name, one_line(error), exc_info=error
             )
             if metrics is not None:
-                metrics.record_request(name, "INTERNAL", "predict", "REST", 0)
+                metrics.record_request(name, "INTERNAL", api, "REST", 0)
             body = json_codec.encode_error("Internal error")
             return self._head(500, {}, len(body)) + body
         if metrics is not None:
-            metrics.record_request(name, "OK", "predict", "REST", (time.perf_counter_ns() - started) // 1000)
+            metrics.record_request(name, "OK", api, "REST", (time.perf_counter_ns() - started) // 1000)
         return ok_answer(body, self._date)
 
     def _head(self, status: int, headers: Mapping[str, str], length: int) -> bytes:

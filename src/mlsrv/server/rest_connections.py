@@ -26,7 +26,7 @@ over, instead of by aiohttp's request object, handler task and response object:
   ``RestFrontend.refusal_at_door``): what keeps a server past its capacity serving, since each
   refusal costs a parse by aiohttp's C parser and a write (issue #18); a refused body still
   arriving is read and discarded, so the connection stays usable;
-- a predict request whose body came with its head (``direct``, see
+- an inference request (predict, classify, regress) whose body came with its head (``direct``, see
   ``RestFrontend.answer_at_connection``): one task of the connection's runs the frontend's coroutine
   and writes the answer it returns. That is the common request, and aiohttp's objects around it
   cost more of the loop than the request's own work (issue #11, docs/benchmarks.md).
