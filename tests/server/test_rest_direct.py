@@ -100,6 +100,7 @@ def test_a_direct_answer_is_the_handlers_answer_byte_for_byte(tmp_path: Path, di
             by_handler = await answers(port)
             assert len(direct_calls) == len(REQUESTS)
             assert [_without_date(a) for a in direct] == [_without_date(a) for a in by_handler]
+            assert all(answer.count(b"\r\nDate: ") == 1 for answer in direct + by_handler)
             statuses = [answer.split(b" ", 2)[1] for answer in direct]
             assert statuses == [b"200"] * 4 + [b"400"] * 5 + [b"404"] * 2 + [b"400", b"400", b"200", b"400", b"400"]
             # the handler counted each call as the direct path had: every count doubled, none new
