@@ -26,7 +26,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Final, TypeVar, cast
 
 from aiohttp import HttpVersion11, StreamReader, web
@@ -292,12 +292,8 @@ class RestFrontend:
         if head is None:  # a few distinct messages (the bound in force is in the text): encoded once each
             if len(self._refusal_heads) >= 64:
                 self._refusal_heads.clear()
-            body = json_codec.encode_error(refused.message)
-            head = self._refusal_heads[refused.message] = (
-                b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: %d\r\n"
-                b"Content-Length: %d\r\n" % (RETRY_AFTER_S, len(body)),
-                body,
-            )
+            status, headers, body = error_answer(refused, authorization_sent=False)
+            head = self._refusal_heads[refused.message] = (head_until_date(status, headers, len(body)), body)
         close = b"Connection: close\r\n" if message.should_close else b""
         return b"%s%sDate: %s\r\n\r\n%s" % (head[0], close, self._date.now(), head[1])
 
@@ -363,7 +359,7 @@ class RestFrontend:
             if metrics is not None:
                 metrics.record_request(name, error.code.name, api, "REST", 0)
             status, extra, body = error_answer(error, authorization_sent="Authorization" in headers)
-            return self._head(status, extra, len(body)) + body
+            return head_until_date(status, extra, len(body)) + self._date_line() + body
         except Exception as error:  # noqa: BLE001 - answered 500 and logged, as handle() does
             self._internal_log.error(
                 "internal error serving a %s call for %s: %s", api, name, one_line(error), exc_info=error
@@ -371,18 +367,14 @@ class RestFrontend:
             if metrics is not None:
                 metrics.record_request(name, "INTERNAL", api, "REST", 0)
             body = json_codec.encode_error("Internal error")
-            return self._head(500, {}, len(body)) + body
+            return head_until_date(500, {}, len(body)) + self._date_line() + body
         if metrics is not None:
             metrics.record_request(name, "OK", api, "REST", (time.perf_counter_ns() - started) // 1000)
         return ok_answer(body, self._date)
 
-    def _head(self, status: int, headers: Mapping[str, str], length: int) -> bytes:
-        """A JSON answer's status line and headers, in aiohttp's order (``Content-Type``, the others,
-        ``Content-Length``, ``Date``)."""
-        extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-        return b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n%sContent-Length: %d\r\nDate: %s\r\n\r\n" % (
-            status, REASON_PHRASES.get(status, "").encode(), extra.encode("latin-1"), length, self._date.now()
-        )
+    def _date_line(self) -> bytes:
+        """The ``Date`` header that ends an answer's head, and the blank line after it."""
+        return b"Date: %s\r\n\r\n" % self._date.now()
 
     async def _counted(self, request: web.BaseRequest, path: str, metrics: Metrics) -> web.StreamResponse:
         """:meth:`_api` plus ``request_count`` / ``request_latency``, as TF's REST dispatcher records them."""
@@ -428,11 +420,8 @@ class RestFrontend:
         """An inference call from its route on, for both paths (aiohttp's handler and the connection's
         :meth:`answer_at_connection`): admission before a byte of the body is read, then :meth:`_infer`.
         The answer's body, and the spec that answered (resolved version, signature)."""
-        if self._admission is None:
-            work = self._infer(route, headers, body, None)
-            del body
-            return await work
-        with self._admission.admit(length, route.spec.name) as ticket:
+        admitted = nullcontext() if self._admission is None else self._admission.admit(length, route.spec.name)
+        with admitted as ticket:
             work = self._infer(route, headers, body, ticket)
             del body
             return await work
@@ -645,6 +634,15 @@ def _too_large(length: int | None, max_bytes: int) -> str:
 #: Answers up to this size are formatted with their head in one bytes object by ``JsonAnswer``; larger
 #: ones go through aiohttp's writer, which sends the body without copying it.
 ONE_WRITE_ANSWER_BYTES: Final = 64 << 10
+
+
+def head_until_date(status: int, headers: Mapping[str, str], length: int) -> bytes:
+    """A JSON answer's status line and headers up to ``Date``, in aiohttp's order (``Content-Type``,
+    ``headers``, ``Content-Length``); the caller adds ``Date`` (and ``Connection: close`` before it)."""
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    return b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n%sContent-Length: %d\r\n" % (
+        status, REASON_PHRASES.get(status, "").encode(), extra.encode("latin-1"), length
+    )
 
 
 def ok_answer(body: bytes, date: HttpDate) -> bytes:
