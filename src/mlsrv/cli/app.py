@@ -14,7 +14,7 @@ import typer
 from typer._click import exceptions as click_exceptions
 
 from mlsrv import __version__, flags
-from mlsrv.cli import commands
+from mlsrv.cli import commands, lean_help
 from mlsrv.cli.runner import fail, print_error
 from mlsrv.errors import EXIT_USAGE, MlsrvError
 
@@ -65,7 +65,9 @@ def _root(
 PIPED_HELP_WIDTH = 160
 
 
-def _widen_piped_help() -> None:
+def _prepare_help() -> None:
+    """Import typer's help renderer the lean way, and widen it when stdout is piped."""
+    lean_help.import_help_renderer()
     if os.environ.get("COLUMNS") or os.environ.get("TERMINAL_WIDTH"):
         return
     try:
@@ -73,7 +75,7 @@ def _widen_piped_help() -> None:
             return
     except (AttributeError, ValueError):  # no usable stdout: nothing to size
         return
-    from typer import rich_utils
+    from typer import rich_utils  # imported just above, the lean way
 
     rich_utils.MAX_WIDTH = PIPED_HELP_WIDTH
 
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     """Console-script entry point. ``serve`` arguments get TF Serving's bare-boolean syntax normalised."""
     args = list(sys.argv[1:] if argv is None else argv)
     if any(arg in ("-h", "--help") for arg in args) or len(args) <= 1:
-        _widen_piped_help()  # only help (and no-args help) is laid out by width
+        _prepare_help()  # only help (and no-args help) is laid out by width
     if args and args[0] == "serve":
         args = ["serve", *flags.normalize_argv(args[1:])]
     try:
