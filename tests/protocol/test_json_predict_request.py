@@ -335,3 +335,17 @@ def test_fast_and_exact_paths_agree(seed: int) -> None:
     assert exact is not None, f"fast path accepted what TF rejects: {nested!r:.200}"
     assert fast.dtype == exact.dtype and fast.shape == exact.shape
     np.testing.assert_array_equal(fast, exact)
+
+
+@pytest.mark.parametrize("leaves", [1, 2, 64, 65])  # up to 64 the values are checked; past that numpy's errstate
+def test_floats_at_and_beyond_float32s_range_without_a_warning(leaves: int) -> None:
+    """float32's largest value is kept, larger ones round to it or become infinity, as numpy's cast
+    does; and no "overflow encountered in cast" warning (pytest turns warnings into errors)."""
+    edge = [3.4028234663852886e38, -3.4028234663852886e38, 1.0, 3.4028235677973366e38, 1e39, -1e300]
+    values = (edge * leaves)[:leaves]
+    body = b'{"instances": [%s]}' % ", ".join(map(repr, values)).encode()
+    x = decode(body, FLOAT)[0]["x"]
+    with np.errstate(over="ignore"):
+        expected = np.array(values, np.float64).astype(np.float32)
+    assert x.dtype == np.float32 and x.tobytes() == expected.tobytes()
+    assert x[0] == np.finfo(np.float32).max

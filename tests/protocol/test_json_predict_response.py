@@ -213,3 +213,37 @@ def test_client_request_single_unnamed_input_is_sent_bare() -> None:
     with pytest.raises(InvalidArgument):
         encode_predict_request({"a": np.array(1.0)}, ROW)
     assert math.isnan(as_json(encode_predict_request({"": np.array([np.nan])}, ROW))["instances"][0])  # type: ignore[index]
+
+
+@pytest.mark.parametrize("fmt", [ROW, COLUMNAR])
+@pytest.mark.parametrize("shape", [(1,), (1, 1), (3,), (2, 4), (4, 3, 2), (1, 48), (48,)])
+def test_the_small_float32_shortcut_writes_the_general_paths_bytes(fmt: RequestFormat, shape: tuple[int, ...]) -> None:
+    """One small finite float32 output is written without the general path's steps: same bytes."""
+    from mlsrv.protocol.json_codec import _encode_any_predict_response
+
+    rng = np.random.default_rng(sum(shape))
+    specials = np.array([0.0, -0.0, 1.0, 3.0, 0.1, 1 / 3, 16777216.0, 3.4028235e38, -1.1754944e-38, 1e-45, 2.5e-7],
+                        np.float32)  # fmt: skip
+    for scale in (1.0, 1e-30, 1e30, 1e6):
+        values = (rng.standard_normal(shape) * scale).astype(np.float32)
+        flat = values.reshape(-1)
+        flat[: min(flat.size, specials.size)] = specials[: flat.size]
+        outputs = {"y": values}
+        assert encode_predict_response(outputs, fmt) == _encode_any_predict_response(outputs, fmt)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.array([[1.0, np.nan]], np.float32),  # non-finite: TF's bare tokens, from the general path
+        np.array([[np.inf]], np.float32),
+        np.ones((2, 25), np.float32),  # 50 values: more than the shortcut takes
+        np.array(2.5, np.float32),  # no batch dimension
+        np.zeros((0, 2), np.float32),
+        np.array([[1.5]], np.dtype(">f4")),  # not native byte order
+    ],
+)
+def test_what_the_small_float32_shortcut_leaves_to_the_general_path(values: np.ndarray) -> None:
+    from mlsrv.protocol.json_write import small_float32_json
+
+    assert small_float32_json(values) is None

@@ -45,7 +45,14 @@ from mlsrv.protocol.json_model import (
 from mlsrv.protocol.json_parse import loads
 from mlsrv.protocol.json_tensor import fill_exact, fill_fast, fill_tensor, shape_to_string, status_text, to_array
 from mlsrv.protocol.json_value import escape_string, is_b64_object, signature_name_of, value_to_string
-from mlsrv.protocol.json_write import check_writable, dumps, tensor_json, tensor_rows, tf_float32_values
+from mlsrv.protocol.json_write import (
+    check_writable,
+    dumps,
+    small_float32_json,
+    tensor_json,
+    tensor_rows,
+    tf_float32_values,
+)
 from mlsrv.protocol.types import RequestFormat, SignatureInfo, TensorInfo
 
 __all__ = [
@@ -243,6 +250,16 @@ def encode_predict_response(outputs: Mapping[str, np.ndarray], fmt: RequestForma
     """
     if not outputs:
         raise InvalidArgument("Cannot convert empty tensor map to JSON")
+    if len(outputs) == 1:  # the common answer of a small model: straight to orjson
+        (arr,) = outputs.values()
+        values = small_float32_json(arr)
+        if values is not None:
+            return dumps({"predictions" if fmt is RequestFormat.ROW else "outputs": values})
+    return _encode_any_predict_response(outputs, fmt)
+
+
+def _encode_any_predict_response(outputs: Mapping[str, np.ndarray], fmt: RequestFormat) -> bytes:
+    """:func:`encode_predict_response` for any outputs (what it does when its shortcut does not apply)."""
     outputs = {name: _tf_values(arr) for name, arr in outputs.items()}
     if fmt is RequestFormat.ROW:
         return _row_response(outputs)

@@ -47,6 +47,7 @@ _chain = itertools.chain.from_iterable
 
 _POW10: Final = 10.0 ** np.arange(23)  # exact doubles
 _SMALL: Final = 48  # below this many values a Python loop beats the numpy version's fixed cost
+_FLOAT32: Final = np.dtype(np.float32)
 _F32: Final = struct.Struct("<f")
 _MAX_EXACT_SCALE: Final = 12  # float32 mantissa (24 bits) * 5**12 (28 bits) fits a double's 53 bits
 
@@ -78,6 +79,30 @@ def _tf_float32(value: float) -> float:
         return value
     decimal = float(f"{value:.6g}")
     return decimal if _F32.pack(decimal) == _F32.pack(value) else float(f"{value:.9g}")
+
+
+def small_float32_json(arr: np.ndarray) -> list[Any] | None:
+    """TF's decimal values (:func:`tf_float32_values`) of a small float32 tensor, as nested lists of
+    floats for orjson: at least one dimension, 1 to ``_SMALL`` values, all finite, native byte order.
+    None for any other tensor.
+
+    The answer of a small model (one score, a few logits) without the general path's numpy steps and
+    checks, each of which such a tensor passes (it is writable, has a batch dimension, no ``NaN`` or
+    ``Infinity``). orjson writes a float and a float64 array element alike (a test checks the bytes).
+    """
+    if arr.dtype is not _FLOAT32 or arr.ndim == 0 or not 0 < arr.size <= _SMALL:
+        return None
+    values = arr.ravel().tolist()
+    if not all(map(math.isfinite, values)):
+        return None
+    decimals = [_tf_float32(value) for value in values]
+    if arr.ndim == 1:
+        return decimals
+    if arr.ndim == 2:
+        width = arr.shape[1]
+        return [decimals[start : start + width] for start in range(0, len(decimals), width)]
+    nested: list[Any] = np.array(decimals).reshape(arr.shape).tolist()
+    return nested
 
 
 def _round_significant(values: np.ndarray, digits: int) -> np.ndarray:
