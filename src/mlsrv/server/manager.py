@@ -191,6 +191,9 @@ class Manager:
         self._policy = policy
         self._models: dict[str, _Model] = {}
         self._labels: dict[str, dict[str, int]] = {}
+        #: each model's highest AVAILABLE version, as last resolved; forgotten at any state change of
+        #: one of its versions (only ``_transition`` makes a version AVAILABLE or takes it out)
+        self._latest: dict[str, _Version] = {}
         self._waiters = Waiters()
         self._stopping = False
 
@@ -307,6 +310,7 @@ class Manager:
 
     def _transition(self, rec: _Version, state: State, error: MlsrvError | None = None) -> None:
         rec.state, rec.error = state, error
+        self._latest.pop(rec.id.name, None)
         self._monitor.on_event(rec.id, state, error)
         self._waiters.notify()
 
@@ -343,16 +347,23 @@ class Manager:
             if spec.label not in labels:
                 raise InvalidArgument(f"Unrecognized servable version label: {spec.label}")
             version = labels[spec.label]
-        model = self._models.get(spec.name)
-        recs = [] if model is None else [r for r in model.versions.values() if r.state is State.AVAILABLE]
         if version is None:
-            if not recs:
-                raise ModelNotFound(f"Servable not found for request: Latest({spec.name})")
-            return max(recs, key=lambda r: r.id.version)
-        for rec in recs:
-            if rec.id.version == version:
-                return rec
+            latest = self._latest.get(spec.name)
+            if latest is None:
+                latest = self._latest[spec.name] = self._highest_available(spec.name)
+            return latest
+        model = self._models.get(spec.name)
+        rec = None if model is None else model.versions.get(version)
+        if rec is not None and rec.state is State.AVAILABLE:
+            return rec
         raise ModelNotFound(f"Servable not found for request: Specific({spec.name}, {version})")
+
+    def _highest_available(self, name: str) -> _Version:
+        model = self._models.get(name)
+        recs = [] if model is None else [r for r in model.versions.values() if r.state is State.AVAILABLE]
+        if not recs:
+            raise ModelNotFound(f"Servable not found for request: Latest({name})")
+        return max(recs, key=lambda r: r.id.version)
 
     def peek(self, spec: ModelSpec) -> tuple[ServableId, Servable]:
         """Resolve ``spec`` without a lease (for metadata, which does not run the model)."""

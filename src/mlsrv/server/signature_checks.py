@@ -16,6 +16,8 @@ def check_input_names(sent: Iterable[str], signature: SignatureInfo) -> None:
     """TF's ``VerifyRequestInputsSize`` and alias checks, which come before any tensor is parsed."""
     expected = signature.inputs
     names = list(sent)
+    if len(names) == len(expected) and expected.keys() == set(names):
+        return  # every input (the common request): nothing to report
     required = len(expected) - len(signature.defaults)
     if not required <= len(names) <= len(expected):
         extra = sorted(set(names) - set(expected))
