@@ -36,7 +36,15 @@ from aiohttp.http_parser import RawRequestMessage
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_response import REASON_PHRASES
 
-from mlsrv.errors import InvalidArgument, MlsrvError, Overloaded, RequestTimeout, RequestTooLarge, Unauthenticated
+from mlsrv.errors import (
+    InternalError,
+    InvalidArgument,
+    MlsrvError,
+    Overloaded,
+    RequestTimeout,
+    RequestTooLarge,
+    Unauthenticated,
+)
 from mlsrv.protocol import json_codec, routes
 from mlsrv.protocol.json_parse import ExactParseNeeded
 from mlsrv.protocol.types import ExamplesRequest, InferenceMethod, ModelSpec, PredictRequest
@@ -172,7 +180,8 @@ class RestFrontend:
             self._internal_log.error(
                 "internal error serving %s %s: %s", request.method, request.path, one_line(error), exc_info=error
             )
-            response = web.Response(body=json_codec.encode_error("Internal error"), status=500, content_type=JSON)
+            status, _, body = error_answer(InternalError("Internal error"), authorization_sent=False)
+            response = web.Response(body=body, status=status, content_type=JSON)
         if not request.content.is_eof() or getattr(request.protocol, "health_only", False):
             response.force_close()  # the rest of an unread body must not be parsed as the next request
         if request.get(BODY_SIZE, 0) >= TRIM_AFTER_BODY_BYTES:  # also after a body refused at the cap
@@ -356,25 +365,22 @@ class RestFrontend:
             del raw  # the body does not live through the model (see _infer)
             body, _ = await work
         except MlsrvError as error:
-            if metrics is not None:
-                metrics.record_request(name, error.code.name, api, "REST", 0)
-            status, extra, body = error_answer(error, authorization_sent="Authorization" in headers)
-            return head_until_date(status, extra, len(body)) + self._date_line() + body
+            return self._failed_answer(error, name, api, headers)
         except Exception as error:  # noqa: BLE001 - answered 500 and logged, as handle() does
             self._internal_log.error(
                 "internal error serving a %s call for %s: %s", api, name, one_line(error), exc_info=error
             )
-            if metrics is not None:
-                metrics.record_request(name, "INTERNAL", api, "REST", 0)
-            body = json_codec.encode_error("Internal error")
-            return head_until_date(500, {}, len(body)) + self._date_line() + body
+            return self._failed_answer(InternalError("Internal error"), name, api, headers)
         if metrics is not None:
             metrics.record_request(name, "OK", api, "REST", (time.perf_counter_ns() - started) // 1000)
         return ok_answer(body, self._date)
 
-    def _date_line(self) -> bytes:
-        """The ``Date`` header that ends an answer's head, and the blank line after it."""
-        return b"Date: %s\r\n\r\n" % self._date.now()
+    def _failed_answer(self, error: MlsrvError, name: str, api: str, headers: Mapping[str, str]) -> bytes:
+        """A direct call's whole answer to ``error``, counted as the handler counts it."""
+        if self._metrics is not None:
+            self._metrics.record_request(name, error.code.name, api, "REST", 0)
+        status, extra, body = error_answer(error, authorization_sent="Authorization" in headers)
+        return head_until_date(status, extra, len(body)) + b"Date: %s\r\n\r\n" % self._date.now() + body
 
     async def _counted(self, request: web.BaseRequest, path: str, metrics: Metrics) -> web.StreamResponse:
         """:meth:`_api` plus ``request_count`` / ``request_latency``, as TF's REST dispatcher records them."""

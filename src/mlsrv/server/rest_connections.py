@@ -426,8 +426,7 @@ class GuardedRequestHandler(RequestHandler):
             self._answer_now(message, payload, refusal)
             return True
         if guard.direct is not None and (work := guard.direct(message, payload)) is not None:
-            self._answered_here += 1
-            cast(_DoorParser, self._parser).message_consumed()  # the parser's slot for the message, as aiohttp frees it
+            self._take_message()
             self._cancel_header_timer()
             self._direct = self._loop.create_task(self._serve_directly(work))
             return True
@@ -455,11 +454,15 @@ class GuardedRequestHandler(RequestHandler):
         if self._unanswered == 0 and self.transport is not None:
             self._start_keepalive_timer()
 
+    def _take_message(self) -> None:
+        """The request just parsed is answered here: counted, and its parser slot freed as aiohttp frees it."""
+        self._answered_here += 1
+        cast(_DoorParser, self._parser).message_consumed()
+
     def _answer_now(self, message: RawRequestMessage, payload: StreamReader, answer: bytes) -> None:
         """Send an answer made at once (no request in flight before it: see :meth:`_pass_or_answer`)."""
         transport = cast(asyncio.Transport, self.transport)
-        self._answered_here += 1
-        cast(_DoorParser, self._parser).message_consumed()  # the parser's slot for the message, as aiohttp frees it
+        self._take_message()
         transport.write(answer)
         if message.should_close:
             self.force_close()
