@@ -117,6 +117,45 @@ def test_expired_deadline_gives_deadline_exceeded() -> None:
     scenario(body)
 
 
+def test_every_caller_is_answered_at_its_own_deadline_whatever_their_order() -> None:
+    """Deadlines in arrival order share one timer, set again each time it fires; one earlier than
+    the last watched is answered on time too; a caller whose rows are running is answered as well."""
+
+    async def body(b: Batcher, model: FakeModel) -> None:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        model.hold()
+        running = spawn(b, x(-1.0), deadline=start + 0.2)[0]
+        await model.started()  # its rows are in the batch the model holds
+        second = spawn(b, x(1.0), deadline=start + 0.4)[0]
+        earlier = spawn(b, x(2.0), deadline=start + 0.3)[0]  # after `second`, yet due first
+        last = spawn(b, x(3.0), deadline=start + 0.5)[0]
+        patient = spawn(b, x(4.0))[0]
+        answered: dict[str, float] = {}
+        tasks = {"running": running, "earlier": earlier, "second": second, "last": last}
+        for name, task in tasks.items():
+            task.add_done_callback(lambda _, name=name: answered.setdefault(name, loop.time() - start))
+        done, _ = await asyncio.wait(tasks.values(), timeout=3)
+        assert len(done) == 4, f"answered: {answered}"
+        slack = 0.002  # timers fire up to a millisecond early
+        assert 0.2 - slack <= answered["running"] < 0.3 - slack <= answered["earlier"] < 0.4, answered
+        assert 0.4 - slack <= answered["second"] < 0.5 - slack <= answered["last"], answered
+        assert b.stats().queued_rows == 1 and not patient.done()  # their rows given back, not computed
+        model.release()
+        assert (await patient)["y"][0, 0] == 4.0 * 0.5 + 2
+        messages = [_raises(task).value.message for task in tasks.values()]
+        assert messages == ["Deadline Exceeded"] + [QUEUE_TIMEOUT] * 3
+        assert model.sizes == [1, 1] and b.stats().expired == 4
+
+    scenario(body)
+
+
+def _raises(task: asyncio.Task[Any]) -> pytest.ExceptionInfo[DeadlineExceeded]:
+    with pytest.raises(DeadlineExceeded) as info:
+        task.result()
+    return info
+
+
 def test_failing_batch_fails_all_its_callers_and_the_next_batch_succeeds() -> None:
     def fail(inputs: Mapping[str, np.ndarray]) -> Exception | None:
         values = set(inputs["x"][:, 0].tolist())

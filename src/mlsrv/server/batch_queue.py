@@ -18,11 +18,9 @@ module decides *what* goes in it. Rules, following TF's ``SharedBatchScheduler``
 from __future__ import annotations
 
 import asyncio
-import functools
 import math
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
@@ -65,24 +63,26 @@ class Task:
         """Record the outputs of rows ``start:start+rows``; resolve the future once every row is back."""
         if self.future.done():
             return
+        if rows == self.rows:  # the common case: the whole task in one batch
+            self.future.set_result([outputs])
+            return
         self.parts.append((start, outputs))
         self.done_rows += rows
         if self.done_rows == self.rows:
             self.parts.sort(key=lambda part: part[0])
             self.future.set_result([out for _, out in self.parts])
 
-    def fail(self, error: MlsrvError) -> None:
-        if not self.future.done():
-            self.future.set_exception(error)
 
-
-@dataclass(frozen=True, slots=True)
 class Piece:
-    """Rows ``start:start+rows`` of a task, as placed in one batch."""
+    """Rows ``start:start+rows`` of a task, as placed in one batch (a plain slotted class: one per
+    task per batch, on the loop)."""
 
-    task: Task
-    start: int
-    rows: int
+    __slots__ = ("task", "start", "rows")
+
+    def __init__(self, task: Task, start: int, rows: int) -> None:
+        self.task = task
+        self.start = start
+        self.rows = rows
 
     def inputs(self) -> Tensors:
         """The piece's input rows (views, no copies)."""
@@ -109,7 +109,7 @@ class BatchQueue:
 
     def key(self, inputs: Mapping[str, np.ndarray]) -> tuple[Any, ...]:
         """What must agree for tasks to share a batch: names, dtypes and trailing dims (or rank)."""
-        items = sorted(inputs.items())
+        items = sorted(inputs.items()) if len(inputs) > 1 else inputs.items()
         if self._options.pad_variable_length_inputs:
             return tuple((n, a.dtype, a.ndim) for n, a in items)
         return tuple((n, a.dtype, a.shape[1:]) for n, a in items)
@@ -131,24 +131,34 @@ class BatchQueue:
     def push(self, task: Task) -> None:
         self._tasks.append(task)
         self.rows += task.rows
-        task.future.add_done_callback(functools.partial(self._on_done, task))
 
-    def _on_done(self, task: Task, future: asyncio.Future[list[Tensors]]) -> None:
-        """A task finished, failed or was cancelled: give back its rows still in the queue.
+    def fail(self, task: Task, error: MlsrvError) -> None:
+        """Answer ``task`` with ``error`` (unless already answered) and give back its rows not yet in a batch.
 
-        A task cancelled at its deadline (the caller's timeout fired while it waited) counts as
+        The one way a task fails, so no caller can fail it and leave its rows counted as queued.
+        """
+        self._release(task)
+        if not task.future.done():
+            task.future.set_exception(error)
+
+    def withdraw(self, task: Task, now: float) -> None:
+        """The caller stopped waiting (its future was cancelled): give back its rows not yet in a batch.
+
+        A task cancelled at its deadline (the caller's own timeout fired while it waited) counts as
         ``expired``, like one found expired when a batch is formed; any other cancellation (the
         client went away) as ``cancelled``.
         """
+        self._release(task)
+        if task.deadline is not None and now >= task.deadline - DEADLINE_SLACK_S:
+            self.expired += 1
+        else:
+            self.cancelled += 1
+
+    def _release(self, task: Task) -> None:
         left = task.rows - task.taken
         if left:
             task.taken = task.rows
             self.rows -= left
-        if future.cancelled():
-            if task.deadline is not None and future.get_loop().time() >= task.deadline - DEADLINE_SLACK_S:
-                self.expired += 1
-            else:
-                self.cancelled += 1
 
     def head(self, now: float) -> Task | None:
         """The first live task, after dropping cancelled ones and failing expired ones."""
@@ -160,7 +170,7 @@ class BatchQueue:
             elif task.deadline is not None and now >= task.deadline:
                 tasks.popleft()
                 self.expired += 1
-                task.fail(DeadlineExceeded(QUEUE_TIMEOUT))
+                self.fail(task, DeadlineExceeded(QUEUE_TIMEOUT))
             else:
                 return task
         return None
@@ -189,4 +199,4 @@ class BatchQueue:
     def fail_all(self, error: Callable[[], MlsrvError]) -> None:
         """Fail and drop every queued task (used when a stop times out)."""
         while self._tasks:
-            self._tasks.popleft().fail(error())
+            self.fail(self._tasks.popleft(), error())
