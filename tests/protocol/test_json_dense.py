@@ -109,13 +109,37 @@ def mutate(value: Any, how: str, draw: st.DrawFn) -> Any:
     return copy
 
 
+#: How the input is written: plain, named as clients write it, or named in a way the fast path must decline.
+FORMS = ("plain", "plain", "named", "named", "extra_member", "other_name", "first_row_only", "row_not_object")
+
+
+def named(value: Any, key: str, form: str) -> Any:
+    """``value`` (a nest) written in ``form``: ``{"x": value}`` for columnar, ``[{"x": row}, ...]`` for rows."""
+    if form == "plain":
+        return value
+    if key == "inputs":
+        return {"named": {"x": value}, "extra_member": {"x": value, "y": value}, "other_name": {"z": value},
+                "first_row_only": {"x": value}, "row_not_object": {"x": {"x": value}}}[form]
+    rows = value if isinstance(value, list) else [value]
+    objects = [{"x": row} for row in rows]
+    if form == "extra_member":
+        objects[-1] = {"x": rows[-1], "y": 1}
+    elif form == "other_name":
+        objects[-1] = {"z": rows[-1]}
+    elif form == "first_row_only":
+        objects = [objects[0], *rows[1:]]
+    elif form == "row_not_object":
+        objects[-1] = [rows[-1]]
+    return objects
+
+
 @st.composite
 def bodies(draw: st.DrawFn) -> tuple[bytes, str]:
     how = draw(st.sampled_from(["none", "none", "none", "ragged", "bool", "false", "null", "string", "object",
                                 "list", "empty"]))
     value = mutate(draw(dense_values()), how, draw)
     key = draw(st.sampled_from(["instances", "inputs"]))
-    doc: dict[str, Any] = {key: value}
+    doc: dict[str, Any] = {key: named(value, key, draw(st.sampled_from(FORMS)))}
     extra = draw(st.sampled_from(["", "name", "name_other", "bad_name", "both_keys", "unknown_key", "dup"]))
     if extra == "name":
         doc = {"signature_name": "serving_default", **doc}
@@ -141,11 +165,26 @@ def test_fast_path_answers_only_as_the_exact_path_does(case: tuple[bytes, str], 
 
 
 @settings(max_examples=200, deadline=None)
-@given(dense_values(), st.sampled_from(["instances", "inputs"]), st.sampled_from(["DT_FLOAT", "DT_DOUBLE"]))
-def test_plain_dense_bodies_take_the_fast_path(value: Any, key: str, dtype: str) -> None:
-    """Not only "declines safely": the common case really is taken (and agrees)."""
-    body = json.dumps({key: value if isinstance(value, list) else [value]}).encode()
+@given(dense_values(), st.sampled_from(["instances", "inputs"]), st.sampled_from(["DT_FLOAT", "DT_DOUBLE"]),
+       st.sampled_from(["plain", "named"]))
+def test_dense_bodies_plain_or_named_take_the_fast_path(value: Any, key: str, dtype: str, form: str) -> None:
+    """Not only "declines safely": the common cases really are taken (and agree)."""
+    value = value if isinstance(value, list) else [value]
+    if form == "named" and key == "instances" and not isinstance(value[0], list):
+        value = [value]  # a named row of one number is left to the exact path; a row of numbers is taken
+    body = json.dumps({key: named(value, key, form)}).encode()
     assert assert_same_or_declined(body, signatures(dtype))
+
+
+@settings(max_examples=300, deadline=None)
+@given(dense_values(), st.sampled_from(["instances", "inputs"]), st.sampled_from(FORMS[2:]))
+def test_named_inputs_are_taken_only_as_the_exact_path_reads_them(value: Any, key: str, form: str) -> None:
+    """Each way of naming the input, valid or not, on dense values: the fast path agrees or declines."""
+    value = value if isinstance(value, list) else [value]
+    body = json.dumps({key: named(value, key, form)}).encode()
+    taken = assert_same_or_declined(body, signatures())
+    if form == "named" and not (key == "instances" and not isinstance(value[0], list)):
+        assert taken
 
 
 @pytest.mark.parametrize(
@@ -164,8 +203,14 @@ def test_plain_dense_bodies_take_the_fast_path(value: Any, key: str, dtype: str)
         b'{"instances": []}',
         b'{"instances": [[]]}',
         b'{"instances": 1.0}',
-        b'{"inputs": {"x": [1.0]}}',
-        b'{"instances": [{"x": 1.0}]}',
+        b'{"inputs": {"x": 1.0}}',  # a named scalar
+        b'{"inputs": {"x": [1.0], "y": [1.0]}}',  # a member the signature does not name
+        b'{"inputs": {"x": [1.0], "x": [1.0]}}',  # duplicate member
+        b'{"inputs": {"y": [1.0]}}',
+        b'{"instances": [{"x": 1.0}]}',  # named rows of one number each
+        b'{"instances": [{"x": [1.0]}, {"y": [1.0]}]}',
+        b'{"instances": [{"x": [1.0]}, [1.0]]}',  # the same skeleton as two named rows
+        b'{"instances": [{"x": [1.0], "x": [2.0]}]}',
         b'{"instances": [1.0]} trailing',
         b"[1.0]",
         b'{"instances": ' + b"[" * 5000 + b"1" + b"]" * 5000 + b"}",  # deeper than simdjson allows
@@ -173,6 +218,13 @@ def test_plain_dense_bodies_take_the_fast_path(value: Any, key: str, dtype: str)
 )
 def test_bodies_that_are_not_plainly_dense_are_declined(body: bytes) -> None:
     assert decode_dense(body, signatures()) is None
+
+
+def test_an_input_called_b64_is_left_to_the_exact_path() -> None:
+    """``{"b64": ...}`` is a base64 value to the exact path, whatever the input is called."""
+    sig = SignatureInfo(inputs={"b64": TensorInfo("x:0", "DT_FLOAT", None)}, outputs={})
+    for body in (b'{"inputs": {"b64": [1.0]}}', b'{"instances": [{"b64": [1.0]}]}', b'{"instances": [[1.0]]}'):
+        assert decode_dense(body, {"serving_default": sig}) is None
 
 
 def test_only_single_float_input_signatures_are_taken() -> None:
