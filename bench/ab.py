@@ -49,7 +49,12 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
-    scratch = Path(tempfile.mkdtemp(prefix="mlsrv-ab-"))
+    with tempfile.TemporaryDirectory(prefix="mlsrv-ab-") as folder:
+        compare(args, Path(folder))
+
+
+def compare(args: argparse.Namespace, scratch: Path) -> None:
+    """The interleaved rounds, with their flag files in ``scratch``."""
     (scratch / "batching.txt").write_text(BATCHING)
     (scratch / "monitoring.txt").write_text("prometheus_config { enable: true }\n")
     flags = ["--enable_batching", f"--batching_parameters_file={scratch / 'batching.txt'}",
