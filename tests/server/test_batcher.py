@@ -150,6 +150,23 @@ def test_every_caller_is_answered_at_its_own_deadline_whatever_their_order() -> 
     scenario(body)
 
 
+def test_a_deadline_is_kept_after_a_longer_one_that_was_answered() -> None:
+    """The shared timer, set for a task answered since, is moved for a new task due sooner."""
+
+    async def body(b: Batcher, model: FakeModel) -> None:
+        loop = asyncio.get_running_loop()
+        await b.submit(x(1.0), loop.time() + 30)  # answered at once; the timer stays set 30 s ahead
+        first = await blocked_first(b, model)
+        short = spawn(b, x(2.0), deadline=loop.time() + 0.2)[0]
+        done, _ = await asyncio.wait({short}, timeout=2)
+        assert short in done  # answered at its deadline, not 30 s later
+        assert _raises(short).value.message == QUEUE_TIMEOUT
+        model.release()
+        await first
+
+    scenario(body)
+
+
 def _raises(task: asyncio.Task[Any]) -> pytest.ExceptionInfo[DeadlineExceeded]:
     with pytest.raises(DeadlineExceeded) as info:
         task.result()

@@ -240,9 +240,10 @@ class Batcher:
 
         A timer per task cost ~4 µs of the loop per request. Deadlines mostly come in arrival order
         (one timeout for every REST call), so tasks whose deadline is not earlier than the last
-        watched one's join ``_by_deadline``, kept in deadline order, which one timer serves: set for
-        its first task, it answers every task then due and is set again for the next. A task due
-        earlier than the last one watched gets a timer of its own, returned to be cancelled.
+        watched one's join ``_by_deadline``, kept in deadline order, which one timer serves: set no
+        later than its first task's deadline (a task answered early leaves it set for its own; a new
+        task due sooner moves it), it answers every task then due and is set again for the next. A
+        task due earlier than the last one watched gets a timer of its own, returned to be cancelled.
         """
         assert self._loop is not None and task.deadline is not None
         watched = self._by_deadline
@@ -250,7 +251,10 @@ class Batcher:
         if last is not None and task.deadline < last:
             return self._loop.call_at(task.deadline, self._expire, task)
         watched[task] = None
-        if self._deadline_timer is None:
+        timer = self._deadline_timer
+        if timer is None or task.deadline < timer.when():  # later: set for a task answered since
+            if timer is not None:
+                timer.cancel()
             self._deadline_timer = self._loop.call_at(task.deadline, self._expire_due)
         return None
 
