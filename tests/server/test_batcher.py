@@ -167,6 +167,27 @@ def test_a_deadline_is_kept_after_a_longer_one_that_was_answered() -> None:
     scenario(body)
 
 
+def test_a_caller_whose_own_timeout_fires_at_its_deadline_counts_as_expired_not_cancelled() -> None:
+    """Whichever fires first at the deadline, the batcher's timer or the caller's own timeout, the task
+    counts once, as expired (the metrics' deadline drops), and its rows are given back."""
+
+    async def body(b: Batcher, model: FakeModel) -> None:
+        loop = asyncio.get_running_loop()
+        first = await blocked_first(b, model)
+        deadline = loop.time() + 0.2
+        with pytest.raises((asyncio.TimeoutError, DeadlineExceeded)):  # the caller's own timeout, 1 ms early
+            await asyncio.wait_for(b.submit(x(1.0), deadline), deadline - loop.time() - 0.001)
+        leaving = spawn(b, x(2.0), deadline=loop.time() + 30)[0]
+        await settle()
+        leaving.cancel()  # long before its deadline: the client went away
+        await settle()
+        assert (b.stats().expired, b.stats().cancelled, b.stats().queued_rows) == (1, 1, 0)
+        model.release()
+        await first
+
+    scenario(body)
+
+
 def _raises(task: asyncio.Task[Any]) -> pytest.ExceptionInfo[DeadlineExceeded]:
     with pytest.raises(DeadlineExceeded) as info:
         task.result()
