@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare import BATCHING, Model, export, reference  # noqa: E402
-from run_benchmarks import EXAMPLES, ensure_tool, h2load_grpc, hey, server  # noqa: E402
+from run_benchmarks import EXAMPLES, cpu_times, ensure_tool, h2load_grpc, hey, server  # noqa: E402
 
 #: (stage, substrings of a frame): the first stage whose substring is in a frame, scanning the
 #: stack from its innermost frame outwards, takes the sample.
@@ -55,13 +54,6 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("grpc.aio", ("grpc/", "grpc_aio", "_cython")),
     ("event loop (Python: asyncio)", ("asyncio/", "uvloop", "selectors.py")),
 ]
-
-
-def thread_cpu_s(pid: int, tid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds a thread has used, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / ticks, int(fields[12]) / ticks
 
 
 def summarise(raw: Path, requests: int, seconds: float, loop_cpu: tuple[float, float]) -> list[str]:
@@ -166,11 +158,11 @@ def main() -> None:
             driver = threading.Thread(target=load)
             driver.start()
             time.sleep(2.0 if not grpc else 1.0)
-            cpu_before, started = thread_cpu_s(pid, pid), time.monotonic()  # every server's loop is its main thread
+            cpu_before, started = cpu_times(pid, pid), time.monotonic()  # every server's loop is its main thread
             subprocess.run([py_spy, "record", "-p", str(pid), "-d", f"{args.duration:g}", "-r", "250",
                             "--nonblocking", "--threads", "-f", "raw", "-o", str(raw)], check=True, capture_output=True,
                            timeout=args.duration + 60)
-            cpu_after, window = thread_cpu_s(pid, pid), time.monotonic() - started
+            cpu_after, window = cpu_times(pid, pid), time.monotonic() - started
             driver.join(args.duration + 120)
             requests = int(results.get("rps", 0) * window)
             loop_cpu = (cpu_after[0] - cpu_before[0], cpu_after[1] - cpu_before[1])

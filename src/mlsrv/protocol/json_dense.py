@@ -72,15 +72,13 @@ def decode_dense(body: bytes, signatures: Mapping[str, SignatureInfo]) -> DenseR
         return None
     (input_name, info), = signature.inputs.items()
     numpy_dtype = _FLOAT_DTYPES.get(info.dtype)
-    if numpy_dtype is None:
+    if numpy_dtype is None or input_name == "b64":  # {"b64": ...} is a base64 value to the exact path
         return None
     key = value_keys.pop()
-    if input_name == "b64":
-        return None
     nests = _nests(doc[key], key, input_name)
     if nests is None:
         return None
-    tensor = _dense_array(body, nests, len(keys) - 1, numpy_dtype)
+    tensor = _dense_array(body, *nests, len(keys) - 1, numpy_dtype)
     if tensor is None:
         return None
     fmt = RequestFormat.ROW if key == "instances" else RequestFormat.COLUMNAR
@@ -112,9 +110,10 @@ def _nests(value: object, key: str, input_name: str) -> tuple[list[int], list[si
 
 
 def _dense_array(
-    body: bytes, nests: tuple[list[int], list[simdjson.Array]], other_members: int, numpy_dtype: type
+    body: bytes, leading: list[int], parts: list[simdjson.Array], other_members: int, numpy_dtype: type
 ) -> np.ndarray | None:
-    leading, parts = nests
+    """The tensor whose leading dims are ``leading`` and whose numbers ``parts`` hold, if the body is plainly
+    dense (see the module docstring); None otherwise."""
     shape = list(leading)
     node: object = parts[0]
     while isinstance(node, simdjson.Array):

@@ -31,7 +31,8 @@ from mlsrv.server.batch_tensors import Tensors
 
 QUEUE_FULL: Final = "The batch scheduling queue to which this task was submitted is full"
 QUEUE_TIMEOUT: Final = "Run() timeout exceeded while waiting in batching queue"
-#: A cancellation this close to a task's deadline is the deadline's doing (timers fire a little early).
+#: This close to its deadline a task counts as due: timers fire a little early (uvloop keeps time in
+#: milliseconds), so a cancellation or a timer this close to the deadline is the deadline's doing.
 DEADLINE_SLACK_S: Final = 0.002
 
 
@@ -141,6 +142,11 @@ class BatchQueue:
         if not task.future.done():
             task.future.set_exception(error)
 
+    def expire(self, task: Task, message: str) -> None:
+        """Answer ``task`` ``DeadlineExceeded`` (its deadline passed) and count it as a deadline drop."""
+        self.expired += 1
+        self.fail(task, DeadlineExceeded(message))
+
     def withdraw(self, task: Task, now: float) -> None:
         """The caller stopped waiting (its future was cancelled): give back its rows not yet in a batch.
 
@@ -169,8 +175,7 @@ class BatchQueue:
                 tasks.popleft()
             elif task.deadline is not None and now >= task.deadline:
                 tasks.popleft()
-                self.expired += 1
-                self.fail(task, DeadlineExceeded(QUEUE_TIMEOUT))
+                self.expire(task, QUEUE_TIMEOUT)
             else:
                 return task
         return None

@@ -46,14 +46,12 @@ from mlsrv.errors import (
     Overloaded,
 )
 from mlsrv.server import batch_tensors
-from mlsrv.server.batch_queue import QUEUE_TIMEOUT, BatchQueue, Piece, Task
+from mlsrv.server.batch_queue import DEADLINE_SLACK_S, QUEUE_TIMEOUT, BatchQueue, Piece, Task
 from mlsrv.server.batch_tensors import RunFn, Tensors
 
 log = logging.getLogger(__name__)
 
 BatchCallback = Callable[[int, int, Sequence[float]], None]
-#: uvloop keeps time in milliseconds: a timer may fire up to half of one before its ``when``.
-_TIMER_EARLY_S = 0.001
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +260,7 @@ class Batcher:
         """The shared deadline timer fired: answer the watched tasks now due; set it for the next."""
         assert self._loop is not None
         self._deadline_timer = None
-        now = self._loop.time() + _TIMER_EARLY_S
+        now = self._loop.time() + DEADLINE_SLACK_S
         watched = self._by_deadline
         while watched:
             task = next(iter(watched))
@@ -280,8 +278,7 @@ class Batcher:
         """
         if task.future.done():
             return
-        self._queue.expired += 1
-        self._queue.fail(task, DeadlineExceeded(QUEUE_TIMEOUT if task.taken == 0 else "Deadline Exceeded"))
+        self._queue.expire(task, QUEUE_TIMEOUT if task.taken == 0 else "Deadline Exceeded")
 
     def _shutting_down(self) -> Overloaded:
         return Overloaded(f"Batcher {self.name} is shutting down")
