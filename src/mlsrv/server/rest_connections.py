@@ -332,8 +332,8 @@ class GuardedRequestHandler(RequestHandler):
         self._silent = False
         #: requests answered here (their timers are set where they are answered)
         self._answered_here = 0
-        #: bodies of refused requests being read into nothing (the tasks, so none is collected early)
-        self._discarding: set[asyncio.Future[bool]] = set()
+        #: the body of a refused request still arriving: emptied as it comes, never read by a task
+        self._refused_body: StreamReader | None = None
         self._parser = cast(Any, _DoorParser(self._parser, self))  # aiohttp types it as its own parser
         #: the request being served by ``guard.direct``, if any (at most one: answers go out in order)
         self._direct: asyncio.Task[None] | None = None
@@ -348,7 +348,7 @@ class GuardedRequestHandler(RequestHandler):
         self._cancel_header_timer()
         if self._direct is not None:  # its client left: out of the queue, no model time for it
             self._direct.cancel()
-        self._last_payload = None
+        self._last_payload = self._refused_body = None
         if self._guard is not None:
             if self._silent:
                 self._guard.silent -= 1
@@ -363,6 +363,8 @@ class GuardedRequestHandler(RequestHandler):
         idle = not self._messages and self._current_request is None
         queued, answered = len(self._messages), self._answered_here
         super().data_received(data)  # parsed by aiohttp; what is answered here never reaches _messages
+        if self._refused_body is not None:
+            self._drop_refused_body()
         new = list(itertools.islice(self._messages, queued, None))
         for message, payload in new:
             if isinstance(message, _ErrInfo):
@@ -467,30 +469,30 @@ class GuardedRequestHandler(RequestHandler):
         if message.should_close:
             self.force_close()
             transport.close()
-        elif not payload.is_eof():  # a refused body still arriving: read into nothing, within the
+        elif not payload.is_eof():  # a refused body still arriving: dropped as it comes, within the
             self._start_header_timer()  # header timeout (past it the connection closes; the 503 is sent)
-            task = asyncio.ensure_future(self._discard(payload))
-            self._discarding.add(task)
-            task.add_done_callback(self._discarded)
+            self._refused_body = payload
+            self._drop_refused_body()
         else:
             self._start_keepalive_timer()
 
-    @staticmethod
-    async def _discard(payload: StreamReader) -> bool:
-        """Read a refused request's body to its end; whether it ended (not the connection first)."""
-        try:
-            while await payload.readany():
-                pass
-        except Exception:  # noqa: BLE001 - the connection was lost or the body was malformed: done with it
-            return False
-        return True
+    def _drop_refused_body(self) -> None:
+        """Empty a refused request's body of what has arrived, in the callback that received it.
 
-    def _discarded(self, task: asyncio.Future[bool]) -> None:
-        """A refused body was read: with nothing else going on, the connection waits for its next request."""
-        self._discarding.discard(task)
-        ended = not task.cancelled() and task.result()
-        if ended and not self._discarding and self.transport is not None and self._unanswered == 0:
-            self._start_keepalive_timer()
+        A 530 KB body arrives in a dozen or more chunks; reading them into nothing from a task (a
+        wake-up, a read and a resume of the socket per chunk) cost the loop about as much as reading
+        an admitted body, so past capacity the refusals took the time the admitted requests needed
+        (issue #18, docs/benchmarks.md). Here each chunk is dropped where it was parsed.
+        """
+        body = cast(StreamReader, self._refused_body)
+        if body.exception() is not None:  # malformed: the header timer closes the connection
+            self._refused_body = None
+            return
+        body.read_nowait()
+        if body.is_eof():
+            self._refused_body = None
+            if self._unanswered == 0 and self._direct is None and self.transport is not None:
+                self._start_keepalive_timer()
 
     def _process_keepalive(self) -> None:
         """aiohttp's idle check, which sees no request of its own while a direct one is served: that
