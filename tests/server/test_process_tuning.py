@@ -1,8 +1,11 @@
-"""``mlsrv serve``'s process-wide settings: the event loop it runs on."""
+"""``mlsrv serve``'s process-wide settings: the event loop it runs on, the C allocator's thresholds."""
 
 from __future__ import annotations
 
 import asyncio
+import platform
+import subprocess
+import sys
 
 import pytest
 
@@ -23,3 +26,44 @@ def test_serve_runs_on_uvloop_when_it_is_installed() -> None:
 
 def test_without_a_factory_commands_run_on_the_stock_loop() -> None:
     assert run(loop_module()).startswith("asyncio")
+
+
+def _glibc() -> bool:
+    return platform.libc_ver()[0] == "glibc"
+
+
+#: glibc's mallopt, as ``mlsrv serve`` set it before the trim threshold (mmap above 1 MiB only)
+_MMAP_THRESHOLD_ONLY = "import ctypes; ctypes.CDLL(None).mallopt(-3, 1 << 20)"
+
+
+def _faults_reusing_a_block(setup: str, size: int) -> int:
+    """Minor page faults while a fresh interpreter, after ``setup`` (Python), allocates, fills and
+    frees a ``size``-byte block 100 times: ~0 when the block's memory is reused, about
+    ``size / 4096`` per round when it is given back to the system and faulted in again."""
+    code = f"""
+import resource
+from mlsrv.server import process_tuning
+{setup}
+for _ in range(3):
+    block = bytes({size}) + b"x"  # allocated and every page written
+    del block
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(100):
+    block = bytes({size}) + b"x"
+    del block
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    return int(done.stdout)
+
+
+@pytest.mark.skipif(not _glibc(), reason="mallopt thresholds are glibc's")
+def test_a_request_sized_block_is_reused_not_faulted_in_again_for_every_request() -> None:
+    """The server's thresholds (mmap above 1 MiB, so large requests give their memory back) keep a
+    530 KB block (an MLP body) on the heap for the next request, where the mmap threshold alone
+    (glibc's 128 KiB trim threshold) gives the heap's top back on every free; the codec workers'
+    thresholds do the same for a 3 MB image body, which the server's would mmap each time."""
+    assert _faults_reusing_a_block("process_tuning.tune_process()", 530_000) < 500
+    assert _faults_reusing_a_block(_MMAP_THRESHOLD_ONLY, 530_000) > 5_000
+    assert _faults_reusing_a_block("process_tuning.tune_codec_worker()", 3_000_000) < 500
+    assert _faults_reusing_a_block("process_tuning.tune_process()", 3_000_000) > 50_000

@@ -8,7 +8,17 @@
   (up to 32 MiB): after one 7 MB request it is served from the heap, and the heap keeps what it
   grows. Measured with 200 failing 7.6 MB gRPC Predicts (bench/reliability.py): RSS +82 MiB that
   stays, against +33 MiB with the threshold fixed at 1 MiB. Fixing it (``mallopt``) is a no-op on
-  other C libraries.
+  other C libraries. glibc also gives the top of a heap back once more than 128 KiB of it is free,
+  so a request body of a few hundred KiB was faulted in afresh for almost every request (a 530 KB
+  body refused at the door: ~150 page faults and ~0.6 ms of the loop's CPU, issue #18); the trim
+  threshold is set at 4 MiB, what a heap may keep free at its top.
+- **Memory kept for reuse in codec workers.** A REST codec worker (``worker_pool``) allocates and
+  frees the same few large blocks for every request (the body, simdjson's buffers, the arrays, their
+  pickles). With glibc's defaults those went to ``mmap`` or were trimmed off the heap on free, so each
+  request faulted its memory in again: ~750 page faults and about half the worker's CPU per 530 KB
+  MLP body (docs/benchmarks.md, issue #18). :func:`tune_codec_worker` sets the thresholds glibc's
+  own adaptation ends at (mmap above 32 MiB, trim above 64 MiB) from the start; what a worker keeps
+  is bounded by them.
 - **The event loop.** uvloop (libuv, in C) when it is installed (a dependency on Linux and macOS):
   measured in one run on half_plus_two with batching, REST c=32 +17-25% requests/s and -15% server
   CPU per request, gRPC neutral to +14% (docs/benchmarks.md). The stock loop otherwise.
@@ -31,13 +41,19 @@ from typing import Final
 
 log = logging.getLogger(__name__)
 
+_M_TRIM_THRESHOLD: Final = -1
 _M_MMAP_THRESHOLD: Final = -3
 MMAP_THRESHOLD_BYTES: Final = 1 << 20
+TRIM_THRESHOLD_BYTES: Final = 4 << 20
+#: glibc's dynamic mmap threshold stops growing here (``DEFAULT_MMAP_THRESHOLD_MAX`` on 64-bit), and
+#: its trim threshold follows at twice it: where a codec worker starts.
+WORKER_MMAP_THRESHOLD_BYTES: Final = 32 << 20
+WORKER_TRIM_THRESHOLD_BYTES: Final = 64 << 20
 
 
 def tune_process() -> None:
     _raise_descriptor_limit()
-    _fix_mmap_threshold()
+    _fix_malloc_thresholds()
 
 
 def trim_heap() -> None:
@@ -69,13 +85,25 @@ def _raise_descriptor_limit() -> None:
             log.debug("could not raise the file descriptor limit from %d: %s", soft, error)
 
 
-def _fix_mmap_threshold() -> None:
+def tune_codec_worker() -> None:
+    """Keep a codec worker's large blocks for the next request instead of faulting them in again."""
+    _mallopt(_M_MMAP_THRESHOLD, WORKER_MMAP_THRESHOLD_BYTES)
+    _mallopt(_M_TRIM_THRESHOLD, WORKER_TRIM_THRESHOLD_BYTES)
+
+
+def _fix_malloc_thresholds() -> None:
+    _mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    _mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
+
+
+def _mallopt(parameter: int, value: int) -> None:
+    """glibc's ``mallopt``; a no-op where the C library has none."""
     libc = _libc()
     mallopt = getattr(libc, "mallopt", None) if libc is not None else None
     if mallopt is None:
         return
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    mallopt(parameter, value)
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -7,8 +7,8 @@ the pickling of the body and of the resulting arrays (milliseconds, and releasin
 a multi-core host it runs beside the loop instead of taking turns with it.
 
 The pool uses ``spawn`` (forking a process that has loaded TensorFlow is unsafe), imports only
-``mlsrv.server.rest_decode`` (numpy, orjson, protobuf-free), and tunes its own collector the way the
-server does. A worker that dies (out of memory on an absurd body) costs that request a 503 and
+``mlsrv.server.rest_decode`` (numpy, orjson, protobuf-free), tunes its own collector the way the
+server does, and keeps its large blocks for reuse (``process_tuning.tune_codec_worker``). A worker that dies (out of memory on an absurd body) costs that request a 503 and
 is replaced; the server and its other clients are unaffected.
 """
 
@@ -36,7 +36,9 @@ _WORKER_GC_THRESHOLD: Final = (100_000, 10, 10)
 
 def _initialize_worker() -> None:
     import mlsrv.server.rest_decode  # noqa: F401  (imported once, before the first job)
+    from mlsrv.server.process_tuning import tune_codec_worker
 
+    tune_codec_worker()
     gc.set_threshold(*_WORKER_GC_THRESHOLD)
     gc.freeze()
 
