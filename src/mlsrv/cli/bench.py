@@ -81,7 +81,13 @@ def bench(
         int | None, typer.Option("--requests", "-n", help="Measured requests to send.", rich_help_panel=LOAD)
     ] = None,
     warmup: Annotated[
-        str, typer.Option("--warmup", help="Unmeasured time before measuring, e.g. 2s.", rich_help_panel=LOAD)
+        str, typer.Option(
+            "--warmup",
+            help="Unmeasured time before measuring, e.g. 2s. Open-loop past capacity, use 0s: requests "
+            "sent while warming up are still queued once measuring starts, and take server time that "
+            "is not counted.",
+            rich_help_panel=LOAD,
+        )
     ] = "0s",
     workers: Annotated[
         int,
