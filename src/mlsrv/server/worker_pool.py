@@ -8,8 +8,9 @@ a multi-core host it runs beside the loop instead of taking turns with it.
 
 The pool uses ``spawn`` (forking a process that has loaded TensorFlow is unsafe), imports only
 ``mlsrv.server.rest_decode`` (numpy, orjson, protobuf-free), tunes its own collector the way the
-server does, and keeps its large blocks for reuse (``process_tuning.tune_codec_worker``). A worker that dies (out of memory on an absurd body) costs that request a 503 and
-is replaced; the server and its other clients are unaffected.
+server does, and keeps its large blocks for reuse (``process_tuning.tune_codec_worker``). A worker
+that dies (out of memory on an absurd body) costs that request a 503 and is replaced; the server and
+its other clients are unaffected.
 """
 
 from __future__ import annotations
