@@ -1,4 +1,5 @@
-"""Closing the REST listener at a stop serves the connections queued on it instead of resetting them.
+"""The REST listener's queue: connections queued on it are accepted a batch per loop iteration, and
+closing the listener at a stop serves them instead of resetting them.
 
 A listening socket's close resets every connection still in its accept queue. uvloop accepts one
 connection per loop iteration, so a busy server always has some queued, and with ``--workers`` the
@@ -13,11 +14,14 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import uvloop
 
 from mlsrv.server.rest_connections import close_listener_serving_its_queue
+from tests.fakes import FakeLoaderFactory
+from tests.server.harness import running_server
 
 
 class _Echo(asyncio.Protocol):
@@ -72,3 +76,50 @@ def test_every_queued_connection_is_served(loop_factory: Callable[[], asyncio.Ab
 def test_a_plain_close_resets_them_which_is_what_this_prevents() -> None:
     answers = _run(uvloop.new_event_loop(), "plain")
     assert not any(isinstance(answer, bytes) and answer.startswith(b"ok:") for answer in answers), answers
+
+
+def test_a_busy_server_accepts_what_is_queued_each_iteration_not_one_connection(tmp_path: Path) -> None:
+    """uvloop accepts one queued connection per loop iteration; a server whose iterations take
+    milliseconds (under load) then accepted clients that connect per request slower than they came
+    (the queue reached 434, a /healthz probe waited 2.6 s, issue #18). The server takes the rest of
+    the queue in the next iteration: 40 clients queued while the loop did not run are accepted and
+    answered within a few iterations, not one per iteration."""
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    (tmp_path / "m" / "1" / "saved_model.pb").write_bytes(b"")
+    count = 40
+
+    async def main() -> list[int]:
+        async with running_server(
+            loader_factory=FakeLoaderFactory(),
+            model_name="m",
+            model_base_path=str(tmp_path / "m"),
+        ) as s:
+            guard = s.server.rest_connections
+            assert guard is not None
+            opened_before = guard.open
+            clients = []
+            for _ in range(count):  # no await: the kernel queues them all, with their requests
+                client = socket.create_connection(("127.0.0.1", s.server.rest_port), timeout=10)
+                client.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                clients.append(client)
+            accepted_by_iteration: list[int] = []
+            iterated = asyncio.get_running_loop().create_future()
+
+            def each_iteration() -> None:  # call_soon from a callback: runs once per loop iteration
+                accepted_by_iteration.append(guard.open - opened_before)
+                if len(accepted_by_iteration) < 3 * count:
+                    asyncio.get_running_loop().call_soon(each_iteration)
+                else:
+                    iterated.set_result(None)
+
+            each_iteration()
+            await iterated
+            answers = await asyncio.gather(*(asyncio.to_thread(client.recv, 200) for client in clients))
+            for client in clients:
+                client.close()
+            assert all(answer.startswith(b"HTTP/1.1 200 OK") for answer in answers)
+            return accepted_by_iteration
+
+    accepted = uvloop.run(main())
+    assert accepted[-1] == count
+    assert accepted.index(count) <= 5, accepted  # one per iteration would take about 40

@@ -406,6 +406,7 @@ class Server:
             reason = getattr(error, "strerror", None) or error
             raise ConfigError(f"cannot serve REST on {rest.host}:{rest.port}: {reason}") from None
         widen_listen_queue(self._rest_listener)
+        self.rest_connections.listen_on(self._rest_listener, tls, accept_backlog(limits.max_connections))
         sockets = self._rest_listener.sockets
         self.rest_port = int(sockets[0].getsockname()[1]) if sockets else 0
         log.info("Exporting HTTP/REST API at:localhost:%d ...", self.rest_port)  # TF's words, whatever the host
@@ -559,6 +560,7 @@ class Server:
             await asyncio.sleep(min(DRAIN_PICKUP_S, grace_s))
         guard = self.rest_connections
         if self._rest_listener is not None and guard is not None:  # made together in _start_rest
+            guard.stop_accepting()  # its duplicates of the listening sockets would keep them open
             queued = await close_listener_serving_its_queue(
                 self._rest_listener, guard, self._rest_tls, settle_s=HANDSHAKE_SETTLE_S
             )

@@ -13,6 +13,12 @@ aiohttp parses HTTP well but leaves three doors open that a server on the intern
   reserve of :data:`HEALTH_RESERVE` connections (with a short header timeout) is still accepted
   for health, readiness and metrics only, so probes see a live server while slow clients hold
   every ordinary slot; any other path on them gets the 503.
+- **One connection accepted per loop iteration.** uvloop (libuv) accepts one queued connection each
+  time the loop comes round; under load an iteration takes milliseconds, so clients that open a
+  connection per request (open-loop load, a kubelet's probes) queue in the kernel faster than they are
+  accepted: measured, the accept queue grew to 434 connections and a ``/healthz`` probe waited 2.6 s
+  (MLP over REST at 3x, issue #18). :meth:`ConnectionGuard.accept_queued` takes what else is queued,
+  up to the accept batch, once per iteration in which a connection arrived.
 - **A bad chunked body hangs the request.** When the parser rejects bytes inside a body, aiohttp
   queues a 400 *behind* the request being read, whose ``read()`` then waits forever. The handler
   here fails that body instead, so the request's own handler answers 400 at once.
@@ -223,8 +229,61 @@ class ConnectionGuard:
         self.refused = 0
         self.lingering = 0
         self.log = RateLimitedLog(log)
+        #: the listening sockets' queues, taken from beside the loop's accepts (``listen_on``)
+        self._queues: list[socket.socket] = []
+        self._ssl_context: ssl.SSLContext | None = None
+        self._accept_batch = 0
+        self._accept_scheduled = False
+        self._adopting: set[asyncio.Task[None]] = set()
+
+    def listen_on(self, listener: asyncio.Server, ssl_context: ssl.SSLContext | None, batch: int) -> None:
+        """Take connections queued on ``listener``'s sockets beside the loop's own accepts, ``batch``
+        at a time at most (``accept_backlog``: what the descriptors left free allow); undone by
+        :meth:`stop_accepting`, which must come before the listener is closed."""
+        self._queues = [socket.socket(fileno=os.dup(listening.fileno())) for listening in listener.sockets]
+        for queue in self._queues:
+            queue.setblocking(False)
+        self._ssl_context = ssl_context
+        self._accept_batch = batch
+
+    def stop_accepting(self) -> None:
+        """No more connections taken here (the listener's descriptor is then closed by its own close)."""
+        queues, self._queues = self._queues, []
+        for queue in queues:
+            queue.close()
+
+    def accept_queued(self) -> None:
+        """Accept the connections still queued on the listening sockets (see the module's docstring).
+
+        Each is handed to the loop as uvloop's own accept would be (``connect_accepted_socket`` with
+        this guard as the protocol factory, so the cap applies), as a task kept until it is made.
+        """
+        self._accept_scheduled = False
+        loop = asyncio.get_running_loop()
+        for queue in self._queues:
+            for _ in range(self._accept_batch):
+                try:
+                    connection, _ = queue.accept()
+                except BlockingIOError:
+                    break
+                except OSError as error:  # EMFILE and the like: the loop's own accept meets it too
+                    self.log.warning("REST accept failed: %s", error)
+                    break
+                connection.setblocking(False)
+                task = loop.create_task(self._adopt(connection))
+                self._adopting.add(task)
+                task.add_done_callback(self._adopting.discard)
+
+    async def _adopt(self, connection: socket.socket) -> None:
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(self, connection, ssl=self._ssl_context)
+        except (OSError, ssl.SSLError):  # the client left, or its TLS handshake failed: nothing to serve
+            connection.close()
 
     def __call__(self) -> asyncio.Protocol:
+        if self._queues and not self._accept_scheduled:  # once per iteration in which connections arrive
+            self._accept_scheduled = True
+            asyncio.get_running_loop().call_soon(self.accept_queued)
         if self.open < self.limits.max_connections:
             self.open += 1
             return GuardedRequestHandler(self, self._server, health_only=False, **self._handler_args)
