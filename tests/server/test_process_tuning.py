@@ -6,6 +6,8 @@ import asyncio
 import platform
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -65,5 +67,42 @@ def test_a_request_sized_block_is_reused_not_faulted_in_again_for_every_request(
     thresholds do the same for a 3 MB image body, which the server's would mmap each time."""
     assert _faults_reusing_a_block("process_tuning.tune_process()", 530_000) < 500
     assert _faults_reusing_a_block(_MMAP_THRESHOLD_ONLY, 530_000) > 5_000
-    assert _faults_reusing_a_block("process_tuning.tune_codec_worker()", 3_000_000) < 500
+    as_worker = "import os; process_tuning.tune_codec_worker(os.getppid())"
+    assert _faults_reusing_a_block(as_worker, 3_000_000) < 500
     assert _faults_reusing_a_block("process_tuning.tune_process()", 3_000_000) > 50_000
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_codec_worker_ends_when_its_server_is_killed() -> None:
+    """A server killed outright (SIGKILL, the OOM killer) never stops its pool; its codec workers,
+    waiting on a pipe every one of them holds open, used to run on forever."""
+    code = """
+import asyncio, os
+from mlsrv.server.worker_pool import WorkerPool
+
+async def main():
+    pool = WorkerPool()
+    print(await pool.run(os.getpid), flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) as server:
+        try:
+            assert server.stdout is not None
+            worker = int(server.stdout.readline())
+            assert _running(worker)
+        finally:
+            server.kill()
+    deadline = time.monotonic() + 10
+    while _running(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(worker)

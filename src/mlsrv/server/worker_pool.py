@@ -10,7 +10,7 @@ The pool uses ``spawn`` (forking a process that has loaded TensorFlow is unsafe)
 ``mlsrv.server.rest_decode`` (numpy, orjson, protobuf-free), tunes its own collector the way the
 server does, and keeps its large blocks for reuse (``process_tuning.tune_codec_worker``). A worker
 that dies (out of memory on an absurd body) costs that request a 503 and is replaced; the server and
-its other clients are unaffected.
+its other clients are unaffected. A worker ends with the server, however the server ends.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import asyncio
 import gc
 import logging
 import multiprocessing
+import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -35,11 +36,11 @@ T = TypeVar("T")
 _WORKER_GC_THRESHOLD: Final = (100_000, 10, 10)
 
 
-def _initialize_worker() -> None:
+def _initialize_worker(server_pid: int) -> None:
     import mlsrv.server.rest_decode  # noqa: F401  (imported once, before the first job)
     from mlsrv.server.process_tuning import tune_codec_worker
 
-    tune_codec_worker()
+    tune_codec_worker(server_pid)
     gc.set_threshold(*_WORKER_GC_THRESHOLD)
     gc.freeze()
 
@@ -60,7 +61,9 @@ class WorkerPool:
         """Create the pool and start its workers in the background (their imports take ~0.5 s)."""
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
-                self._workers, mp_context=multiprocessing.get_context("spawn"), initializer=_initialize_worker
+                self._workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_initialize_worker,
+                initargs=(os.getpid(),),
             )
             for _ in range(self._workers):
                 self._pool.submit(_ready)
