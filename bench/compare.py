@@ -204,7 +204,12 @@ class Run:
         body = scratch / f"{model.name}.grpc"
         body.write_bytes(model.grpc_body())
         probe_grpc(port, model)  # h2load sees HTTP status only: check once that calls succeed
-        h2load_grpc(port, body, streams, 1)  # warm-up, not measured
+        for warm_up_s in (1, 2, 4, 8):  # not measured; a model's first batches may take more than a second
+            try:
+                h2load_grpc(port, body, streams, warm_up_s)
+                break
+            except RuntimeError:  # no call completed in time (MobileNetV2 on a busy machine)
+                continue
         batches_before = batch_counts(metrics_port) if metrics_port is not None else (0, 0)
         before, ok_before = cpu_seconds(pid), ok_predictions(metrics_port, model.name) if metrics_port else 0
         result = h2load_grpc(port, body, streams, self.duration)
