@@ -3,22 +3,24 @@
 - **File descriptors.** The soft ``RLIMIT_NOFILE`` is raised to the hard limit, as most servers do
   at start: every REST and gRPC connection needs one, and the REST connection cap
   (``rest_connections.default_max_connections``) is derived from what is available.
-- **Memory returned to the system.** glibc serves allocations above its mmap threshold with
-  ``mmap`` and returns them on free, but the threshold grows to the largest block freed so far
-  (up to 32 MiB): after one 7 MB request it is served from the heap, and the heap keeps what it
-  grows. Measured with 200 failing 7.6 MB gRPC Predicts (bench/reliability.py): RSS +82 MiB that
-  stays, against +33 MiB with the threshold fixed at 1 MiB. Fixing it (``mallopt``) is a no-op on
-  other C libraries. glibc also gives the top of a heap back once more than 128 KiB of it is free,
-  so a request body of a few hundred KiB was faulted in afresh for almost every request (a 530 KB
-  body refused at the door: ~150 page faults and ~0.6 ms of the loop's CPU, issue #18); the trim
-  threshold is set at 4 MiB, what a heap may keep free at its top.
-- **Memory kept for reuse in codec workers.** A REST codec worker (``worker_pool``) allocates and
-  frees the same few large blocks for every request (the body, simdjson's buffers, the arrays, their
-  pickles). With glibc's defaults those went to ``mmap`` or were trimmed off the heap on free, so each
-  request faulted its memory in again: ~750 page faults and about half the worker's CPU per 530 KB
-  MLP body (docs/benchmarks.md, issue #18). :func:`tune_codec_worker` sets the thresholds glibc's
-  own adaptation ends at (mmap above 32 MiB, trim above 64 MiB) from the start; what a worker keeps
-  is bounded by them.
+- **Memory kept for reuse.** A server allocates and frees the same large blocks for every request
+  or batch: request bodies, a codec worker's simdjson buffers and arrays, TensorFlow's batch tensors
+  and activations (its CPU allocator is glibc's ``malloc``). glibc serves blocks above its mmap
+  threshold with ``mmap`` and gives the top of a heap back once more than its trim threshold is
+  free, and both thresholds start small (128 KiB) and only grow as blocks are freed. Whatever is
+  given back is faulted in again, page by page, by the next request: measured (issue #18,
+  docs/benchmarks.md), ~150-180 page faults and ~0.8 ms of the loop per refused 530 KB body, ~750
+  faults and half a codec worker's CPU per MLP body, and 2.0-2.5 million faults per 8 s of
+  MobileNetV2 batches. Both the server and its codec workers set the thresholds glibc's own
+  adaptation ends at (mmap above 32 MiB, trim above 64 MiB) from the start: MobileNetV2 over gRPC
+  +15-44% images/s and over REST +7-43% (three alternated pairs), the codec worker's CPU per MLP body
+  halved. The price is memory kept after large requests: up to the trim threshold free at the top of
+  each heap. Until 2026-12-08 the mmap threshold was fixed at 1 MiB to give large requests' memory
+  back (200 failing 7.6 MB gRPC Predicts, bench/reliability.py: RSS +33 MiB that stays, against +89
+  MiB now); a server that must return memory between rare large requests can still lower them with
+  glibc's own ``GLIBC_TUNABLES`` (``glibc.malloc.mmap_threshold``, ``glibc.malloc.trim_threshold``),
+  which ``mallopt`` here overrides only when they are unset. ``mallopt`` is a no-op on other C
+  libraries.
 - **Codec workers end with the server.** A worker waits for work on a pipe whose write end every
   worker holds too, so when the server is killed (SIGKILL, the OOM killer) rather than stopped, the
   pipe never closes and the workers wait forever, each holding its memory (seen: workers of killed
@@ -53,17 +55,15 @@ log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG: Final = 1
 _M_TRIM_THRESHOLD: Final = -1
 _M_MMAP_THRESHOLD: Final = -3
-MMAP_THRESHOLD_BYTES: Final = 1 << 20
-TRIM_THRESHOLD_BYTES: Final = 4 << 20
 #: glibc's dynamic mmap threshold stops growing here (``DEFAULT_MMAP_THRESHOLD_MAX`` on 64-bit), and
-#: its trim threshold follows at twice it: where a codec worker starts.
-WORKER_MMAP_THRESHOLD_BYTES: Final = 32 << 20
-WORKER_TRIM_THRESHOLD_BYTES: Final = 64 << 20
+#: its trim threshold follows at twice it: where the server and its codec workers start.
+MMAP_THRESHOLD_BYTES: Final = 32 << 20
+TRIM_THRESHOLD_BYTES: Final = 64 << 20
 
 
 def tune_process() -> None:
     _raise_descriptor_limit()
-    _fix_malloc_thresholds()
+    _keep_blocks_for_reuse()
 
 
 def trim_heap() -> None:
@@ -98,8 +98,7 @@ def _raise_descriptor_limit() -> None:
 def tune_codec_worker(server_pid: int) -> None:
     """A codec worker's settings: it keeps its large blocks for the next request instead of faulting
     them in again, and it ends when the server (``server_pid``, its parent) does."""
-    _mallopt(_M_MMAP_THRESHOLD, WORKER_MMAP_THRESHOLD_BYTES)
-    _mallopt(_M_TRIM_THRESHOLD, WORKER_TRIM_THRESHOLD_BYTES)
+    _keep_blocks_for_reuse()
     _end_with_parent(server_pid)
 
 
@@ -114,7 +113,10 @@ def _end_with_parent(parent_pid: int) -> None:
         os._exit(0)
 
 
-def _fix_malloc_thresholds() -> None:
+def _keep_blocks_for_reuse() -> None:
+    """The malloc thresholds (see the module's docstring), unless the operator set glibc's own."""
+    if "malloc." in os.environ.get("GLIBC_TUNABLES", ""):
+        return
     _mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
     _mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
 
