@@ -9,24 +9,25 @@
   threshold with ``mmap`` and gives the top of a heap back once more than its trim threshold is
   free, and both thresholds start small (128 KiB) and only grow as blocks are freed. Whatever is
   given back is faulted in again, page by page, by the next request: measured (issue #18,
-  docs/benchmarks.md), ~150-180 page faults and ~0.8 ms of the loop per refused 530 KB body, ~750
+  docs/benchmarks.md), ~150-180 page faults and ~0.6 ms of the loop per refused 530 KB body, ~750
   faults and half a codec worker's CPU per MLP body, and 2.0-2.5 million faults per 8 s of
   MobileNetV2 batches. Both the server and its codec workers set the thresholds glibc's own
   adaptation ends at (mmap above 32 MiB, trim above 64 MiB) from the start: MobileNetV2 over gRPC
   +15-44% images/s and over REST +7-43% (three alternated pairs), the codec worker's CPU per MLP body
   halved. The price is memory kept after large requests: up to the trim threshold free at the top of
   each heap. Until 2026-12-08 the mmap threshold was fixed at 1 MiB to give large requests' memory
-  back (200 failing 7.6 MB gRPC Predicts, bench/reliability.py: RSS +33 MiB that stays, against +89
+  back (200 failing 7.6 MB gRPC Predicts, bench/reliability.py: RSS +33 MiB that stays, against +82
   MiB now); a server that must return memory between rare large requests can still lower them with
   glibc's own ``GLIBC_TUNABLES`` (``glibc.malloc.mmap_threshold``, ``glibc.malloc.trim_threshold``),
   which ``mallopt`` here overrides only when they are unset. ``mallopt`` is a no-op on other C
   libraries.
 - **Codec workers end with the server.** A worker waits for work on a pipe whose write end every
   worker holds too, so when the server is killed (SIGKILL, the OOM killer) rather than stopped, the
-  pipe never closes and the workers wait forever, each holding its memory (seen: workers of killed
-  test servers still running hours later). Linux's ``PR_SET_PDEATHSIG`` kills a worker when the
-  server's thread that started it (the event loop's) ends; a worker whose server is already gone
-  when it starts exits at once. Elsewhere a worker outlives a killed server, as before.
+  pipe never closes and the workers wait forever, each holding its memory (seen: three workers of
+  killed test and benchmark servers, reparented to init, still waiting). Linux's
+  ``PR_SET_PDEATHSIG`` kills a worker when the server's thread that started it (the event loop's)
+  ends; a worker whose server is already gone when it starts exits at once. Elsewhere a worker
+  outlives a killed server, as before.
 - **The event loop.** uvloop (libuv, in C) when it is installed (a dependency on Linux and macOS):
   measured in one run on half_plus_two with batching, REST c=32 +17-25% requests/s and -15% server
   CPU per request, gRPC neutral to +14% (docs/benchmarks.md). The stock loop otherwise.

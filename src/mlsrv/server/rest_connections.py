@@ -538,10 +538,12 @@ class GuardedRequestHandler(RequestHandler):
     def _drop_refused_body(self) -> None:
         """Empty a refused request's body of what has arrived, in the callback that received it.
 
-        A 530 KB body arrives in a dozen or more chunks; reading them into nothing from a task (a
-        wake-up, a read and a resume of the socket per chunk) cost the loop about as much as reading
-        an admitted body, so past capacity the refusals took the time the admitted requests needed
-        (issue #18, docs/benchmarks.md). Here each chunk is dropped where it was parsed.
+        Read into nothing by a task, each chunk of a large refused body cost a task wake-up, a copy
+        (``readany`` joins what is buffered) and, past aiohttp's buffer limit, a pause and a resume
+        of the socket; past capacity a server refuses more requests than it serves, so that was
+        paid for most of them (issue #18: with the allocator settings of ``process_tuning``, a
+        refused 536 KB body costs the server ~0.2 ms instead of ~1 ms, ``bench/door_refusal.py``).
+        Here each chunk is dropped in the callback that parsed it.
         """
         body = cast(StreamReader, self._refused_body)
         if body.exception() is not None:  # malformed: the header timer closes the connection
