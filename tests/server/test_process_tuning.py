@@ -111,3 +111,32 @@ asyncio.run(main())
     while _running(worker) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _running(worker)
+
+
+def test_serve_pools_tensorflow_cpu_memory_unless_the_environment_chose(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlsrv.server.process_tuning import pool_tensorflow_cpu_memory
+
+    monkeypatch.delenv("TF_CPU_ALLOCATOR_USE_BFC", raising=False)
+    pool_tensorflow_cpu_memory()
+    assert os.environ["TF_CPU_ALLOCATOR_USE_BFC"] == "1"
+    monkeypatch.setenv("TF_CPU_ALLOCATOR_USE_BFC", "0")  # the operator keeps malloc
+    pool_tensorflow_cpu_memory()
+    assert os.environ["TF_CPU_ALLOCATOR_USE_BFC"] == "0"
+
+
+def test_the_serve_command_sets_it_before_tensorflow_is_imported() -> None:
+    """TensorFlow reads the variable when it first allocates; ``mlsrv serve`` sets it first thing
+    (checked in a fresh interpreter: a missing config file stops serve after the setting, before TensorFlow)."""
+    code = """
+import os, sys
+os.environ.pop("TF_CPU_ALLOCATOR_USE_BFC", None)
+from mlsrv.cli.app import main
+try:
+    sys.argv = ["mlsrv", "serve", "--model_config_file=/nonexistent/models.config"]
+    main()
+except SystemExit:
+    pass
+print(os.environ.get("TF_CPU_ALLOCATOR_USE_BFC"), "tensorflow" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["1", "False"], done.stdout + done.stderr[-2000:]

@@ -33,6 +33,9 @@ def serve(**values: str | None) -> None:
     if given.get("version"):
         _print_versions()
         return
+    from mlsrv.server.process_tuning import pool_tensorflow_cpu_memory
+
+    pool_tensorflow_cpu_memory()  # read by TensorFlow when it first allocates: before it is imported
     from mlsrv.config_loader import load_config
 
     config = _serving(lambda: load_config(given))
