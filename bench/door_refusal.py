@@ -29,7 +29,7 @@ from multiprocessing.queues import Queue
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_benchmarks import cpu_seconds  # noqa: E402
+from run_benchmarks import cpu_seconds, minor_faults  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 17\r\n"
@@ -83,11 +83,6 @@ def client(port: int, body: bytes, requests: int) -> None:
                 if not chunk:
                     raise RuntimeError("the server closed the connection")
                 answer += chunk
-
-
-def minor_faults(pid: int) -> int:
-    """Page faults served without I/O so far (memory the process touched for the first time)."""
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
 
 
 def measure(src: Path, body: bytes, requests: int, connections: int) -> tuple[float, float]:

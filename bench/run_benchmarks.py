@@ -283,6 +283,11 @@ def cpu_times(pid: int, tid: int | None = None) -> tuple[float, float]:
     return int(fields[11]) / ticks, int(fields[12]) / ticks
 
 
+def minor_faults(pid: int) -> int:
+    """Page faults a process has taken without I/O so far: memory it touched for the first time (Linux /proc)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far (Linux /proc)."""
     return sum(cpu_times(pid))

@@ -530,8 +530,7 @@ class GuardedRequestHandler(RequestHandler):
             transport.close()
         elif not payload.is_eof():  # a refused body still arriving: dropped as it comes, within the
             self._start_header_timer()  # header timeout (past it the connection closes; the 503 is sent)
-            self._refused_body = payload
-            self._drop_refused_body()
+            self._refused_body = payload  # emptied by data_received once the parser returns
         else:
             self._start_keepalive_timer()
 
